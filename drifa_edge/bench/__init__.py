@@ -1,0 +1,1 @@
+"""drifa-edge bench."""

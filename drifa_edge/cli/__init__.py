@@ -1,0 +1,37 @@
+"""Command line: a thin layer over the library; one module per command.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad option or configuration;
+3 bad input file; 4 missing dependency or unsupported runtime; 5 artifact
+missing or tampered; 6 export failed; 7 parity check failed; 8 drift gate
+failed; 9 some cases of a batch failed (the others were written).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rich.console import Console
+
+from drifa_edge.cli import bench as _bench  # noqa: E402,F401
+from drifa_edge.cli import check as _check  # noqa: E402,F401
+from drifa_edge.cli import demo as _demo  # noqa: E402,F401
+from drifa_edge.cli import export as _export  # noqa: E402,F401
+
+# Each module registers its command on `app`.
+from drifa_edge.cli import info as _info  # noqa: E402,F401
+from drifa_edge.cli import predict as _predict  # noqa: E402,F401
+from drifa_edge.cli import train as _train  # noqa: E402,F401
+from drifa_edge.cli.app import app
+from drifa_edge.errors import DrifaError
+
+PARTIAL_FAILURE_EXIT = 9
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()  # standalone: click handles usage errors (exit 2) and Ctrl-C itself
+    except DrifaError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        sys.exit(e.exit_code)

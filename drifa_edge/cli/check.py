@@ -1,0 +1,1 @@
+"""`drifa-edge check` (being built)."""

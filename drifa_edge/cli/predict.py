@@ -1,0 +1,1 @@
+"""`drifa-edge predict` (being built)."""

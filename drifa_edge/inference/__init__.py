@@ -1,0 +1,1 @@
+"""MC-dropout inference: engine, uncertainty, prediction over files."""

@@ -1,0 +1,1 @@
+"""DRIFA-Net in PyTorch (imports torch: install 'drifa-edge[torch]')."""
