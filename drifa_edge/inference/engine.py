@@ -101,15 +101,15 @@ def run_member_logits(runtime: Runtime, images: Sequence[np.ndarray], cfg: Engin
     return [np.concatenate(o, axis=0) for o in out]
 
 
-def run_mc(
+def run_mc_logits(
     runtimes: Sequence[Runtime], images: Sequence[np.ndarray], cfg: EngineConfig
 ) -> dict[str, np.ndarray]:
-    """Class probabilities per task, shape (B, K*T, C): every member's T samples.
+    """Raw logits per task, shape (B, K*T, C): every member's T samples, no temperature.
 
     Member k uses seed ``cfg.seed + k`` so members never share a mask stream.
     """
     if not runtimes:
-        raise ConfigError("run_mc needs at least one runtime (ensemble member)")
+        raise ConfigError("the engine needs at least one runtime (ensemble member)")
     names = runtimes[0].card.task_names
     samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for k, rt in enumerate(runtimes):
@@ -118,6 +118,26 @@ def run_mc(
         seed = None if cfg.seed is None else cfg.seed + k
         member_cfg = EngineConfig(cfg.samples, seed, cfg.max_rows, cfg.prefix_once, cfg.apply_temperature)
         for name, z in zip(names, run_member_logits(rt, images, member_cfg), strict=True):
-            temp = rt.card.temperature_of(name) if cfg.apply_temperature else 1.0
-            samples[name].append(softmax(z, temp))
+            samples[name].append(z)
     return {n: np.concatenate(v, axis=1) for n, v in samples.items()}
+
+
+def run_mc(
+    runtimes: Sequence[Runtime], images: Sequence[np.ndarray], cfg: EngineConfig
+) -> dict[str, np.ndarray]:
+    """Class probabilities per task, shape (B, K*T, C), with the card's temperature.
+
+    Every member's logits are divided by that member's own temperature.
+    """
+    logits = run_mc_logits(runtimes, images, cfg)
+    out = {}
+    for name, z in logits.items():
+        parts = np.split(z, len(runtimes), axis=1)
+        out[name] = np.concatenate(
+            [
+                softmax(p, rt.card.temperature_of(name) if cfg.apply_temperature else 1.0)
+                for p, rt in zip(parts, runtimes, strict=True)
+            ],
+            axis=1,
+        )
+    return out
