@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drifa_edge import __version__
@@ -33,6 +34,6 @@ def info(as_json: bool = typer.Option(False, "--json", help="print JSON instead 
             "yes" if r.get("available") else "no",
             str(r.get("version", "")),
             ", ".join(r.get("devices", [])),
-            r.get("reason", r.get("note", "")),
+            escape(str(r.get("reason", r.get("note", "")))),
         )
     Console().print(table)
