@@ -1,1 +1,115 @@
-"""`drifa-edge check` (being built)."""
+"""`drifa-edge check`: the accuracy / calibration / uncertainty drift gate.
+
+Exit 0 when every criterion passes, 8 (DriftExceededError) when one fails; the
+report is written either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from drifa_edge.cli.app import app
+from drifa_edge.drift.check import run_check
+from drifa_edge.drift.gate import DriftReport
+from drifa_edge.drift.policy import load_policy
+from drifa_edge.drift.report import format_value
+from drifa_edge.errors import DriftExceededError
+
+
+def print_report(report: DriftReport, console: Console) -> None:
+    table = Table(title="drift check: noise floor (ref vs ref, other draws) next to the candidate")
+    for col in ("task", "criterion", "noise floor", "candidate", "threshold", "verdict"):
+        table.add_column(col, overflow="fold")
+    for c in report.criteria:
+        verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
+        values = (format_value(c.noise), format_value(c.value), format_value(c.threshold))
+        table.add_row(c.task, c.name, *values, verdict)
+    console.print(table)
+    for c in report.failures:
+        console.print(f"[red]{c.task}: {c.name}[/] {c.detail}", highlight=False)
+    recal = report.meta.get("recalibration")
+    if recal:
+        for task, r in recal.items():
+            console.print(
+                f"recalibrated {task}: T {r['temperature_before']:.3f} -> {r['temperature_after']:.3f}, "
+                f"ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}"
+            )
+
+
+@app.command()
+def check(
+    reference: Path = typer.Argument(..., help="reference artifact (FP32 checkpoint or export folder)"),
+    candidate: Path = typer.Argument(..., help="candidate artifact (e.g. the INT8 export folder)"),
+    data: list[str] = typer.Option(
+        ..., "--data", help="labelled data, NAME=PATH once per task, or 'synthetic'"
+    ),
+    policy: str | None = typer.Option(
+        None,
+        "--policy",
+        help="policy TOML or profile name (default, strict-clinical); default: built-in default",
+    ),
+    samples: int = typer.Option(30, "--samples", "-T", help="MC samples per case"),
+    seed: int = typer.Option(0, "--seed", help="MC seed; the noise floor uses seed + 1000"),
+    out: Path | None = typer.Option(
+        None, "--out", help="folder for report.json, report.md, reliability PNGs"
+    ),
+    ref_runtime: str = typer.Option("torch", "--ref-runtime", help="runtime of the reference (or 'auto')"),
+    runtime: str = typer.Option(
+        "auto", "--runtime", help="runtime of the candidate; auto = by folder content"
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="precision of the candidate: fp32, fp16, bf16, int8"
+    ),
+    ref_precision: str = typer.Option("fp32", "--ref-precision", help="precision of the reference"),
+    device: str | None = typer.Option(None, "--device", help="candidate's device (cpu, cuda:0, GPU, NPU...)"),
+    ref_device: str | None = typer.Option(None, "--ref-device", help="reference's device (default: cpu)"),
+    recalibrate: bool = typer.Option(
+        False,
+        "--recalibrate",
+        help="refit the candidate's temperature and referral threshold on validation data",
+    ),
+    write_card: bool = typer.Option(
+        False,
+        "--write-card",
+        help="with --recalibrate: store the refitted values in the candidate's model card",
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
+) -> None:
+    """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
+    report = run_check(
+        reference,
+        candidate,
+        data,
+        policy=load_policy(policy),
+        samples=samples,
+        seed=seed,
+        out=out,
+        ref_runtime=ref_runtime,
+        cand_runtime=runtime,
+        cand_precision=precision,
+        ref_precision=ref_precision,
+        recalibrate=recalibrate,
+        limit=limit,
+        device=device,
+        ref_device=ref_device,
+        write_candidate_card=write_card,
+    )
+    if as_json:
+        from drifa_edge.drift.report import report_json
+
+        print(report_json(report))
+    else:
+        console = Console()
+        print_report(report, console)
+        if out is not None:
+            console.print(f"report written to {out}/report.md")
+    if not report.passed:
+        failed = ", ".join(f"{c.task}: {c.name}" for c in report.failures)
+        raise DriftExceededError(f"the candidate drifts beyond policy '{report.policy.name}' ({failed})")
+    if not as_json:
+        Console().print("[bold green]PASS[/]: the candidate is within the policy")

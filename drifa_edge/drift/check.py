@@ -1,0 +1,349 @@
+"""``drifa-edge check`` as a library call: open two artifacts, run both over the
+same labelled data with the same seeds, and hand the MC samples to the gate.
+
+The reference runs twice (seed and seed + ``noise_seed_offset``): the second run
+is the noise floor. The candidate runs once with the reference's seed, so where
+both runtimes can share the dropout masks (torch against torch) there is no MC
+noise between them at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drifa_edge.card import ModelCard, ReferralRule, read_card, write_card
+from drifa_edge.drift import metrics as M
+from drifa_edge.drift.gate import DriftReport, evaluate_drift
+from drifa_edge.drift.policy import DriftPolicy
+from drifa_edge.drift.temperature import apply_calibration, fit_calibration
+from drifa_edge.errors import ArtifactError, BadInputError, DrifaError, UnsupportedBackendError
+from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
+from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime
+
+log = logging.getLogger(__name__)
+
+# (runtime, folder of a precision in an export folder); the first one installed and present wins
+_EXPORT_RUNTIMES = ("openvino", "onnxruntime")
+
+
+def member_paths(path: str | Path) -> list[Path]:
+    """The member folders of an artifact: several for an ensemble, else the path itself."""
+    try:
+        from drifa_edge.training.ensemble import resolve_members
+    except ImportError:
+        from drifa_edge.export.layout import read_members as resolve_members
+    return [Path(p) for p in resolve_members(Path(path))]
+
+
+def pick_runtime(path: str | Path, precision: str = "fp32") -> str:
+    """``--runtime auto``: torch for a checkpoint folder (model.safetensors), else the
+    first of OpenVINO / ONNX Runtime that is installed and whose build of ``precision``
+    the export folder holds."""
+    from drifa_edge.export import layout
+
+    folder = member_paths(path)[0]
+    if (folder / "model.safetensors").is_file():
+        return "torch"
+    folders = {"openvino": layout.openvino_folder, "onnxruntime": layout.onnx_folder}
+    found = []
+    for name in _EXPORT_RUNTIMES:
+        try:
+            sub = folders[name](precision)
+        except UnsupportedBackendError:
+            continue
+        if (folder / sub).is_dir():
+            found.append(f"{sub}/")
+            if probe_runtime(name).get("available"):
+                return name
+    if found:
+        raise UnsupportedBackendError(
+            f"{folder}: holds {found} but no runtime for it is installed; "
+            "pip install 'drifa-edge[openvino]' or 'drifa-edge[onnx]'"
+        )
+    raise ArtifactError(
+        f"{folder}: neither a checkpoint (model.safetensors) nor an export with a {precision} build; "
+        "pass a folder from 'drifa-edge train' or 'drifa-edge export'"
+    )
+
+
+def open_artifact(path: str | Path, runtime: str, options: RuntimeOptions) -> list[Runtime]:
+    """One runtime per ensemble member of the artifact at ``path``."""
+    if runtime == "auto":
+        runtime = pick_runtime(path, options.precision)
+    return [open_runtime(runtime, member, options) for member in member_paths(path)]
+
+
+def _split_seed(card: ModelCard) -> int:
+    """The seed the training run split unsplit data with (so 'test' means the same cases)."""
+    for desc in (card.data.get("sets") or {}).values():
+        seed = (desc.get("options") or {}).get("seed") if isinstance(desc, dict) else None
+        if isinstance(seed, int):
+            return seed
+    return 0
+
+
+def load_split(values: Sequence[str], card: ModelCard, split: str, limit: int | None):
+    """(images, labels, row ids) of one split, preprocessed for ``card``."""
+    from drifa_edge.data.sources import load_eval_arrays
+
+    return load_eval_arrays(values, card, split=split, limit=limit, seed=_split_seed(card))
+
+
+def _probabilities(
+    logits: dict[str, np.ndarray], temperatures: dict[str, list[float]]
+) -> dict[str, np.ndarray]:
+    """Softmax of raw MC logits (N, K*T, C), member k's block with member k's temperature."""
+    out = {}
+    for task, z in logits.items():
+        temps = temperatures[task]
+        out[task] = np.concatenate(
+            [softmax(part, t) for part, t in zip(np.split(z, len(temps), axis=1), temps, strict=True)], axis=1
+        )
+    return out
+
+
+def _card_temperatures(runtimes: Sequence[Runtime]) -> dict[str, list[float]]:
+    names = runtimes[0].card.task_names
+    return {t: [rt.card.temperature_of(t) for rt in runtimes] for t in names}
+
+
+def _missing_thresholds(card: ModelCard) -> list[str]:
+    return [
+        t for t in card.task_names if t not in card.referral or not math.isfinite(card.referral[t].threshold)
+    ]
+
+
+def _check_compatible(ref: ModelCard, cand: ModelCard) -> None:
+    a = [(t.name, t.classes) for t in ref.model.tasks]
+    b = [(t.name, t.classes) for t in cand.model.tasks]
+    if a != b:
+        raise ArtifactError(f"reference and candidate predict different tasks or classes: {a} vs {b}")
+
+
+def run_check(
+    reference_path: str | Path,
+    candidate_path: str | Path,
+    data_values: Sequence[str],
+    policy: DriftPolicy | None = None,
+    samples: int = 30,
+    seed: int = 0,
+    out: str | Path | None = None,
+    ref_runtime: str = "torch",
+    cand_runtime: str = "auto",
+    cand_precision: str = "fp32",
+    ref_precision: str = "fp32",
+    recalibrate: bool = False,
+    limit: int | None = None,
+    device: str | None = None,
+    ref_device: str | None = None,
+    write_candidate_card: bool = False,
+    noise_seed_offset: int = 1000,
+) -> DriftReport:
+    """Run the drift gate of a candidate build against a reference on labelled test data.
+
+    ``device`` is the candidate's device (runtime-specific name), ``ref_device`` the
+    reference's. Thresholds a card lacks are fitted on validation data (or, with none, on the
+    test data itself: flagged in ``meta``). ``recalibrate`` refits the candidate's
+    temperature and referral threshold on validation data; ``write_candidate_card``
+    then writes them into the candidate's model card(s). Writes report.json,
+    report.md and one reliability PNG per task into ``out`` when given.
+    """
+    policy = policy or DriftPolicy()
+    started = time.perf_counter()
+    ref_rts = open_artifact(
+        reference_path, ref_runtime, RuntimeOptions(precision=ref_precision, device=ref_device)
+    )
+    cand_rts = open_artifact(
+        candidate_path, cand_runtime, RuntimeOptions(precision=cand_precision, device=device)
+    )
+    try:
+        ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
+        _check_compatible(ref_card, cand_card)
+        test = _load_pair(data_values, ref_card, cand_card, "test", limit)
+        need_val = recalibrate or _missing_thresholds(ref_card) or _missing_thresholds(cand_card)
+        val = None
+        if need_val:
+            try:
+                val = _load_pair(data_values, ref_card, cand_card, "val", limit)
+            except DrifaError as e:
+                if recalibrate:
+                    raise
+                log.warning("no validation data for fitting missing referral thresholds (%s); using test", e)
+        report = check_arrays(
+            ref_rts, cand_rts, test, policy, samples=samples, seed=seed, val=val,
+            recalibrate=recalibrate, noise_seed_offset=noise_seed_offset,
+        )  # fmt: skip
+    finally:
+        for rt in ref_rts + cand_rts:
+            rt.close()
+    meta = dict(report.meta)
+    meta.update(
+        reference=str(reference_path),
+        candidate=str(candidate_path),
+        data=list(data_values),
+        limit=limit,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    if write_candidate_card and recalibrate:
+        meta["candidate_card_written"] = write_calibration(candidate_path, meta["candidate_calibration"])
+    report = DriftReport(tasks=report.tasks, policy=report.policy, meta=meta)
+    if out is not None:
+        from drifa_edge.drift.report import write_report
+
+        write_report(report, out)
+    return report
+
+
+def write_calibration(path: str | Path, calibration: dict[str, Any]) -> list[str]:
+    """Store refitted temperatures and referral rules in the card of every member at ``path``
+    (each member keeps its own file hashes; only these two sections change)."""
+    written = []
+    for member in member_paths(path):
+        card = read_card(member, verify=False)
+        temperature = {**card.temperature, **calibration["temperature"]}
+        referral = {**card.referral, **{t: ReferralRule(**r) for t, r in calibration["referral"].items()}}
+        write_card(card.replace(temperature=temperature, referral=referral), member)
+        written.append(str(member))
+    return written
+
+
+def _load_pair(values, ref_card: ModelCard, cand_card: ModelCard, split: str, limit: int | None):
+    """Images for each card (shared when both preprocess alike) and one set of labels."""
+    ref_images, labels, ids = load_split(values, ref_card, split, limit)
+    if cand_card.preprocess == ref_card.preprocess:
+        return ref_images, ref_images, labels, ids
+    cand_images, cand_labels, cand_ids = load_split(values, cand_card, split, limit)
+    if list(ids) != list(cand_ids) or any(not np.array_equal(labels[t], cand_labels[t]) for t in labels):
+        raise BadInputError("the candidate's preprocessing selected different cases than the reference's")
+    return ref_images, cand_images, labels, ids
+
+
+def check_arrays(
+    ref_rts: Sequence[Runtime],
+    cand_rts: Sequence[Runtime],
+    test: tuple,
+    policy: DriftPolicy,
+    samples: int = 30,
+    seed: int = 0,
+    val: tuple | None = None,
+    recalibrate: bool = False,
+    noise_seed_offset: int = 1000,
+) -> DriftReport:
+    """The gate on arrays already loaded: ``test`` / ``val`` = (ref images, cand images,
+    labels {task: (N,)}, row ids). Separated from :func:`run_check` for tests and the demo."""
+    ref_images, cand_images, labels, _ = test
+    cfg = EngineConfig(samples=samples, seed=seed)
+    again_cfg = EngineConfig(samples=samples, seed=seed + noise_seed_offset)
+    ref_logits = run_mc_logits(ref_rts, ref_images, cfg)
+    again_logits = run_mc_logits(ref_rts, ref_images, again_cfg)
+    cand_logits = run_mc_logits(cand_rts, cand_images, cfg)
+    ref_temps, cand_temps = _card_temperatures(ref_rts), _card_temperatures(cand_rts)
+    ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
+    meta: dict[str, Any] = {
+        "samples": samples,
+        "seed": seed,
+        "noise_seed": seed + noise_seed_offset,
+        "reference_runtime": _describe(ref_rts),
+        "candidate_runtime": _describe(cand_rts),
+        # masks are shared only by one seedable runtime at one precision (bf16 draws other uniforms)
+        "shared_masks": all(rt.seedable for rt in ref_rts + cand_rts)
+        and {(rt.name, rt.precision) for rt in ref_rts} == {(rt.name, rt.precision) for rt in cand_rts},
+        "cases": {t: int(M.scored(y).sum()) for t, y in labels.items()},
+        "thresholds_fitted": {},
+    }
+    # the reference's own missing thresholds: fitted like the candidate's, on val if there is one
+    ref_card = _fill_thresholds(
+        ref_card, ref_rts, ref_temps, val, 0, ref_logits, labels, cfg, policy, meta, "ref"
+    )
+    if recalibrate:
+        if val is None:
+            raise BadInputError("--recalibrate needs validation data (a 'val' split)")
+        val_logits = run_mc_logits(cand_rts, val[1], cfg)
+        fitted = fit_calibration(val_logits, val[2], policy.referral_target_rate, policy.referral_metric)
+        before = _probabilities(cand_logits, cand_temps)
+        new_temps = {t: [f["temperature"]] * len(cand_rts) for t, f in fitted.items()}
+        after = _probabilities(cand_logits, new_temps)
+        meta["recalibration"] = {
+            t: {
+                "temperature_before": cand_temps[t][0],
+                "temperature_after": fitted[t]["temperature"],
+                "threshold_before": _finite_or_none(_threshold_of(cand_card, t)),
+                "threshold_after": fitted[t]["threshold"],
+                "ece_before": _ece(before[t], labels[t], policy.ece_bins),
+                "ece_after": _ece(after[t], labels[t], policy.ece_bins),
+                "validation_cases": fitted[t]["cases"],
+            }
+            for t in fitted
+        }
+        cand_card = apply_calibration(
+            cand_card, fitted, policy.referral_target_rate, policy.referral_metric,
+            provenance={"fitted_by": "drifa-edge check --recalibrate", "split": "val", "samples": samples},
+        )  # fmt: skip
+        cand_temps = new_temps
+        meta["candidate_calibration"] = {
+            "temperature": dict(cand_card.temperature),
+            "referral": {t: rule.to_dict() for t, rule in cand_card.referral.items()},
+        }
+    else:
+        cand_card = _fill_thresholds(
+            cand_card, cand_rts, cand_temps, val, 1, cand_logits, labels, cfg, policy, meta, "cand"
+        )
+    meta["temperatures"] = {"reference": ref_temps, "candidate": cand_temps}
+    return evaluate_drift(
+        _probabilities(ref_logits, ref_temps),
+        _probabilities(again_logits, ref_temps),
+        _probabilities(cand_logits, cand_temps),
+        labels,
+        ref_card,
+        cand_card,
+        policy,
+        seed=seed,
+        meta=meta,
+    )
+
+
+def _fill_thresholds(card, rts, temps, val, which, test_logits, labels, cfg, policy, meta, side) -> ModelCard:
+    """Fit the referral thresholds a card lacks: on val (``val[which]`` images) or on test."""
+    missing = _missing_thresholds(card)
+    if not missing:
+        return card
+    if val is not None:
+        logits, fit_labels, where = run_mc_logits(rts, val[which], cfg), val[2], "val"
+    else:
+        logits, fit_labels, where = test_logits, labels, "test (no validation data: optimistic)"
+    logits = {t: logits[t] for t in missing}
+    given = {t: temps[t][0] for t in missing}
+    fitted = fit_calibration(logits, fit_labels, policy.referral_target_rate, policy.referral_metric, given)
+    for t in missing:
+        meta["thresholds_fitted"][f"{side}:{t}"] = {"threshold": fitted[t]["threshold"], "on": where}
+    referral = dict(card.referral)
+    referral.update(
+        apply_calibration(card, fitted, policy.referral_target_rate, policy.referral_metric).referral
+    )
+    return card.replace(referral=referral)
+
+
+def _threshold_of(card: ModelCard, task: str) -> float:
+    rule = card.referral.get(task)
+    return float("inf") if rule is None else rule.threshold
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _ece(samples: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    keep = M.scored(labels)
+    return M.ece(samples[keep].mean(axis=1), labels[keep], bins)
+
+
+def _describe(rts: Sequence[Runtime]) -> dict[str, Any]:
+    rt = rts[0]
+    return {"name": rt.name, "precision": rt.precision, "device": rt.device, "members": len(rts)}

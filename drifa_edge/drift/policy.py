@@ -1,0 +1,153 @@
+"""Drift policy: the thresholds of ``drifa-edge check``, relative to the MC noise floor.
+
+Two FP32 runs of one model with different dropout draws already disagree (on
+real data with T = 30: Spearman of MI 0.87-0.92, referral agreement 0.89-0.92),
+so every uncertainty threshold is measured against that noise floor, measured in
+the same run. ``calibration/default.toml`` holds the defaults below, with their
+reasons; ``calibration/strict-clinical.toml`` is the strict profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drifa_edge.errors import ConfigError, missing_dependency, suggest
+
+DELTA_TESTS = ("significant", "noninferiority")
+REFERRAL_METRICS = ("mutual_information", "predictive_entropy", "expected_entropy")
+# calibration/ beside the package in a source checkout; named profiles resolve there
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "calibration"
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    name: str = "default"
+    description: str = ""
+    # predictive distribution: mean KL(ref || cand) against the noise floor's KL(ref || ref')
+    kl_ratio_max: float = 2.0
+    kl_noise_min: float = 1e-6  # the noise KL is floored here (a deterministic model has none)
+    kl_require_significance: bool = True  # a larger ratio fails only if the Wilcoxon test also rejects
+    # uncertainty ranking: Spearman(candidate) >= Spearman(noise) - margin
+    spearman_mi_margin: float = 0.03
+    spearman_entropy_margin: float = 0.03
+    # referral: agreement >= noise - margin; |rate(cand) - rate(ref)| <= noise + max
+    referral_agreement_margin: float = 0.02
+    referral_rate_diff_max: float = 0.02
+    referral_metric: str = "mutual_information"
+    referral_target_rate: float = 0.10  # for thresholds fitted by check (missing or --recalibrate)
+    # metric deltas (candidate - reference)
+    accuracy_drop_max: float = 0.02
+    macro_f1_drop_max: float = 0.03
+    ece_rise_max: float = 0.02
+    # how every bootstrapped criterion is judged (see drift/criteria.py): "significant" fails
+    # when beyond the threshold and the interval excludes 0; "noninferiority" fails unless
+    # the whole interval is within the threshold
+    delta_test: str = "significant"
+    # statistics
+    alpha: float = 0.05
+    bootstrap_reps: int = 2000
+    # reporting
+    ece_bins: int = 15
+    coverages: tuple[float, ...] = (1.0, 0.9, 0.8)
+
+    def __post_init__(self) -> None:
+        positive = ("kl_ratio_max", "kl_noise_min")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"policy {key} must be > 0, got {getattr(self, key)}")
+        non_negative = (
+            "spearman_mi_margin",
+            "spearman_entropy_margin",
+            "referral_agreement_margin",
+            "referral_rate_diff_max",
+            "accuracy_drop_max",
+            "macro_f1_drop_max",
+            "ece_rise_max",
+        )
+        for key in non_negative:
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(
+                    f"policy {key} must be in [0, 1] (a fraction, 0.02 = 2 points), got {value}"
+                )
+        if self.delta_test not in DELTA_TESTS:
+            raise ConfigError(
+                f"policy delta_test must be one of {DELTA_TESTS}, got {self.delta_test!r}"
+                + suggest(self.delta_test, DELTA_TESTS)
+            )
+        if self.referral_metric not in REFERRAL_METRICS:
+            raise ConfigError(
+                f"policy referral_metric must be one of {REFERRAL_METRICS}, got {self.referral_metric!r}"
+                + suggest(self.referral_metric, REFERRAL_METRICS)
+            )
+        if not 0.0 <= self.referral_target_rate < 1.0:
+            raise ConfigError(
+                f"policy referral_target_rate must be in [0, 1), got {self.referral_target_rate}"
+            )
+        if not 0.0 < self.alpha < 0.5:
+            raise ConfigError(f"policy alpha must be in (0, 0.5), got {self.alpha}")
+        if self.bootstrap_reps < 100:
+            raise ConfigError(f"policy bootstrap_reps must be >= 100, got {self.bootstrap_reps}")
+        if self.ece_bins < 2:
+            raise ConfigError(f"policy ece_bins must be >= 2, got {self.ece_bins}")
+        if not self.coverages or any(not 0.0 < c <= 1.0 for c in self.coverages):
+            raise ConfigError(f"policy coverages must be fractions in (0, 1], got {self.coverages}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["coverages"] = list(self.coverages)
+        return d
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError as e:
+            raise missing_dependency("tomli", "all") from e
+    return tomllib.loads(text)
+
+
+def resolve_policy_path(value: str | Path) -> Path:
+    """A policy file path, or the name of a profile in ``calibration/`` ("strict-clinical")."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    named = PROFILE_DIR / f"{value}.toml"
+    if path.suffix == "" and named.is_file():
+        return named
+    known = sorted(p.stem for p in PROFILE_DIR.glob("*.toml")) if PROFILE_DIR.is_dir() else []
+    raise ConfigError(
+        f"drift policy {str(value)!r} not found; pass a TOML file or one of the profiles {known}"
+        + suggest(str(value), known)
+    )
+
+
+def load_policy(path: str | Path | None = None) -> DriftPolicy:
+    """Read a policy TOML (flat keys, see ``calibration/README.md``); ``None`` = the defaults."""
+    if path is None:
+        return DriftPolicy()
+    path = resolve_policy_path(path)
+    try:
+        data = _toml_loads(path.read_text())
+    except ValueError as e:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    known = [f.name for f in dataclasses.fields(DriftPolicy)]
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown policy key {key!r}." + suggest(key, known))
+    if "coverages" in data:
+        if not isinstance(data["coverages"], list):
+            raise ConfigError(f"{path}: coverages must be a list of fractions, got {data['coverages']!r}")
+        data["coverages"] = tuple(float(c) for c in data["coverages"])
+    data.setdefault("name", path.stem)
+    try:
+        return DriftPolicy(**data)
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from e

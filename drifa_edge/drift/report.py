@@ -1,0 +1,227 @@
+"""Write a drift report: ``report.json`` (everything), ``report.md`` (the tables a
+reviewer reads: the noise floor next to the candidate) and one reliability
+diagram PNG per task (reference against candidate), drawn with Pillow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from drifa_edge.drift.gate import DriftReport, TaskDrift
+from drifa_edge.errors import MissingDependencyError
+
+# metrics shown in the markdown table, in order
+TABLE_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "nll",
+    "brier",
+    "ece",
+    "adaptive_ece",
+    "mce",
+    "error_auroc_mi",
+    "error_aupr_mi",
+    "error_auroc_entropy",
+    "error_aupr_entropy",
+    "aurc",
+    "mean_mutual_information",
+    "referral_rate",
+    "accuracy_retained",
+)
+PAIR_METRICS = (
+    "agreement",
+    "mean_kl",
+    "spearman_mi",
+    "spearman_entropy",
+    "referral_agreement",
+    "referral_rate_diff",
+)
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe copy: inf/NaN floats become None (strict JSON has neither)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item") and hasattr(x, "dtype"):  # numpy scalar
+        return _clean(x.item())
+    return x
+
+
+def report_json(report: DriftReport) -> str:
+    return json.dumps(_clean(report.to_dict()), indent=2, sort_keys=False, allow_nan=False)
+
+
+def format_value(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return "inf" if x > 0 else "-inf"
+        return f"{x:.{digits}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{digits}f}"
+    return str(x)
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.4f}"
+
+
+def task_markdown(t: TaskDrift) -> list[str]:
+    lines = [f"## Task `{t.task}` ({t.reference['cases']} scored cases, {len(t.classes)} classes)", ""]
+    lines += ["### Criteria", ""]
+    lines += [
+        "| criterion | noise floor (ref vs ref') | candidate (ref vs cand) | threshold | verdict | detail |"
+    ]
+    lines += ["|---|---|---|---|---|---|"]
+    for c in t.criteria:
+        verdict = "pass" if c.passed else "**FAIL**"
+        lines.append(
+            f"| {c.name} | {format_value(c.noise)} | {format_value(c.value)} | {format_value(c.threshold)} | {verdict} | {c.detail} |"
+        )
+    lines += ["", "### Agreement with the reference", ""]
+    lines += ["| metric | noise floor (ref vs ref') | candidate (ref vs cand) |", "|---|---|---|"]
+    for key in PAIR_METRICS:
+        lines.append(f"| {key} | {format_value(t.noise.get(key))} | {format_value(t.pair.get(key))} |")
+    lines += ["", "### Metrics", ""]
+    lines += [
+        "| metric | reference | reference, other draws | candidate | Δ noise (ref' − ref) | Δ candidate (cand − ref) |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = list(TABLE_METRICS) + [k for k in t.reference if k.startswith("accuracy_at_")]
+    for key in keys:
+        lines.append(
+            f"| {key} | {format_value(t.reference.get(key))} | {format_value(t.reference_again.get(key))} | "
+            f"{format_value(t.candidate.get(key))} | {_signed(t.noise_deltas.get(key))} | {_signed(t.deltas.get(key))} |"
+        )
+    lines += ["", "Per-class recall (reference → candidate):", ""]
+    for name, r, c in zip(
+        t.classes, t.reference["per_class_recall"], t.candidate["per_class_recall"], strict=True
+    ):
+        lines.append(f"- {name}: {format_value(r)} → {format_value(c)}")
+    lines += ["", f"![reliability diagram of {t.task}](reliability_{t.task}.png)", ""]
+    return lines
+
+
+def report_markdown(report: DriftReport) -> str:
+    meta = report.meta
+    verdict = "PASS" if report.passed else "FAIL"
+    lines = [f"# Drift check: {verdict}", ""]
+    for key in ("reference", "candidate"):
+        if key in meta:
+            rt = meta.get(f"{key}_runtime", {})
+            lines.append(
+                f"- {key}: `{meta[key]}` ({rt.get('name')}, {rt.get('precision')}, {rt.get('device')}, "
+                f"{rt.get('members')} member(s))"
+            )
+    lines.append(
+        f"- MC samples T = {meta.get('samples')}, seed {meta.get('seed')}; noise floor = the reference "
+        f"again with seed {meta.get('noise_seed')}; candidate and reference share dropout masks: "
+        f"{format_value(meta.get('shared_masks'))}"
+    )
+    lines.append(
+        f"- policy `{report.policy.name}`; delta test: {report.policy.delta_test}, alpha {report.policy.alpha}"
+    )
+    if meta.get("thresholds_fitted"):
+        fitted = ", ".join(
+            f"{k} = {format_value(v['threshold'])} on {v['on']}" for k, v in meta["thresholds_fitted"].items()
+        )
+        lines.append(f"- referral thresholds missing from a card, fitted here: {fitted}")
+    if report.failures:
+        lines.append("- failed: " + ", ".join(f"`{c.task}: {c.name}`" for c in report.failures))
+    lines.append("")
+    if meta.get("recalibration"):
+        lines += ["## Recalibration of the candidate (fitted on validation data)", ""]
+        lines += [
+            "| task | T before | T after | threshold before | threshold after | ECE before | ECE after |"
+        ]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for task, r in meta["recalibration"].items():
+            lines.append(
+                f"| {task} | {format_value(r['temperature_before'])} | {format_value(r['temperature_after'])} | "
+                f"{format_value(r['threshold_before'])} | {format_value(r['threshold_after'])} | "
+                f"{format_value(r['ece_before'])} | {format_value(r['ece_after'])} |"
+            )
+        lines.append("")
+    for t in report.tasks.values():
+        lines += task_markdown(t)
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- reliability diagram
+
+REF_COLOUR = (52, 101, 164)
+CAND_COLOUR = (230, 126, 34)
+
+
+def draw_reliability(t: TaskDrift, size: int = 520):
+    """Accuracy per equal-width confidence bin, reference (blue) beside candidate
+    (orange), with the diagonal of perfect calibration. Returns a PIL image."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError as e:  # pillow is a core dependency; this only guards a broken install
+        raise MissingDependencyError(
+            "Pillow is needed to draw the reliability diagram: pip install pillow"
+        ) from e
+    img = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    left, top, right, bottom = 60, 50, size - 20, size - 60
+    w, h = right - left, bottom - top
+
+    def xy(conf: float, acc: float) -> tuple[float, float]:
+        return left + conf * w, bottom - acc * h
+
+    for k in range(6):  # grid and tick labels every 0.2
+        v = k / 5
+        d.line([xy(v, 0), xy(v, 1)], fill=(225, 225, 225))
+        d.line([xy(0, v), xy(1, v)], fill=(225, 225, 225))
+        d.text((xy(v, 0)[0] - 8, bottom + 6), f"{v:.1f}", fill="black", font=font)
+        d.text((left - 30, xy(0, v)[1] - 6), f"{v:.1f}", fill="black", font=font)
+    edges = t.reliability["reference"]["edges"]
+    for side, colour, offset in (("reference", REF_COLOUR, 0.0), ("candidate", CAND_COLOUR, 0.5)):
+        r = t.reliability[side]
+        for i, (count, acc) in enumerate(zip(r["count"], r["accuracy"], strict=True)):
+            if count == 0:
+                continue
+            lo, hi = edges[i], edges[i + 1]
+            x0 = lo + (hi - lo) * (0.05 + 0.45 * offset * 2)
+            x1 = x0 + (hi - lo) * 0.45
+            d.rectangle([xy(x0, acc), xy(x1, 0)], fill=colour, outline=(40, 40, 40))
+    d.line([xy(0, 0), xy(1, 1)], fill=(120, 120, 120), width=2)
+    d.rectangle([left, top, right, bottom], outline="black")
+    d.text((left + w // 2 - 40, bottom + 26), "confidence", fill="black", font=font)
+    d.text((6, top - 20), "accuracy", fill="black", font=font)
+    ece_ref, ece_cand = t.reference["ece"], t.candidate["ece"]
+    d.text((left, 12), f"Reliability: {t.task} ({t.reference['cases']} cases)", fill="black", font=font)
+    for k, (label, colour) in enumerate(
+        ((f"reference  ECE {ece_ref:.3f}", REF_COLOUR), (f"candidate  ECE {ece_cand:.3f}", CAND_COLOUR))
+    ):
+        y = top + 8 + 16 * k
+        d.rectangle([left + 8, y, left + 20, y + 10], fill=colour)
+        d.text((left + 26, y - 1), label, fill="black", font=font)
+    d.line([left + 8, top + 46, left + 20, top + 46], fill=(120, 120, 120), width=2)
+    d.text((left + 26, top + 40), "perfect calibration", fill="black", font=font)
+    return img
+
+
+def write_report(report: DriftReport, out: str | Path) -> dict[str, Path]:
+    """Write report.json, report.md and reliability_<task>.png into ``out``; return the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md"}
+    paths["json"].write_text(report_json(report) + "\n")
+    paths["markdown"].write_text(report_markdown(report))
+    for name, t in report.tasks.items():
+        path = out / f"reliability_{name}.png"
+        draw_reliability(t).save(path)
+        paths[f"reliability_{name}"] = path
+    return paths
