@@ -1,1 +1,87 @@
-"""`drifa-edge bench` (being built)."""
+"""`drifa-edge bench`: one table of runtimes x precisions (speed, memory, accuracy, calibration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from drifa_edge.cli.app import app
+
+
+@app.command()
+def bench(
+    artifact: Path = typer.Argument(..., help="checkpoint folder or export folder"),
+    runtimes: str = typer.Option(
+        "",
+        "--runtimes",
+        help="comma list: authors, torch, onnxruntime, openvino, tensorrt, or name:precision "
+        "(e.g. openvino:int8, torch:bf16); default: every row the artifact has",
+    ),
+    batch: str = typer.Option("1", "--batch", help="cases per call, comma list (the first is the table's)"),
+    samples: str = typer.Option(
+        "30", "--samples", help="MC samples T, comma list (the first is the table's)"
+    ),
+    data: list[str] = typer.Option(
+        [],
+        "--data",
+        help="TASK=PATH once per task (or 'synthetic'): adds accuracy, macro-F1, ECE, drift gate",
+    ),
+    split: str = typer.Option("test", help="split of --data to evaluate"),
+    limit: int = typer.Option(None, help="evaluate at most this many --data cases"),
+    out: Path = typer.Option(None, "--out", help="folder for bench.json and bench.csv"),
+    checkpoint: Path = typer.Option(
+        None, help="checkpoint of an export folder, for the torch and authors' rows"
+    ),
+    repeats: int = typer.Option(20, help="timed calls per (T, batch) cell"),
+    warmup: int = typer.Option(3, help="untimed calls before timing each cell"),
+    budget: float = typer.Option(
+        60.0, help="seconds per cell after which repeating stops (once --min-repeats)"
+    ),
+    min_repeats: int = typer.Option(3, help="timed calls per cell even past --budget"),
+    rounds: int = typer.Option(
+        1, help="run all rows this many times in alternating order and pool the timings (shared machines)"
+    ),
+    timeout: float = typer.Option(1800.0, help="seconds before a row's subprocess is killed"),
+    threads: int = typer.Option(None, help="threads per runtime (default: the runtime's own choice)"),
+    device: str = typer.Option(None, help="device for every row (runtime-specific name)"),
+    max_rows: int = typer.Option(32, help="suffix rows per runtime call in the engine"),
+    policy: str = typer.Option(None, help="drift policy TOML or profile name (default: the gate's defaults)"),
+    seed: int = typer.Option(0, help="seed of the MC masks and the random timing inputs"),
+) -> None:
+    """Benchmark every runtime x precision of ARTIFACT, each row in its own subprocess."""
+    from drifa_edge.bench import print_bench, run_bench
+
+    err = Console(stderr=True)
+
+    def progress(row: dict) -> None:
+        status = row["status"] + (f": {row.get('reason', '')}" if row["status"] != "ok" else "")
+        of = f" (round {row['round']}/{row['rounds']})" if row.get("rounds", 1) > 1 else ""
+        err.print(f"  {row['row_id']}{of}: {status}", highlight=False, markup=False)
+
+    err.print(f"benchmarking {artifact} (one subprocess per row)...", highlight=False)
+    result = run_bench(
+        artifact,
+        runtimes=runtimes or None,
+        batches=batch,
+        samples=samples,
+        data=data or None,
+        out=out,
+        on_row=progress,
+        split=split,
+        limit=limit,
+        checkpoint=checkpoint,
+        repeats=repeats,
+        warmup=warmup,
+        budget_s=budget,
+        min_repeats=min_repeats,
+        rounds=rounds,
+        timeout_s=timeout,
+        threads=threads,
+        device=device,
+        max_rows=max_rows,
+        policy=policy,
+        seed=seed,
+    )
+    print_bench(result)

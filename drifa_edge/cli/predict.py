@@ -1,1 +1,123 @@
-"""`drifa-edge predict` (being built)."""
+"""`drifa-edge predict`: MC-dropout predictions with uncertainty for one case or a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from drifa_edge.cli.app import app
+
+_SHOWN = 20  # rows of the summary table; the file has everything
+
+
+@app.command()
+def predict(
+    artifact: Path = typer.Argument(..., help="checkpoint folder, export folder or ensemble folder"),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", help="TASK=PATH for one case, once per task (e.g. --input derm=a.jpg)"
+    ),
+    manifest: Path = typer.Option(
+        None, "--manifest", "-m", help="CSV with case_id and one path column per task (relative to the CSV)"
+    ),
+    out: Path = typer.Option(None, "--out", "-o", help="output file (default: JSON Lines on stdout)"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv (csv keeps a .jsonl journal beside it)"),
+    samples: int = typer.Option(30, "--samples", "-T", help="MC samples per ensemble member"),
+    seed: int = typer.Option(0, help="seed of the MC masks (torch; exported graphs are not seedable)"),
+    runtime: str = typer.Option("auto", help="auto | torch | onnxruntime | openvino | tensorrt"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16 | int8 (the artifact must have it)"),
+    device: str = typer.Option(None, help="runtime device, e.g. cpu, cuda:0, GPU, NPU"),
+    threads: int = typer.Option(None, help="threads of the runtime (default: its own choice)"),
+    max_rows: int = typer.Option(32, help="suffix rows per runtime call (bounds memory)"),
+    memory_mb: float = typer.Option(None, help="memory budget of one runtime call; lowers --max-rows"),
+    batch_size: int = typer.Option(8, help="cases per engine call"),
+    resume: bool = typer.Option(False, "--resume", help="continue --out: skip cases already written"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --out"),
+    convert_channels: bool = typer.Option(
+        False, "--convert-channels", help="accept gray files for RGB tasks and vice versa (converted)"
+    ),
+    case_id: str = typer.Option(None, help="case id of the --input case (default: the first file's name)"),
+) -> None:
+    """Predict every case with MC dropout: probabilities, uncertainty and a referral flag per task.
+
+    Exit code 0 when every case succeeded, 9 when some failed (their lines say why).
+    """
+    from drifa_edge.card import read_card
+    from drifa_edge.errors import ConfigError
+    from drifa_edge.inference.engine import EngineConfig
+    from drifa_edge.inference.manifest import parse_inputs, read_manifest
+    from drifa_edge.inference.predict import predict_cases, resolve_members
+    from drifa_edge.runtimes.base import RuntimeOptions
+
+    if bool(inputs) == (manifest is not None):
+        raise ConfigError(
+            "give either --input TASK=PATH (one case) or --manifest cases.csv, not both or none"
+        )
+    tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
+    cases = read_manifest(manifest, tasks) if manifest is not None else [parse_inputs(inputs, tasks, case_id)]
+    err = Console(stderr=True)
+    done = [0]
+    with err.status(f"predicting {len(cases)} case(s)...") as status:
+
+        def progress(record: dict) -> None:
+            done[0] += 1
+            status.update(f"predicting: {done[0]} / {len(cases)} cases written")
+
+        summary = predict_cases(
+            artifact,
+            cases,
+            out,
+            runtime=runtime,
+            options=RuntimeOptions(precision=precision, device=device, threads=threads),
+            engine_cfg=EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb),
+            resume=resume,
+            fmt=fmt,
+            batch_size=batch_size,
+            allow_channel_conversion=convert_channels,
+            force=force,
+            on_record=progress,
+        )
+    # with JSON on stdout the table goes to stderr, so stdout stays parseable
+    print_summary(summary, err if out is None else Console())
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def print_summary(summary, console: Console) -> None:
+    table = Table(
+        title=f"{summary.runtime} {summary.precision} on {summary.device}, T={summary.samples}, "
+        f"{summary.ensemble_size} member(s), model {summary.model_sha256[:12]}"
+    )
+    for col in ("case", "task", "predicted", "confidence", "MI", "refer"):
+        table.add_column(col, justify="right" if col in ("confidence", "MI") else "left")
+    for record in summary.preview[:_SHOWN]:
+        if record["status"] != "ok":
+            table.add_row(record["case_id"], "", "[red]error[/]", "", "", "", end_section=True)
+            continue
+        items = list(record["tasks"].items())
+        for j, (task, r) in enumerate(items):
+            refer = {True: "[yellow]yes[/]", False: "no", None: "-"}[r["refer"]]
+            table.add_row(
+                record["case_id"] if j == 0 else "",
+                task,
+                r["predicted"],
+                f"{r['confidence']:.3f}",
+                f"{r['mutual_information']:.4f}",
+                refer,
+                end_section=j == len(items) - 1,
+            )
+    console.print(table)
+    shown = min(len(summary.preview), _SHOWN)
+    written = summary.ok + summary.failed
+    if written > shown:
+        console.print(f"... {written - shown} more case(s) in {summary.out_path}", highlight=False)
+    console.print(
+        f"{summary.ok} ok, {summary.failed} failed"
+        + (f", {summary.skipped} already done (resumed)" if summary.skipped else "")
+        + (f"; written to {summary.csv_path or summary.out_path}" if summary.out_path else ""),
+        highlight=False,
+    )
+    for case_id, message in summary.errors[:_SHOWN]:
+        console.print(f"[red]{case_id}[/]: {message}", highlight=False)

@@ -1,23 +1,43 @@
 """Batched MC-dropout inference over any runtime.
 
 One call runs B cases x T samples: the deterministic prefix once per case, its
-output tiled T times, the stochastic suffix on B*T rows in chunks of at most
-``max_rows`` rows per runtime call (bounded memory; ~30 rows per call is the
-sweet spot measured on CPUs, 480 was 2-3x slower per case). T is a run-time
-parameter. An ensemble of K members contributes K*T samples per case, all of
-them combined. Softmax with the card's per-task temperature is applied here, the
-same way for every runtime.
+output tiled T times, the stochastic suffix on the B*T rows in chunks of at most
+``rows_per_call`` rows per runtime call (bounded memory; ~30 rows per call is the
+sweet spot measured on CPUs, 480 was 2-3x slower per case). Rows are (case,
+sample) pairs in case-major order, so a chunk may end inside a case; the prefix
+output of a case is computed once and kept until its last row has run. T is a
+run-time parameter. An ensemble of K members contributes K*T samples per case,
+all of them combined. Softmax with the card's per-task temperature is applied
+here, the same way for every runtime.
+
+Seeds: each member's mask stream is restarted from ``seed + k`` at the start of
+a call (or from ``case_seeds[i] + k`` at the start of each case). For a seedable
+runtime (torch) the same inputs, seeds, T, rows per call and member order give
+bit-identical masks and outputs; a different chunking consumes the stream
+differently and gives different (equally valid) masks.
+Runtimes whose random ops live inside the graph (ONNX Runtime, OpenVINO) are
+not seedable: ``reseed`` is a no-op there and every call draws fresh masks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from drifa_edge.errors import BadInputError, ConfigError
+from drifa_edge.model.config import ModelConfig, dropout_shapes
 from drifa_edge.runtimes.base import Runtime
+
+# Peak working memory of one suffix row, in multiples of the largest dropout
+# input of all branches together: the dropout keeps u, the mask and its output,
+# MFA's HIFA keeps four sigmoid maps and their sum, plus the block's own
+# activations. Measured 8-9x on the paper configuration with the torch runtime
+# (peak RSS grows 4.1 MB per extra row, 4.5 MB with channels_last, against
+# 0.5 MB for the two largest dropout inputs); 12 leaves a margin.
+_ACTIVATION_FACTOR = 12
 
 
 @dataclass(frozen=True)
@@ -27,12 +47,40 @@ class EngineConfig:
     max_rows: int = 32  # suffix rows per runtime call
     prefix_once: bool = True  # False: the authors' way of tiling the images, prefix run T times
     apply_temperature: bool = True
+    memory_mb: float | None = None  # optional budget for one suffix call; lowers max_rows to fit
 
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise ConfigError(f"samples (T) must be >= 1, got {self.samples}")
         if self.max_rows < 1:
             raise ConfigError(f"max_rows must be >= 1, got {self.max_rows}")
+        if self.memory_mb is not None and not self.memory_mb > 0:
+            raise ConfigError(f"memory_mb must be > 0 (or None), got {self.memory_mb}")
+
+    def replace(self, **changes) -> EngineConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def suffix_row_bytes(model: ModelConfig, bytes_per_value: int = 4) -> int:
+    """Estimated peak memory of one suffix row (one case, one MC sample)."""
+    shapes = dropout_shapes(model)
+    per_branch = max(c * h * w for c, h, w in shapes[:-1])  # first dropout of a branch is the largest
+    return _ACTIVATION_FACTOR * bytes_per_value * per_branch * len(model.tasks)
+
+
+def rows_per_call(cfg: EngineConfig, model: ModelConfig, precision: str = "fp32") -> int:
+    """Suffix rows per runtime call: ``max_rows``, lowered to fit ``memory_mb`` if set."""
+    rows = cfg.max_rows
+    if cfg.memory_mb is not None:
+        per_row = suffix_row_bytes(model, 2 if precision in ("fp16", "bf16") else 4)
+        fit = int(cfg.memory_mb * 2**20 // per_row)
+        if fit < 1:
+            raise ConfigError(
+                f"memory budget {cfg.memory_mb} MB is below one suffix row "
+                f"(~{per_row / 2**20:.3g} MB for this model); raise it or drop memory_mb"
+            )
+        rows = min(rows, fit)
+    return rows
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -60,53 +108,88 @@ def _check_images(runtime: Runtime, images: Sequence[np.ndarray]) -> int:
     return batch
 
 
-def _tile(a: np.ndarray, reps: int) -> np.ndarray:
-    """(b, ...) -> (b*reps, ...), each case's rows adjacent."""
-    return np.repeat(a, reps, axis=0)
+class _PrefixCache:
+    """Prefix output of the cases a chunk needs, computed in blocks, dropped once passed."""
+
+    def __init__(self, runtime: Runtime, images: Sequence[np.ndarray], block: int) -> None:
+        self.runtime, self.images, self.block = runtime, images, block
+        self.batch = images[0].shape[0]
+        self.feats: dict[int, list[np.ndarray]] = {}
+
+    def tiled(self, case_idx: np.ndarray) -> list[np.ndarray]:
+        cases, counts = np.unique(case_idx, return_counts=True)  # case-major: sorted, contiguous
+        missing = [int(c) for c in cases if int(c) not in self.feats]
+        if missing:
+            lo = missing[0]
+            hi = max(missing[-1] + 1, min(self.batch, lo + self.block))
+            out = self.runtime.run_prefix([x[lo:hi] for x in self.images])
+            for j, c in enumerate(range(lo, hi)):
+                self.feats[c] = [f[j] for f in out]
+        for c in [c for c in self.feats if c < cases[0]]:
+            del self.feats[c]
+        n_mod = len(self.images)
+        return [
+            np.repeat(np.stack([self.feats[int(c)][m] for c in cases]), counts, axis=0)  # (rows, ...)
+            for m in range(n_mod)
+        ]
 
 
-def run_member_logits(runtime: Runtime, images: Sequence[np.ndarray], cfg: EngineConfig) -> list[np.ndarray]:
-    """Logits per task, shape (B, T, K_t), of one member."""
+def _segments(batch: int, T: int, seed: int | None, case_seeds: Sequence[int] | None):
+    """(first row, end row, seed) of each run of rows that shares one mask stream."""
+    if case_seeds is None:
+        return [(0, batch * T, seed)]
+    if len(case_seeds) != batch:
+        raise ConfigError(f"case_seeds has {len(case_seeds)} seeds for {batch} cases")
+    return [(i * T, (i + 1) * T, int(s)) for i, s in enumerate(case_seeds)]
+
+
+def run_member_logits(
+    runtime: Runtime,
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
+) -> list[np.ndarray]:
+    """Logits per task, shape (B, T, K_t), of one member.
+
+    Without ``case_seeds`` one mask stream (``cfg.seed``) runs through all B*T rows.
+    With them every case restarts the stream from its own seed and its rows never
+    share a runtime call with another case's, so a case's samples do not depend on
+    the batch it is in (for small T this costs some batching).
+    """
     batch = _check_images(runtime, images)
     T = cfg.samples
-    runtime.reseed(cfg.seed)
-    n_tasks = len(runtime.card.model.tasks)
-    out = [[] for _ in range(n_tasks)]
-    if T <= cfg.max_rows:
-        cases_per_call = max(1, cfg.max_rows // T)
-        for start in range(0, batch, cases_per_call):
-            chunk = [x[start : start + cases_per_call] for x in images]
-            if cfg.prefix_once:
-                feats = [_tile(f, T) for f in runtime.run_prefix(chunk)]  # (b*T, ...)
+    rows = rows_per_call(cfg, runtime.card.model, runtime.precision)
+    out = [np.empty((batch * T, t.num_classes), np.float32) for t in runtime.card.model.tasks]
+    cache = _PrefixCache(runtime, images, block=max(1, rows // T)) if cfg.prefix_once else None
+    for first, end, seed in _segments(batch, T, cfg.seed, case_seeds):
+        runtime.reseed(seed)
+        for start in range(first, end, rows):
+            stop = min(start + rows, end)
+            case_idx = np.arange(start, stop) // T  # (rows,)
+            if cache is not None:
+                feats = cache.tiled(case_idx)
             else:
-                feats = runtime.run_prefix([_tile(x, T) for x in chunk])
-            logits = runtime.run_suffix(feats)
-            for k, z in enumerate(logits):
-                out[k].append(z.reshape(-1, T, z.shape[-1]))
-    else:  # more samples than rows per call: split each case's T over several calls
-        for i in range(batch):
-            case = [x[i : i + 1] for x in images]
-            feats_once = runtime.run_prefix(case) if cfg.prefix_once else None
-            parts = [[] for _ in range(n_tasks)]
-            for s in range(0, T, cfg.max_rows):
-                rows = min(cfg.max_rows, T - s)
-                if feats_once is not None:
-                    feats = [_tile(f, rows) for f in feats_once]
-                else:
-                    feats = runtime.run_prefix([_tile(x, rows) for x in case])
-                for k, z in enumerate(runtime.run_suffix(feats)):
-                    parts[k].append(z)
-            for k in range(n_tasks):
-                out[k].append(np.concatenate(parts[k])[None])
-    return [np.concatenate(o, axis=0) for o in out]
+                feats = runtime.run_prefix([x[case_idx] for x in images])
+            for k, z in enumerate(runtime.run_suffix(feats)):
+                if z.shape != (stop - start, out[k].shape[1]):
+                    raise BadInputError(
+                        f"runtime {runtime.name!r} returned logits of shape {z.shape} for task {k}, "
+                        f"expected {(stop - start, out[k].shape[1])}"
+                    )
+                out[k][start:stop] = z
+    return [o.reshape(batch, T, -1) for o in out]
 
 
 def run_mc_logits(
-    runtimes: Sequence[Runtime], images: Sequence[np.ndarray], cfg: EngineConfig
+    runtimes: Sequence[Runtime],
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Raw logits per task, shape (B, K*T, C): every member's T samples, no temperature.
 
-    Member k uses seed ``cfg.seed + k`` so members never share a mask stream.
+    Member k uses seed ``cfg.seed + k`` (``case_seeds[i] + k``) so members never
+    share a mask stream.
     """
     if not runtimes:
         raise ConfigError("the engine needs at least one runtime (ensemble member)")
@@ -115,21 +198,24 @@ def run_mc_logits(
     for k, rt in enumerate(runtimes):
         if rt.card.task_names != names:
             raise ConfigError(f"ensemble members disagree on tasks: {rt.card.task_names} vs {names}")
-        seed = None if cfg.seed is None else cfg.seed + k
-        member_cfg = EngineConfig(cfg.samples, seed, cfg.max_rows, cfg.prefix_once, cfg.apply_temperature)
-        for name, z in zip(names, run_member_logits(rt, images, member_cfg), strict=True):
+        member_cfg = cfg.replace(seed=None if cfg.seed is None else cfg.seed + k)
+        member_seeds = None if case_seeds is None else [s + k for s in case_seeds]
+        for name, z in zip(names, run_member_logits(rt, images, member_cfg, member_seeds), strict=True):
             samples[name].append(z)
     return {n: np.concatenate(v, axis=1) for n, v in samples.items()}
 
 
 def run_mc(
-    runtimes: Sequence[Runtime], images: Sequence[np.ndarray], cfg: EngineConfig
+    runtimes: Sequence[Runtime],
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Class probabilities per task, shape (B, K*T, C), with the card's temperature.
 
     Every member's logits are divided by that member's own temperature.
     """
-    logits = run_mc_logits(runtimes, images, cfg)
+    logits = run_mc_logits(runtimes, images, cfg, case_seeds)
     out = {}
     for name, z in logits.items():
         parts = np.split(z, len(runtimes), axis=1)

@@ -1,0 +1,190 @@
+"""The end-to-end demo on the built-in synthetic set: the main job of a fresh install.
+
+train -> export (ONNX + OpenVINO, MC dropout kept, checked against PyTorch) -> INT8
+(NNCF) -> drift gate of INT8 against FP32 -> predict a few cases from image files ->
+bench table. Every step is the same library call the CLI command makes; the demo
+only chains them and collects a summary. No data or network needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drifa_edge.errors import ConfigError
+
+# Same values as train/demo.toml (tests/test_demo.py keeps the two equal).
+DEMO_RECIPE: dict[str, Any] = {
+    "image_size": 64,
+    "width": 0.25,
+    "epochs": 15,
+    "batch_size": 16,
+    "lr": 3e-3,
+    "gamma": 0.5,
+    "early_stopping_patience": 5,
+    "bn_momentum": 0.1,
+    "pairing": "index",
+    "augment": True,
+    "mc_samples": 10,
+    "referral_rate": 0.1,
+    "seed": 0,
+    "threads": 1,
+}
+DEMO_DATA = ["synthetic"]
+STEPS = ("train", "export", "int8", "check", "predict", "bench")
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bench: Any = None  # the BenchResult, for the table
+
+    def add(self, step: str, seconds: float, **info: Any) -> None:
+        self.steps[step] = {"seconds": round(seconds, 1), **info}
+
+
+def _write_cases(out: Path, card, n: int = 4, seed: int = 0) -> Path:
+    """A few synthetic test cases as PNG files plus a manifest, as a user would bring them."""
+    from PIL import Image
+
+    from drifa_edge.data.sources import load_datasets
+
+    sets = load_datasets(DEMO_DATA, seed=seed)
+    folder = out / "cases"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        row = {"case_id": f"case-{i:02d}"}
+        for task in card.task_names:
+            test = sets[task].subset("test")
+            img = np.asarray(test.load(i))
+            pixels = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+            pil = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+            path = folder / f"{row['case_id']}_{task}.png"
+            pil.save(path)
+            row[task] = path.name
+        rows.append(row)
+    # one broken file, to show that a bad case is reported and the batch goes on
+    broken = {"case_id": "case-broken"}
+    for task in card.task_names:
+        broken[task] = rows[0][task]
+    (folder / "broken.png").write_bytes(b"not a png")
+    broken[card.task_names[0]] = "broken.png"
+    rows.append(broken)
+    manifest = folder / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["case_id", *card.task_names])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def run_demo(
+    out: str | Path,
+    epochs: int | None = None,
+    samples: int = 30,
+    steps: tuple[str, ...] = STEPS,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the pipeline into ``out`` (must be empty or absent); returns what each step produced."""
+    from drifa_edge.card import read_card
+    from drifa_edge.data.sources import load_datasets
+    from drifa_edge.training.config import load_config
+    from drifa_edge.training.loop import train
+
+    out = Path(out)
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise ConfigError(f"unknown demo steps {sorted(unknown)}; choose from {list(STEPS)}")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} is not empty; the demo writes a fresh folder (choose another --out)")
+    out.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(out)
+    ckpt, export_dir = out / "checkpoint", out / "export"
+
+    t = time.perf_counter()
+    log("[1/6] train a small DRIFA-Net on the synthetic set (2 modalities: RGB derm, gray scan)")
+    cfg = load_config(None, {**DEMO_RECIPE, "epochs": epochs or DEMO_RECIPE["epochs"]})
+    train(load_datasets(DEMO_DATA, seed=cfg.seed), cfg, ckpt, progress=True)
+    card = read_card(ckpt)
+    test = card.metrics.get("test", {})
+    result.add(
+        "train",
+        time.perf_counter() - t,
+        checkpoint=str(ckpt),
+        test_accuracy={k: round(v.get("accuracy", float("nan")), 3) for k, v in test.items() if isinstance(v, dict)},
+        test_macro_f1={k: round(v.get("macro_f1", float("nan")), 3) for k, v in test.items() if isinstance(v, dict)},
+    )
+
+    if "export" in steps:
+        from drifa_edge.export import export_all
+
+        t = time.perf_counter()
+        log("[2/6] export to ONNX and OpenVINO with MC dropout kept, checked against PyTorch")
+        exported = export_all(ckpt, export_dir, openvino=True, check=True)
+        result.add("export", time.perf_counter() - t, folder=str(export_dir), checks=exported.checks)
+
+    if "int8" in steps and "export" in steps:
+        from drifa_edge.quantize.config import QuantizeConfig
+        from drifa_edge.quantize.nncf import quantize_openvino
+
+        t = time.perf_counter()
+        log("[3/6] INT8 OpenVINO build (NNCF) calibrated on synthetic training images")
+        info = quantize_openvino(export_dir, DEMO_DATA, QuantizeConfig(subset=64))
+        result.add("int8", time.perf_counter() - t, **{k: info[k] for k in info if k in ("scope", "reused")})
+
+    if "check" in steps and "int8" in steps:
+        from drifa_edge.drift.check import run_check
+
+        t = time.perf_counter()
+        log("[4/6] drift gate: OpenVINO INT8 against PyTorch FP32, noise floor measured in the same run")
+        report = run_check(
+            ckpt,
+            export_dir,
+            DEMO_DATA,
+            samples=samples,
+            out=out / "check",
+            cand_runtime="openvino",
+            cand_precision="int8",
+        )
+        result.add("check", time.perf_counter() - t, passed=bool(report.passed), report=str(out / "check"))
+
+    if "predict" in steps:
+        from drifa_edge.inference.engine import EngineConfig
+        from drifa_edge.inference.manifest import read_manifest
+        from drifa_edge.inference.predict import predict_cases
+
+        t = time.perf_counter()
+        log("[5/6] predict cases from PNG files (one broken on purpose)")
+        manifest = _write_cases(out, card)
+        artifact = export_dir if "export" in steps else ckpt
+        summary = predict_cases(
+            artifact,
+            read_manifest(manifest, card.task_names),
+            out / "predictions.jsonl",
+            engine_cfg=EngineConfig(samples=samples),
+        )
+        result.add(
+            "predict",
+            time.perf_counter() - t,
+            ok=summary.ok,
+            failed=summary.failed,
+            output=str(out / "predictions.jsonl"),
+        )
+
+    if "bench" in steps and "export" in steps:
+        from drifa_edge.bench.runner import run_bench
+
+        t = time.perf_counter()
+        log("[6/6] bench every runtime and precision of the export (T = %d, one case per call)" % samples)
+        bench = run_bench(export_dir, samples=(samples,), batches=(1,), out=out / "bench", checkpoint=ckpt)
+        result.bench = bench
+        result.add("bench", time.perf_counter() - t, table=str(out / "bench"), rows=len(bench.rows))
+    return result

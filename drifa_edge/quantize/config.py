@@ -1,0 +1,116 @@
+"""Quantization configuration (pure data, no heavy import).
+
+One frozen :class:`QuantizeConfig` describes an INT8 build: which backend and
+tool, which calibration subset, which part of the graph stays in float (the
+*scope policy*) and NNCF's knobs. It is saved in the model card's
+``export.int8`` section together with the calibration provenance, so a rebuild
+with other data or other settings never reuses a stale result.
+
+Scope policies (the MC-mask subgraph is kept in float by every one of them):
+
+- ``nncf-defaults``: everything NNCF would quantize (attention gates, pooling,
+  the residual adds, the dense layers).
+- ``conv-matmul``: only the inputs of Convolution and MatMul are quantized.
+- ``attention-fp32``: only the inputs of Convolutions whose input is a spatial
+  feature map; the sigmoid attention arithmetic, the pooling, every dense layer
+  (attention and heads) and the 1x1 convolutions on pooled (B, C, 1, 1) vectors
+  stay float. These float parts are a few percent of the run time, the
+  convolutions on feature maps the rest.
+- ``sensitivity``: ``attention-fp32`` plus the convolutions that a measured
+  ranking found most harmful to the MC predictive distribution (see
+  :func:`drifa_edge.quantize.nncf.rank_sensitivity`), given in ``keep_float``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from drifa_edge.errors import ConfigError, suggest
+
+BACKENDS = ("openvino", "onnx")
+METHODS = {"openvino": ("nncf",), "onnx": ("ort", "nncf")}
+PRESETS = ("performance", "mixed")
+SCOPE_POLICIES = ("nncf-defaults", "conv-matmul", "attention-fp32", "sensitivity")
+BIAS_CORRECTIONS = ("fast", "full", "none")
+RANGE_ESTIMATORS = ("mean-minmax", "minmax")
+ORT_FORMATS = ("qdq", "qoperator")
+
+
+def _choose(value: str, choices: tuple[str, ...] | list[str], what: str) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"unknown {what} {value!r}; choose one of {list(choices)}" + suggest(value, choices)
+        )
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    backend: str = "openvino"
+    method: str = "nncf"  # onnx: "ort" (onnxruntime's static quantization, the faster) or "nncf"
+    preset: str = "performance"  # NNCF: symmetric activations; "mixed" = asymmetric activations
+    subset: int = 300  # calibration cases drawn (seeded) from the calibration data
+    seed: int = 0
+    split: str = "train"  # the split the calibration cases come from
+    masks_on_during_calibration: bool = True  # suffix statistics under MC masks (as at inference)
+    rows_per_case: int = 30  # suffix rows per calibration case (the case tiled, one fresh mask each)
+    scope: str = "attention-fp32"
+    keep_float: tuple[str, ...] = ()  # extra graph node names kept float (the sensitivity policy's list)
+    quantize_prefix: bool = True  # False: the prefix (run once per case, not T times) stays FP32
+    per_channel: bool = True  # per-output-channel weight scales
+    bias_correction: str = "fast"
+    range_estimator: str = "mean-minmax"  # NNCF's default for activations
+    max_drop: float | None = None  # accuracy-controlled mode: largest accepted accuracy drop (absolute)
+    model_type: str | None = None  # NNCF ModelType ("transformer") or None
+    ort_format: str = "qdq"  # onnx + ort: QDQ pairs or QOperator (QLinearConv ...)
+
+    def __post_init__(self) -> None:
+        _choose(self.backend, BACKENDS, "quantization backend")
+        _choose(self.method, METHODS[self.backend], f"quantization method for {self.backend}")
+        _choose(self.preset, PRESETS, "NNCF preset")
+        _choose(self.scope, SCOPE_POLICIES, "ignored-scope policy")
+        _choose(self.bias_correction, BIAS_CORRECTIONS, "bias correction")
+        _choose(self.range_estimator, RANGE_ESTIMATORS, "range estimator")
+        _choose(self.ort_format, ORT_FORMATS, "ONNX Runtime quantization format")
+        if self.split not in ("train", "val", "test"):
+            raise ConfigError(f"calibration split must be train, val or test, got {self.split!r}")
+        if self.subset < 1:
+            raise ConfigError(f"--subset must be >= 1 calibration case, got {self.subset}")
+        if not 1 <= self.rows_per_case <= 512:
+            raise ConfigError(f"rows_per_case must be in [1, 512], got {self.rows_per_case}")
+        if self.max_drop is not None and not 0.0 <= self.max_drop < 1.0:
+            raise ConfigError(f"--max-drop is an absolute accuracy drop in [0, 1), got {self.max_drop}")
+        if self.model_type not in (None, "transformer"):
+            raise ConfigError(f"model_type must be None or 'transformer', got {self.model_type!r}")
+        if self.scope == "sensitivity" and not self.keep_float:
+            raise ConfigError(
+                "scope 'sensitivity' needs the node names to keep float (keep_float); "
+                "run drifa_edge.quantize.nncf.rank_sensitivity or pick another scope"
+            )
+        if self.backend == "onnx" and not self.masks_on_during_calibration:
+            raise ConfigError(
+                "masks-off calibration is built for OpenVINO only (ranges copied from the deterministic "
+                "graph); ONNX INT8 calibrates the MC graphs with masks on"
+            )
+        if self.backend == "onnx" and self.method == "ort" and self.max_drop is not None:
+            raise ConfigError("--max-drop (accuracy control) needs NNCF; use --openvino --int8 --max-drop")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["keep_float"] = list(self.keep_float)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuantizeConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown quantization config keys {sorted(unknown)}")
+        d = dict(d)
+        if "keep_float" in d:
+            d["keep_float"] = tuple(d["keep_float"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> QuantizeConfig:
+        return dataclasses.replace(self, **changes)
