@@ -121,6 +121,16 @@ VARIANTS: dict[str, tuple[str, dict | None, str]] = {
         {**BASE, "range_estimator": "minmax", "quantize_prefix": False, "bias_correction": "none"},
         "f32",
     ),
+    "conv-matmul-minmax-prefix-fp32-no-bias-correction": (
+        "conv-matmul, min/max ranges, prefix FP32, bias correction off",
+        {
+            "scope": "conv-matmul",
+            "range_estimator": "minmax",
+            "quantize_prefix": False,
+            "bias_correction": "none",
+        },
+        "f32",
+    ),
     "attention-fp32-minmax-prefix-fp32+bf16": (
         "attention-fp32, min/max ranges, prefix FP32, float parts in bf16",
         {**BASE, "range_estimator": "minmax", "quantize_prefix": False},
@@ -131,6 +141,7 @@ VARIANTS: dict[str, tuple[str, dict | None, str]] = {
         {"scope": "conv-matmul", "range_estimator": "minmax", "quantize_prefix": False},
         "bf16",
     ),
+    "drifa-default": ("QuantizeConfig() as shipped (the chosen combination)", "default", "f32"),
     "sensitivity": ("attention-fp32 + convs NNCF ranked most harmful to the MC distribution", "sens", "f32"),
 }
 
@@ -139,18 +150,25 @@ VARIANTS: dict[str, tuple[str, dict | None, str]] = {
 
 
 class IRRuntime:
-    """The Runtime protocol over two compiled ov.Models (prefix, suffix); for benchmarks."""
+    """The Runtime protocol over two compiled ov.Models (prefix, suffix); for benchmarks.
+
+    ``static_cases`` compiles for fixed shapes (prefix that many rows, suffix that many x T),
+    which the OpenVINO runtime does not do (dynamic batch): a lever measured here."""
 
     name = "openvino"
     seedable = False
     device = "CPU"
 
     def __init__(
-        self, core, card, prefix, suffix, precision: str, hint: str, threads: int | None, perf="LATENCY"
+        self, core, card, prefix, suffix, precision, hint, threads, perf="LATENCY", static_cases=None
     ):
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": perf}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        if static_cases:
+            prefix, suffix = prefix.clone(), suffix.clone()
+            prefix.reshape({p.get_any_name(): [static_cases, *_dims(p)] for p in prefix.inputs})
+            suffix.reshape({p.get_any_name(): [static_cases * T, *_dims(p)] for p in suffix.inputs})
         self.card, self.precision = card, precision
         self._prefix = core.compile_model(prefix, "CPU", config)
         self._suffix = core.compile_model(suffix, "CPU", config)
@@ -173,6 +191,10 @@ class IRRuntime:
 
     def close(self):
         self._prefix = self._suffix = None
+
+
+def _dims(port) -> list[int]:
+    return [d.get_length() for d in port.get_partial_shape()[1:]]
 
 
 # --------------------------------------------------------------------------- models
@@ -325,6 +347,8 @@ def config_of(name: str, base: QuantizeConfig, keep: tuple[str, ...]) -> Quantiz
     overrides = VARIANTS[name][1]
     if overrides is None:
         return None
+    if overrides == "default":  # drifa-edge's defaults, whatever they are now
+        return QuantizeConfig(subset=base.subset)
     if overrides == "sens":
         return (
             base.replace(scope="sensitivity", keep_float=keep)
@@ -369,7 +393,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     dcard = read_card(drift_dir)
     core = ov.Core()
-    base = QuantizeConfig(subset=args.subset)
+    # every lever is one change from NNCF's own defaults (ranges, bias correction, prefix quantized)
+    base = QuantizeConfig(
+        subset=args.subset, bias_correction="fast", range_estimator="mean-minmax", quantize_prefix=True
+    )
     result: dict = {
         "command": "python benchmarks/int8_levers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"cpu": platform.processor(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
@@ -431,18 +458,28 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 models, qseconds[name] = cached_int8(core, sdir, scard, scalib, config, args.cache)
             sizes[name] = ir_size_mb(models, tmp)
+            hint = VARIANTS[name][2]
             runtimes[name] = IRRuntime(
-                core, scard, models["prefix"], models["suffix"], name, VARIANTS[name][2], args.threads
+                core, scard, models["prefix"], models["suffix"], name, hint, args.threads
+            )
+            runtimes[name + "@static"] = IRRuntime(
+                core, scard, models["prefix"], models["suffix"], name, hint, args.threads, static_cases=1
             )
         one = [x[:1] for x in scalib.images]
-        speed = time_variants(runtimes, one, args.rounds)
-        fp = speed.get("fp32", {}).get("ms_per_case")
-        for name, row in speed.items():
+        timed = time_variants(runtimes, one, args.rounds)
+        fp = timed.get("fp32", {}).get("ms_per_case")
+        fp_static = timed.get("fp32@static", {}).get("ms_per_case")
+        speed = {}
+        for name in args.variants:
+            row = dict(timed[name])
+            row["ms_per_case_static"] = timed[name + "@static"]["ms_per_case"]
             row["size_mb"] = sizes[name]
             if fp:
                 row["speedup_vs_fp32"] = round(fp / row["ms_per_case"], 2)
+                row["speedup_static_vs_fp32_static"] = round(fp_static / row["ms_per_case_static"], 2)
             if name in qseconds:
                 row["quantize_s"] = qseconds[name]
+            speed[name] = row
         result["speed"] = speed
         result["speed_model"] = {"config": scard.model.to_dict(), "threads": args.threads}
     result["machine"]["loadavg_end"] = os.getloadavg()
@@ -455,7 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def table(result: dict) -> str:
     lines = [
-        "variant | ms/case | x FP32 | MB | "
+        "variant | ms/case | x FP32 | static ms | x FP32 static | MB | "
         + " | ".join(
             f"{t}: KL ratio, MI %, agree, referral"
             for t in next(iter(result.get("drift", {}).values()), {})

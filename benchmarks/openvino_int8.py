@@ -52,20 +52,6 @@ T = 30
 TARGETS = {"int8_vs_fp32": 2.5, "int8_vs_authors": 15.0}
 
 
-class StaticIRRuntime(IRRuntime):
-    """IRRuntime compiled for fixed shapes: prefix ``cases`` rows, suffix ``cases * T`` rows."""
-
-    def __init__(self, core, card, prefix, suffix, precision, hint, threads, cases=1, perf="LATENCY"):
-        prefix, suffix = prefix.clone(), suffix.clone()
-        prefix.reshape({p.get_any_name(): [cases, *_dims(p)] for p in prefix.inputs})
-        suffix.reshape({p.get_any_name(): [cases * T, *_dims(p)] for p in suffix.inputs})
-        super().__init__(core, card, prefix, suffix, precision, hint, threads, perf)
-
-
-def _dims(port) -> list[int]:
-    return [d.get_length() for d in port.get_partial_shape()[1:]]
-
-
 def folder_mb(root: Path, precision: str) -> float:
     files = [*layout.openvino_files("prefix", precision), *layout.openvino_files("suffix", precision)]
     return round(sum((root / f).stat().st_size for f in files) / 2**20, 2)
@@ -137,19 +123,12 @@ def main(argv: list[str] | None = None) -> dict:
     fp32 = {g: core.read_model(str(root / layout.openvino_files(g, "fp32")[0])) for g in ("prefix", "suffix")}
     int8 = {g: core.read_model(str(root / layout.openvino_files(g, "int8")[0])) for g in ("prefix", "suffix")}
     th = args.threads
+    st = {"static_cases": 1}
     tuned = {
-        "openvino-fp32-static": StaticIRRuntime(
-            core, scard, fp32["prefix"], fp32["suffix"], "fp32", "f32", th
-        ),
-        "openvino-bf16-static": StaticIRRuntime(
-            core, scard, fp32["prefix"], fp32["suffix"], "bf16", "bf16", th
-        ),
-        "openvino-int8-static": StaticIRRuntime(
-            core, scard, int8["prefix"], int8["suffix"], "int8", "f32", th
-        ),
-        "openvino-int8+bf16-static": StaticIRRuntime(
-            core, scard, int8["prefix"], int8["suffix"], "int8", "bf16", th
-        ),
+        "openvino-fp32-static": IRRuntime(core, scard, *fp32.values(), "fp32", "f32", th, **st),
+        "openvino-bf16-static": IRRuntime(core, scard, *fp32.values(), "bf16", "bf16", th, **st),
+        "openvino-int8-static": IRRuntime(core, scard, *int8.values(), "int8", "f32", th, **st),
+        "openvino-int8+bf16-static": IRRuntime(core, scard, *int8.values(), "int8", "bf16", th, **st),
         "openvino-int8-throughput-hint": IRRuntime(
             core, scard, int8["prefix"], int8["suffix"], "int8", "f32", th, perf="THROUGHPUT"
         ),

@@ -137,8 +137,12 @@ def run_demo(
 
         t = time.perf_counter()
         log("[3/6] INT8 OpenVINO build (NNCF) calibrated on synthetic training images")
-        info = quantize_openvino(export_dir, DEMO_DATA, QuantizeConfig(subset=64))
-        result.add("int8", time.perf_counter() - t, **{k: info[k] for k in info if k in ("scope", "reused")})
+        quantize_openvino(export_dir, DEMO_DATA, QuantizeConfig(subset=64))
+        log("      and an ONNX Runtime INT8 build (onnxruntime static quantization, QDQ)")
+        from drifa_edge.quantize.onnxrt import quantize_onnx
+
+        quantize_onnx(export_dir, DEMO_DATA, QuantizeConfig(backend="onnx", method="ort", subset=64))
+        result.add("int8", time.perf_counter() - t, builds=["openvino-int8", "onnx-int8"])
 
     if "check" in steps and "int8" in steps:
         from drifa_edge.drift.check import run_check
@@ -184,7 +188,15 @@ def run_demo(
 
         t = time.perf_counter()
         log("[6/6] bench every runtime and precision of the export (T = %d, one case per call)" % samples)
-        bench = run_bench(export_dir, samples=(samples,), batches=(1,), out=out / "bench", checkpoint=ckpt)
+        bench = run_bench(
+            export_dir,
+            samples=(samples,),
+            batches=(1,),
+            out=out / "bench",
+            checkpoint=ckpt,
+            repeats=5,
+            warmup=1,
+        )
         result.bench = bench
         result.add("bench", time.perf_counter() - t, table=str(out / "bench"), rows=len(bench.rows))
     return result

@@ -41,7 +41,19 @@ MC = Callable[..., dict[str, np.ndarray]]  # (images, T[, seed]) -> {task: (B, T
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size so far.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process's own memory
+    map. ``ru_maxrss`` is not used there: it survives fork + exec, so a worker started by a
+    large parent (the demo, after training) would report the parent's peak.
+    Elsewhere: ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

@@ -155,44 +155,6 @@ def case_seed(seed: int, case_id: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def write_demo_cases(card: ModelCard, folder: str | Path, n_cases: int = 4, seed: int = 0) -> Path:
-    """Write ``n_cases`` synthetic cases for ``card`` (RGB tasks as PNG, gray ones as NPY) and
-    their manifest into ``folder``; returns the manifest. Tasks named like the built-in synthetic
-    set (derm, scan, micro, xray) get its images, so a model trained on it predicts sensibly."""
-    from PIL import Image
-
-    from drifa_edge.data.synthetic import TASK_ORDER, make_synthetic
-
-    if n_cases < 1:
-        raise ConfigError(f"n_cases must be >= 1, got {n_cases}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    size = card.model.image_size
-    sets = make_synthetic(n_per_class=max(3, -(-n_cases // 3)), size=max(16, size), seed=seed, tasks=4)
-    rng = np.random.default_rng(seed)
-    lines = [",".join([CASE_ID, *card.task_names])]
-    for i in range(n_cases):
-        cells = []
-        for task in card.model.tasks:
-            if task.name in TASK_ORDER:
-                image = sets[task.name].load(i % len(sets[task.name].samples))
-            else:
-                image = rng.random((size, size, task.channels), dtype=np.float32)
-            if image.shape[-1] != task.channels:  # a synthetic task of the other colour kind
-                image = image.mean(-1, keepdims=True) if task.channels == 1 else np.repeat(image, 3, -1)
-            if task.channels == 3:
-                name = f"case{i:03d}_{task.name}.png"
-                Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(folder / name)
-            else:
-                name = f"case{i:03d}_{task.name}.npy"
-                np.save(folder / name, np.ascontiguousarray(image[:, :, 0], dtype=np.float32))
-            cells.append(name)
-        lines.append(",".join([f"case{i:03d}", *cells]))
-    manifest = folder / "cases.csv"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
-
-
 def _header(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         return next(csv.reader(f), [])

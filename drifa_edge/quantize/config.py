@@ -57,10 +57,10 @@ class QuantizeConfig:
     rows_per_case: int = 30  # suffix rows per calibration case (the case tiled, one fresh mask each)
     scope: str = "attention-fp32"
     keep_float: tuple[str, ...] = ()  # extra graph node names kept float (the sensitivity policy's list)
-    quantize_prefix: bool = True  # False: the prefix (run once per case, not T times) stays FP32
+    quantize_prefix: bool = False  # the prefix runs once per case, not T times: FP32 costs little
     per_channel: bool = True  # per-output-channel weight scales
-    bias_correction: str = "fast"
-    range_estimator: str = "mean-minmax"  # NNCF's default for activations
+    bias_correction: str = "none"  # NNCF's fast bias correction, fed MC-masked statistics, adds drift
+    range_estimator: str = "minmax"  # NNCF's default "mean-minmax" clips the MC-scaled tails
     max_drop: float | None = None  # accuracy-controlled mode: largest accepted accuracy drop (absolute)
     model_type: str | None = None  # NNCF ModelType ("transformer") or None
     ort_format: str = "qdq"  # onnx + ort: QDQ pairs or QOperator (QLinearConv ...)

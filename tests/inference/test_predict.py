@@ -273,16 +273,3 @@ def test_choose_runtime(checkpoint, tmp_path, monkeypatch):
         choose_runtime(export, precision="int8")
     with pytest.raises(ArtifactError):
         choose_runtime(tmp_path / "nothing")
-
-
-def test_demo_cases_predict_cleanly(checkpoint, tmp_path):
-    from drifa_edge.card import read_card
-    from drifa_edge.inference.manifest import write_demo_cases
-
-    card = read_card(checkpoint)
-    manifest = write_demo_cases(card, tmp_path / "demo", n_cases=3)
-    cases = read_manifest(manifest, TASKS)
-    assert [c.case_id for c in cases] == ["case000", "case001", "case002"]
-    assert cases[0].inputs["derm"].suffix == ".png" and cases[0].inputs["blood"].suffix == ".npy"
-    s = predict_cases(checkpoint, cases, tmp_path / "demo.jsonl", **FAST)
-    assert (s.ok, s.failed) == (3, 0)

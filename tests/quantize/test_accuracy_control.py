@@ -29,7 +29,7 @@ def _card():
     return default_card(ModelConfig(tasks=tasks, image_size=32, width=0.125), temperature={"b": 2.0})
 
 
-def test_drift_metric_is_minus_the_kl_of_mc_means():
+def test_drift_metric_is_one_minus_the_kl_of_mc_means():
     card = _card()
     za = np.array([[2.0, 0.0], [0.0, 1.0]])  # 2 MC rows
     zb = np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
@@ -43,8 +43,8 @@ def test_drift_metric_is_minus_the_kl_of_mc_means():
     pa, pb = mean_probs(za, 1.0), mean_probs(zb, 2.0)
     kl = 0.5 * (np.sum(ref_a * np.log(ref_a / pa)) + np.sum(ref_b * np.log(ref_b / pb)))
     metric, per_item = make_validation_fn(card, "drift")(model, [({}, [ref_a, ref_b], [0, 2])])
-    assert per_item == pytest.approx([-kl], rel=1e-9)
-    assert metric == pytest.approx(-kl, rel=1e-9)
+    assert per_item == pytest.approx([1 - kl], rel=1e-12)
+    assert metric == pytest.approx(1 - kl, rel=1e-12)
 
 
 def test_accuracy_metric_averages_tasks_and_cases():
