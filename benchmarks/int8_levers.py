@@ -106,6 +106,16 @@ VARIANTS: dict[str, tuple[str, dict | None, str]] = {
         {"scope": "nncf-defaults", "range_estimator": "minmax"},
         "f32",
     ),
+    "nncf-defaults-minmax-prefix-fp32-no-bias-correction": (
+        "NNCF's quantizable set, min/max ranges, prefix FP32, bias correction off",
+        {
+            "scope": "nncf-defaults",
+            "range_estimator": "minmax",
+            "quantize_prefix": False,
+            "bias_correction": "none",
+        },
+        "f32",
+    ),
     "conv-matmul-minmax-prefix-fp32": (
         "conv-matmul, min/max ranges, prefix FP32",
         {"scope": "conv-matmul", "range_estimator": "minmax", "quantize_prefix": False},

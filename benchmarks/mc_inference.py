@@ -160,6 +160,7 @@ def memory_child(method: str, checkpoint: Path, quick: bool, samples: int, threa
         def call():
             return run_mc([rt], x, EngineConfig(samples=samples, seed=0))
 
+    reset_peak_rss()  # the load's own peak (weights read + model built) must not count
     before = rss_mib()
     call()
     peak = peak_rss_mib()
@@ -168,6 +169,14 @@ def memory_child(method: str, checkpoint: Path, quick: bool, samples: int, threa
         "peak_rss_mib": round(peak, 1),
         "peak_growth_mib": round(max(0.0, peak - before), 1),
     }
+
+
+def reset_peak_rss() -> None:
+    """Restart VmHWM from the current RSS (Linux >= 4.0); elsewhere the peak includes loading."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def peak_rss_mib() -> float:

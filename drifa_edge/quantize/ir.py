@@ -2,7 +2,9 @@
 
 Compile in true FP32, run a compiled graph, prefix features for calibration,
 calibration items, fixed seeds for the in-graph random ops (paired FP32-vs-INT8
-comparisons), and copying activation ranges between two quantized graphs.
+comparisons), copying activation ranges between two quantized graphs, and the
+surgery that cuts ``suffix_det`` (dropout bypassed) and ``suffix_masks`` (random
+ops replaced by ``uniform_<i>`` inputs) out of a quantized MC suffix.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def _mask_data_input(mask_mul: Any) -> Any:
 
 
 def _reaches_random(node: Any, depth: int) -> bool:
-    if node.get_type_name() == scopes.OV_RANDOM or scopes._is_uniform_parameter(node):
+    if node.get_type_name() == scopes.OV_RANDOM or scopes.is_uniform_parameter(node):
         return True
     if depth == 0 or node.get_type_name() not in ("GreaterEqual", "Greater", "Convert", "Select", "Multiply"):
         return False
@@ -206,7 +208,7 @@ def masks_as_inputs(mc_suffix: Any, fp32_masks: Any) -> Any:
 
     by_mul = {}
     for p in fp32_masks.get_parameters():
-        if scopes._is_uniform_parameter(p):
+        if scopes.is_uniform_parameter(p):
             by_mul[_mask_multiplies(p)[0].get_friendly_name()] = p
     model = mc_suffix.clone()
     sources = _random_sources(model)
@@ -224,7 +226,7 @@ def masks_as_inputs(mc_suffix: Any, fp32_masks: Any) -> Any:
         param.output(0).set_names(set(ref.output(0).get_names()))
         source.output(0).replace(param.output(0))
         new_params[ref.get_friendly_name()] = param
-    order = [p.get_friendly_name() for p in fp32_masks.get_parameters() if scopes._is_uniform_parameter(p)]
+    order = [p.get_friendly_name() for p in fp32_masks.get_parameters() if scopes.is_uniform_parameter(p)]
     features = [p for p in model.get_parameters()]
     out = Model(model.get_results(), features + [new_params[n] for n in order], model.get_friendly_name())
     out.validate_nodes_and_infer_types()

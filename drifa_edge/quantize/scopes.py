@@ -36,7 +36,7 @@ def _ov_is_const(output: Any) -> bool:
     return output.get_node().get_type_name() == "Constant"
 
 
-def _is_uniform_parameter(node: Any) -> bool:
+def is_uniform_parameter(node: Any) -> bool:
     return node.get_type_name() == "Parameter" and any(
         n.startswith("uniform_") for n in node.output(0).get_names()
     )
@@ -47,7 +47,7 @@ def ov_mask_nodes(model: Any) -> list[str]:
     convert, the mask Multiply and the constant 1/(1-p) Multiply next to it."""
     names: set[str] = set()
     for op in model.get_ordered_ops():
-        if op.get_type_name() != OV_RANDOM and not _is_uniform_parameter(op):
+        if op.get_type_name() != OV_RANDOM and not is_uniform_parameter(op):
             continue
         names.add(op.get_friendly_name())
         for inp in op.inputs():  # ShapeOf(x) that sizes the random tensor

@@ -100,7 +100,7 @@ def test_mask_chain_stays_float_in_every_suffix_graph(ov_int8):
                 first = src.input(0).get_source_output().get_node() if src.get_input_size() else src
                 weight = src.get_type_name() == "Convert" and first.get_type_name() == "Constant"
                 random = src.get_type_name() in ("RandomUniform", "GreaterEqual", "Convert")
-                random = random or scopes._is_uniform_parameter(src)
+                random = random or scopes.is_uniform_parameter(src)
                 assert weight or not random, f"{graph}: FakeQuantize on {src.get_friendly_name()}"
     assert len(scopes.ov_mask_nodes(_read(path, "suffix_det"))) == 0
 
