@@ -47,6 +47,7 @@ from drifa_edge.drift.policy import DriftPolicy  # noqa: E402
 from drifa_edge.export import layout  # noqa: E402
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax  # noqa: E402
 from drifa_edge.inference.uncertainty import fit_referral_threshold, summarize  # noqa: E402
+from drifa_edge.quantize import ir  # noqa: E402
 from drifa_edge.quantize.calibration_set import load_calibration_set  # noqa: E402
 from drifa_edge.quantize.config import QuantizeConfig  # noqa: E402
 from drifa_edge.quantize.nncf import build_int8_models  # noqa: E402
@@ -61,10 +62,10 @@ BASE = {"scope": "attention-fp32"}
 VARIANTS: dict[str, tuple[str, dict | None, str]] = {
     "fp32": ("FP32 IR, f32 inference precision", None, "f32"),
     "bf16": ("FP32 IR, bf16 inference precision hint", None, "bf16"),
-    "nncf-defaults": ("everything NNCF quantizes, masks on", {"scope": "nncf-defaults"}, "f32"),
+    "nncf-defaults": ("everything NNCF quantizes, masks on", {"scope": "all"}, "f32"),
     "nncf-defaults-masks-off": (
         "NNCF defaults, masks off in calibration",
-        {"scope": "nncf-defaults", "masks_on_during_calibration": False},
+        {"scope": "all", "masks_on_during_calibration": False},
         "f32",
     ),
     "conv-matmul": ("only Conv/MatMul inputs quantized", {"scope": "conv-matmul"}, "f32"),
@@ -103,13 +104,13 @@ VARIANTS: dict[str, tuple[str, dict | None, str]] = {
     ),
     "nncf-defaults-minmax": (
         "NNCF defaults, min/max ranges",
-        {"scope": "nncf-defaults", "range_estimator": "minmax"},
+        {"scope": "all", "range_estimator": "minmax"},
         "f32",
     ),
     "nncf-defaults-minmax-prefix-fp32-no-bias-correction": (
         "NNCF's quantizable set, min/max ranges, prefix FP32, bias correction off",
         {
-            "scope": "nncf-defaults",
+            "scope": "all",
             "range_estimator": "minmax",
             "quantize_prefix": False,
             "bias_correction": "none",
@@ -316,6 +317,37 @@ def with_thresholds(card, ref: dict[str, np.ndarray], rate: float = 0.1):
     return card.replace(referral=rules)
 
 
+def paired_means(core, card, models: dict, images, threads) -> dict[str, np.ndarray]:
+    """MC mean probabilities with the suffix's random ops seeded (fixed seed 7): two builds
+    run this way see the same masks, so their difference is the quantization alone."""
+    suffix = ir.seed_random_ops(models["suffix"].clone(), 7)
+    rt = IRRuntime(core, card, models["prefix"], suffix, "paired", "f32", threads)
+    return {t: p.mean(axis=1) for t, p in probabilities(rt, images, card).items()}
+
+
+def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    p, q = np.clip(p, 1e-12, 1.0), np.clip(q, 1e-12, 1.0)
+    return np.sum(p * (np.log(p) - np.log(q)), axis=-1)
+
+
+def combine_runs(runs: list[dict]) -> dict:
+    """Median of every number over the repeated runs; the gate as 'passed k/R'."""
+    out = {
+        "gate": f"{sum(r['gate'] == 'pass' for r in runs)}/{len(runs)}",
+        "failures": [r["failures"] for r in runs],
+    }
+    for task in (k for k in runs[0] if k not in ("gate", "failures")):
+        row = {}
+        for key, value in runs[0][task].items():
+            if isinstance(value, (int, float)) and value is not None:
+                vals = [r[task][key] for r in runs if r[task][key] is not None]
+                row[key] = round(float(np.median(vals)), 5) if vals else None
+            else:
+                row[key] = [r[task][key] for r in runs]
+        out[task] = row
+    return out
+
+
 def drift_summary(report, ref, cand, labels) -> dict:
     """The numbers of the issue's table per task: KL ratio, MI change, agreement, referrals, metrics."""
     out = {
@@ -376,8 +408,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--cases", type=int, default=200, help="test cases for drift")
-    p.add_argument("--subset", type=int, default=64, help="calibration cases")
+    p.add_argument("--subset", type=int, default=64, help="calibration cases (drift model)")
+    p.add_argument("--speed-subset", type=int, default=16, help="calibration cases (speed model)")
+    p.add_argument("--sensitivity-json", type=Path, default=None, help="reuse a saved sensitivity report")
     p.add_argument("--rounds", type=int, default=15, help="timing rounds (interleaved)")
+    p.add_argument("--repeats", type=int, default=3, help="independent MC runs per variant for drift")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="tiny speed model, few cases (smoke test)")
     p.add_argument("--skip-speed", action="store_true")
@@ -421,10 +456,20 @@ def main(argv: list[str] | None = None) -> dict:
     if "sensitivity" in args.variants:
         from drifa_edge.quantize.accuracy_control import restore_keep_float
 
-        val = load_calibration_set(data, dcard, min(args.cases, 64), base.seed, "val")
-        report = restore_keep_float(
-            drift_dir, calib, val, base, "drift", noise_fraction=args.sensitivity_fraction
-        )
+        if args.sensitivity_json:
+            report = json.loads(args.sensitivity_json.read_text())
+            report["reused_from"] = str(args.sensitivity_json)
+        else:
+            val = load_calibration_set(data, dcard, 32, base.seed, "val")
+            report = restore_keep_float(
+                drift_dir,
+                calib,
+                val,
+                base.replace(scope="attention-fp32"),
+                "drift",
+                noise_fraction=args.sensitivity_fraction,
+                ranking_subset=16,
+            )
         keep = tuple(report["reverted"])
         result["sensitivity"] = report
         log.info("sensitivity: %d ops kept float", len(keep))
@@ -433,8 +478,13 @@ def main(argv: list[str] | None = None) -> dict:
         images, labels, _ = load_split(data, dcard, "test", args.cases)
         fp32 = load_fp32(core, drift_dir)
         ref_rt = IRRuntime(core, dcard, fp32["prefix"], fp32["suffix"], "fp32", "f32", args.threads)
-        ref, again = probabilities(ref_rt, images, dcard), probabilities(ref_rt, images, dcard)
-        dcard_t = with_thresholds(dcard, ref)
+        # R independent (reference, reference again) pairs, shared by every variant
+        refs = [
+            (probabilities(ref_rt, images, dcard), probabilities(ref_rt, images, dcard))
+            for _ in range(args.repeats)
+        ]
+        dcard_t = with_thresholds(dcard, refs[0][0])
+        paired_ref = paired_means(core, dcard, fp32, images, args.threads)
         drift = {}
         for name in args.variants:
             config = config_of(name, base, keep)
@@ -444,12 +494,26 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 models, _ = cached_int8(core, drift_dir, dcard, calib, config, args.cache)
             rt = IRRuntime(core, dcard, models["prefix"], models["suffix"], name, hint, args.threads)
-            cand = probabilities(rt, images, dcard)
-            report = evaluate_drift(ref, again, cand, labels, dcard_t, dcard_t, DriftPolicy())
-            drift[name] = drift_summary(report, ref, cand, labels)
+            runs = []
+            for ref, again in refs:
+                cand = probabilities(rt, images, dcard)
+                report = evaluate_drift(ref, again, cand, labels, dcard_t, dcard_t, DriftPolicy())
+                runs.append(drift_summary(report, ref, cand, labels))
+            drift[name] = combine_runs(runs)
+            if hint == "f32":  # same masks as the FP32 reference: the quantization's own KL
+                cand = paired_means(core, dcard, models, images, args.threads)
+                for task in dcard.task_names:
+                    kl = float(np.mean(_kl_rows(paired_ref[task], cand[task])))
+                    noise = drift[name][task]["noise_kl"]
+                    drift[name][task]["paired_kl"] = kl
+                    drift[name][task]["paired_kl_pct_of_noise"] = round(100 * kl / noise, 1)
             log.info("drift %s: %s", name, json.dumps(drift[name])[:300])
         result["drift"] = drift
-        result["drift_model"] = {"checkpoint": str(args.checkpoint), "cases": int(images[0].shape[0])}
+        result["drift_model"] = {
+            "checkpoint": str(args.checkpoint),
+            "cases": int(images[0].shape[0]),
+            "repeats": args.repeats,
+        }
 
     if not args.skip_speed:
         scheck = speed_checkpoint(
@@ -457,7 +521,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         sdir = export_model(scheck, scheck.parent / "export")
         scard = read_card(sdir)
-        scalib = load_calibration_set(data, scard, args.subset, base.seed, "train")
+        scalib = load_calibration_set(data, scard, args.speed_subset, base.seed, "train")
+        result["speed_calibration_subset"] = args.speed_subset
         fp32 = load_fp32(core, sdir)
         runtimes, sizes, qseconds = {}, {}, {}
         tmp = Path(tempfile.mkdtemp())
@@ -466,7 +531,9 @@ def main(argv: list[str] | None = None) -> dict:
             if config is None:
                 models = {"prefix": fp32["prefix"], "suffix": fp32["suffix"]}
             else:
-                models, qseconds[name] = cached_int8(core, sdir, scard, scalib, config, args.cache)
+                models, qseconds[name] = cached_int8(
+                    core, sdir, scard, scalib, config.replace(subset=args.speed_subset), args.cache
+                )
             sizes[name] = ir_size_mb(models, tmp)
             hint = VARIANTS[name][2]
             runtimes[name] = IRRuntime(
@@ -501,31 +568,31 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [
-        "variant | ms/case | x FP32 | static ms | x FP32 static | MB | "
-        + " | ".join(
-            f"{t}: KL ratio, MI %, agree, referral"
-            for t in next(iter(result.get("drift", {}).values()), {})
-            if t not in ("gate", "failures")
-        )
-        + " | gate"
-    ]
+    """Markdown: speed (dynamic / static shapes) and drift per task (medians over repeats)."""
+    tasks = [t for t in next(iter(result.get("drift", {}).values()), {}) if t not in ("gate", "failures")]
+    head = ["variant", "ms/case", "x FP32", "ms static", "x FP32 static", "MB"]
+    head += [f"{t}: KL ratio / paired KL % noise / MI % / agree / referral" for t in tasks] + ["gate passed"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    keys = (
+        "ms_per_case",
+        "speedup_vs_fp32",
+        "ms_per_case_static",
+        "speedup_static_vs_fp32_static",
+        "size_mb",
+    )
     for name in result["variants"]:
         s = result.get("speed", {}).get(name, {})
         d = result.get("drift", {}).get(name, {})
-        cells = [
-            name,
-            str(s.get("ms_per_case", "")),
-            str(s.get("speedup_vs_fp32", "")),
-            str(s.get("size_mb", "")),
-        ]
-        for t, v in d.items():
-            if t in ("gate", "failures"):
-                continue
+        cells = [name, *(str(s.get(k, "")) for k in keys)]
+        for t in tasks:
+            v = d.get(t)
             cells.append(
-                f"{v['kl_ratio']}, {v['mi_change_pct']}, {v['agreement']}, {v['referral_rate']}/{v['referral_rate_fp32']}"
+                ""
+                if v is None
+                else f"{v['kl_ratio']} / {v.get('paired_kl_pct_of_noise', '-')} / {v['mi_change_pct']} / "
+                f"{v['agreement']} / {v['referral_rate']} vs {v['referral_rate_fp32']}"
             )
-        cells.append(d.get("gate", ""))
+        cells.append(str(d.get("gate", "")))
         lines.append(" | ".join(cells))
     return "\n".join(lines)
 

@@ -32,12 +32,13 @@ from drifa_edge.model.config import ModelConfig, dropout_shapes
 from drifa_edge.runtimes.base import Runtime
 
 # Peak working memory of one suffix row, in multiples of the largest dropout
-# input of all branches together: the dropout keeps u, the mask and its output,
-# MFA's HIFA keeps four sigmoid maps and their sum, plus the block's own
-# activations. Measured 8-9x on the paper configuration with the torch runtime
-# (peak RSS grows 4.1 MB per extra row, 4.5 MB with channels_last, against
-# 0.5 MB for the two largest dropout inputs); 12 leaves a margin.
-_ACTIVATION_FACTOR = 12
+# input of all branches together (the dropout keeps u, the mask and its output;
+# MFA's HIFA keeps four sigmoid maps and their sum; plus the block's own
+# activations). Measured on the paper configuration with the torch runtime: peak
+# RSS grows 4.1 MB per extra row (4.5 MB with channels_last), and one case at
+# T = 30 (prefix, tiled features, 30 rows) raised the peak by 173 MB = 5.8 MB a
+# row, against 0.5 MB for the two largest dropout inputs; 16 (8 MB) leaves a margin.
+_ACTIVATION_FACTOR = 16
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def restore_to_budget(
 
     ignored = scopes.ov_ignored_names(fp32_masks_model, config.scope, config.keep_float)
     kwargs = nncf_arguments(config, ignored, len(calibration))
-    if config.scope == "nncf-defaults":  # NNCF decides the sites: see where a plain run puts them
+    if config.scope == "all":  # NNCF decides the sites: see where a plain run puts them
         intended = scopes.ov_quantized_ops(
             quantize_model(fp32_masks_model.clone(), calibration, config, ignored)
         )

@@ -110,7 +110,7 @@ def quantize_graph_ort(
 
 def _ort_nodes(model: Any, config: QuantizeConfig) -> list[str] | None:
     """Nodes ORT may quantize under the policy; None = ORT's own choice of op types."""
-    if config.scope == "nncf-defaults":
+    if config.scope == "all":
         return None
     ignored = set(scopes.onnx_ignored_names(model, config.scope, config.keep_float))
     return [

@@ -98,7 +98,7 @@ def _ov_spatial_input(op: Any) -> bool:
 
 def ov_policy_quantized_ops(model: Any, scope: str) -> list[str] | None:
     """Names of the ops whose inputs a policy quantizes; ``None`` = let NNCF decide."""
-    if scope == "nncf-defaults":
+    if scope == "all":
         return None
     ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in _OV_SKIP]
     if scope == "conv-matmul":
@@ -215,7 +215,7 @@ def onnx_ignored_names(model: Any, scope: str, keep_float: Iterable[str] = ()) -
 
     graph = model.graph
     ignored = set(onnx_mask_nodes(graph))
-    if scope != "nncf-defaults":
+    if scope != "all":
         if scope == "conv-matmul":
             chosen = {n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
         elif scope in ("attention-fp32", "sensitivity"):

@@ -92,8 +92,7 @@ def test_mask_chain_stays_float_in_every_suffix_graph(ov_int8):
         masks = set(scopes.ov_mask_nodes(model))
         assert not masks & set(sites), f"{graph}: quantized mask nodes {sorted(masks & set(sites))}"
         kinds = collections.Counter(k for v in sites.values() for k in v)
-        # attention-fp32: only convolutions read quantized activations
-        assert set(kinds) == {"Convolution"}, f"{graph}: {kinds}"
+        assert kinds["Convolution"] > 0 and kinds["MatMul"] > 0, f"{graph}: {kinds}"  # scope "all"
         for op in model.get_ordered_ops():  # no FakeQuantize anywhere on the random path
             if op.get_type_name() == "FakeQuantize":
                 src = op.input(0).get_source_output().get_node()

@@ -53,7 +53,7 @@ def test_onnx_mask_chain_per_dropout(tiny_export):
 def test_policies_pick_the_ops_they_name(tiny_export):
     suffix = _ir(tiny_export, "suffix")
     types = {op.get_friendly_name(): op for op in suffix.get_ordered_ops()}
-    assert scopes.ov_policy_quantized_ops(suffix, "nncf-defaults") is None
+    assert scopes.ov_policy_quantized_ops(suffix, "all") is None
     conv_matmul = scopes.ov_policy_quantized_ops(suffix, "conv-matmul")
     assert {types[n].get_type_name() for n in conv_matmul} == {"Convolution", "MatMul"}
     attention = scopes.ov_policy_quantized_ops(suffix, "attention-fp32")
