@@ -30,17 +30,46 @@ def _optional_module(name: str, option: str):
         raise
 
 
-def _int8(out: Path, calib: list[str], subset: int, backend: str) -> dict:
+def _int8_overrides(values: list[str] | None) -> dict:
+    """``--int8-set KEY=VALUE`` pairs as QuantizeConfig fields (values read as JSON: 0.5, true, 30;
+    anything else is a string)."""
+    out: dict = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--int8-set takes KEY=VALUE (e.g. bias_correction=fast), got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare word: a string
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _int8(
+    out: Path,
+    calib: list[str],
+    subset: int,
+    backend: str,
+    scope: str | None = None,
+    max_drop: float | None = None,
+    overrides: dict | None = None,
+) -> dict:
     """INT8 builds (every ensemble member): OpenVINO + NNCF and/or ONNX Runtime static quantization."""
     config = _optional_module("drifa_edge.quantize.config", "--int8").QuantizeConfig
+    common = {**(overrides or {}), "subset": subset, "scope": scope}
     summary = {}
     if backend in ("openvino", "both"):
         nncf = _optional_module("drifa_edge.quantize.nncf", "--int8")
-        summary["openvino"] = nncf.quantize_openvino(out, calib, config(subset=subset))
+        summary["openvino"] = nncf.quantize_openvino(
+            out, calib, config.from_dict({**common, "max_drop": max_drop})
+        )
     if backend in ("onnx", "both"):
         onnxrt = _optional_module("drifa_edge.quantize.onnxrt", "--int8-backend onnx")
+        if max_drop is not None and backend == "onnx":
+            raise ConfigError("--max-drop (accuracy control) needs NNCF: use --int8-backend openvino or both")
         summary["onnx"] = onnxrt.quantize_onnx(
-            out, calib, config(backend="onnx", method="ort", subset=subset)
+            out, calib, config.from_dict({**common, "backend": "onnx", "method": "ort"})
         )
     return summary
 
@@ -114,6 +143,24 @@ def export(
     int8_backend: str = typer.Option(
         "openvino", "--int8-backend", help="openvino (NNCF, needs --openvino), onnx (ONNX Runtime) or both"
     ),
+    int8_scope: str = typer.Option(
+        None,
+        "--int8-scope",
+        help="what INT8 quantizes: all (OpenVINO default), conv-matmul, attention-fp32 (ONNX default)",
+    ),
+    max_drop: float = typer.Option(
+        None,
+        "--max-drop",
+        help="accuracy control (NNCF, OpenVINO): revert the most harmful layers to float until the "
+        "MC-mean accuracy on the --calib data's val split drops at most this much (0.01 = one point)",
+    ),
+    int8_set: list[str] = typer.Option(
+        None,
+        "--int8-set",
+        help="any other INT8 setting as KEY=VALUE (repeatable): bias_correction=fast|full|none, "
+        "range_estimator=minmax|mean-minmax, quantize_prefix=true, masks_on_during_calibration=false, "
+        "per_channel=false, preset=mixed, rows_per_case=30, seed=0, split=train",
+    ),
     trt: bool = typer.Option(False, "--trt", help="TensorRT engines for --target (needs an NVIDIA GPU)"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT FP16 build"),
     target: str = typer.Option("desktop-cuda", "--target", help="target profile in export/ (TensorRT)"),
@@ -125,6 +172,8 @@ def export(
 
     console = Console(stderr=True)
     onnx = onnx or openvino
+    if (int8_scope or max_drop is not None or int8_set) and not int8:
+        raise ConfigError("--int8-scope, --max-drop and --int8-set only apply with --int8")
     if not (onnx or int8 or trt):
         raise ConfigError("nothing to do: choose --onnx, --openvino, --int8 and/or --trt")
     if int8_backend not in ("openvino", "onnx", "both"):
@@ -151,7 +200,9 @@ def export(
         print_checks(result.checks, console)
         summary["files"] = result.files
     if int8:
-        summary["int8"] = _int8(out, calib, subset, int8_backend)
+        summary["int8"] = _int8(
+            out, calib, subset, int8_backend, int8_scope, max_drop, _int8_overrides(int8_set)
+        )
     if trt:
         summary["tensorrt"] = _tensorrt(out, target, fp16, int8, calib, subset)
     print(json.dumps(summary, indent=2, default=str))

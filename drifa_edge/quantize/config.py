@@ -8,17 +8,28 @@ with other data or other settings never reuses a stale result.
 
 Scope policies (the MC-mask subgraph is kept in float by every one of them):
 
-- ``nncf-defaults``: everything NNCF would quantize (attention gates, pooling,
-  the residual adds, the dense layers).
+- ``all``: everything NNCF would quantize (attention gates, pooling, the
+  residual adds, the dense layers).
 - ``conv-matmul``: only the inputs of Convolution and MatMul are quantized.
 - ``attention-fp32``: only the inputs of Convolutions whose input is a spatial
   feature map; the sigmoid attention arithmetic, the pooling, every dense layer
-  (attention and heads) and the 1x1 convolutions on pooled (B, C, 1, 1) vectors
-  stay float. These float parts are a few percent of the run time, the
-  convolutions on feature maps the rest.
-- ``sensitivity``: ``attention-fp32`` plus the convolutions that a measured
-  ranking found most harmful to the MC predictive distribution (see
-  :func:`drifa_edge.quantize.nncf.rank_sensitivity`), given in ``keep_float``.
+  and the 1x1 convolutions on pooled (B, C, 1, 1) vectors stay float.
+- ``sensitivity``: a policy plus the ops that NNCF's accuracy control, driven by
+  the MC drift metric, had to revert (:mod:`drifa_edge.quantize.accuracy_control`),
+  given in ``keep_float``.
+
+Why the defaults (``benchmarks/int8_levers.py``, real-data model on skin_isic9 +
+blood_pbc8, T = 30, OpenVINO): NNCF's own defaults moved the MC predictive
+distribution 3-11x the FP32-vs-FP32 noise. The drift came from three settings,
+not from quantizing the attention arithmetic: (1) ranges averaged over
+calibration batches ("mean-minmax") clip the tails that the MC masks' 1/(1-p)
+scaling creates - plain min/max ranges fix it; (2) fast bias correction, fed
+MC-masked statistics, shifted biases (17x more paired KL on blood) - off; (3) the
+quantized prefix (stem + first block) - kept FP32, which costs little since it
+runs once per case, not T times. With those three, the quantization's own KL
+(same masks for FP32 and INT8) is a few percent of the noise floor even with
+``all``, the fastest scope, so ``all`` is the default. Masks stay on during
+calibration: with masks off the KL was 3-6x larger.
 """
 
 from __future__ import annotations
@@ -32,7 +43,11 @@ from drifa_edge.errors import ConfigError, suggest
 BACKENDS = ("openvino", "onnx")
 METHODS = {"openvino": ("nncf",), "onnx": ("ort", "nncf")}
 PRESETS = ("performance", "mixed")
-SCOPE_POLICIES = ("nncf-defaults", "conv-matmul", "attention-fp32", "sensitivity")
+SCOPE_POLICIES = ("all", "conv-matmul", "attention-fp32", "sensitivity")
+# OpenVINO: "all" passed the drift gate once ranges, bias correction and the prefix were
+# right (see above). ONNX Runtime calibrates every tensor it quantizes: with "all" that took
+# ~4 min on the real-data model against 30 s, and its conv-only build is the one measured.
+DEFAULT_SCOPE = {"openvino": "all", "onnx": "attention-fp32"}
 BIAS_CORRECTIONS = ("fast", "full", "none")
 RANGE_ESTIMATORS = ("mean-minmax", "minmax")
 ORT_FORMATS = ("qdq", "qoperator")
@@ -55,7 +70,7 @@ class QuantizeConfig:
     split: str = "train"  # the split the calibration cases come from
     masks_on_during_calibration: bool = True  # suffix statistics under MC masks (as at inference)
     rows_per_case: int = 30  # suffix rows per calibration case (the case tiled, one fresh mask each)
-    scope: str = "attention-fp32"
+    scope: str | None = None  # None: the backend's default (DEFAULT_SCOPE)
     keep_float: tuple[str, ...] = ()  # extra graph node names kept float (the sensitivity policy's list)
     quantize_prefix: bool = False  # the prefix runs once per case, not T times: FP32 costs little
     per_channel: bool = True  # per-output-channel weight scales
@@ -67,6 +82,8 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:
         _choose(self.backend, BACKENDS, "quantization backend")
+        if self.scope is None:
+            object.__setattr__(self, "scope", DEFAULT_SCOPE[self.backend])
         _choose(self.method, METHODS[self.backend], f"quantization method for {self.backend}")
         _choose(self.preset, PRESETS, "NNCF preset")
         _choose(self.scope, SCOPE_POLICIES, "ignored-scope policy")
@@ -86,7 +103,7 @@ class QuantizeConfig:
         if self.scope == "sensitivity" and not self.keep_float:
             raise ConfigError(
                 "scope 'sensitivity' needs the node names to keep float (keep_float); "
-                "run drifa_edge.quantize.nncf.rank_sensitivity or pick another scope"
+                "run drifa_edge.quantize.accuracy_control.restore_keep_float or pick another scope"
             )
         if self.backend == "onnx" and not self.masks_on_during_calibration:
             raise ConfigError(
@@ -103,13 +120,32 @@ class QuantizeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QuantizeConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        """From a card, a profile or ``--int8-set``: unknown keys and wrong types are refused."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(fields)
         if unknown:
-            raise ConfigError(f"unknown quantization config keys {sorted(unknown)}")
+            raise ConfigError(
+                f"unknown quantization config keys {sorted(unknown)}; known: {sorted(fields)}"
+                + suggest(sorted(unknown)[0], list(fields))
+            )
         d = dict(d)
         if "keep_float" in d:
             d["keep_float"] = tuple(d["keep_float"])
+        for key, value in d.items():
+            if value is None:
+                continue
+            kind = type(getattr(cls(), key))
+            if kind is type(None):  # optional fields: float (max_drop) or str (scope, model_type)
+                kind = float if key == "max_drop" else str
+            ok = (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+                if kind is float
+                else isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            )
+            if not ok:
+                raise ConfigError(
+                    f"quantization setting {key} must be {kind.__name__}, got {value!r} ({type(value).__name__})"
+                )
         return cls(**d)
 
     def replace(self, **changes: Any) -> QuantizeConfig:

@@ -55,3 +55,58 @@ def test_overwrite_replaces_the_previous_builds(tiny_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     assert not (out / "openvino-int8").exists() and (out / "notes.txt").exists()
     assert (out / "onnx" / "suffix.onnx").is_file()
+
+
+def test_int8_set_values_are_read_as_json_or_strings():
+    from drifa_edge.cli.export import _int8_overrides
+
+    got = _int8_overrides(["bias_correction=fast", "per-channel=false", "rows_per_case=4", "preset=\"mixed\""])
+    assert got == {"bias_correction": "fast", "per_channel": False, "rows_per_case": 4, "preset": "mixed"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        _int8_overrides(["bias_correction"])
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--max-drop", "0.01"], "only apply with --int8"),
+        (["--int8", "--calib", "synthetic", "--int8-set", "per_channel=maybe"], "per_channel must be bool"),
+        (["--int8", "--calib", "synthetic", "--int8-set", "bias=fast"], "unknown quantization config keys"),
+        (["--int8", "--calib", "synthetic", "--int8-scope", "convs"], "ignored-scope policy"),
+        (["--int8", "--calib", "synthetic", "--int8-backend", "onnx", "--max-drop", "0.01"], "needs NNCF"),
+    ],
+)
+def test_int8_option_errors_name_the_option(checked_export, tmp_path, extra, match):
+    import shutil
+
+    checkpoint, out, _ = checked_export
+    copy = shutil.copytree(out, tmp_path / "export")
+    result = runner.invoke(app, ["export", str(checkpoint), "--out", str(copy), *extra])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert match in str(result.exception)
+    assert not (copy / "openvino-int8").exists() and not (copy / "onnx-int8").exists()
+
+
+def test_int8_options_reach_the_build(checked_export, tmp_path):
+    """--int8-scope / --int8-set end up in the build and in the card's provenance."""
+    pytest.importorskip("nncf")
+    import shutil
+
+    from drifa_edge.card import read_card
+    from drifa_edge.quantize import scopes
+
+    checkpoint, out, _ = checked_export
+    copy = shutil.copytree(out, tmp_path / "export")
+    args = ["export", str(checkpoint), "--out", str(copy), "--int8", "--calib", "synthetic", "--subset", "4"]
+    args += ["--int8-scope", "conv-matmul", "--int8-set", "rows_per_case=4", "--int8-set", "bias_correction=fast"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    section = read_card(copy).export["int8"]["openvino"]
+    assert section["config"]["scope"] == "conv-matmul"
+    assert section["config"]["bias_correction"] == "fast" and section["config"]["rows_per_case"] == 4
+    assert section["calibration"]["subset"] == 4
+    import openvino as ov
+
+    suffix = ov.Core().read_model(str(copy / "openvino-int8" / "suffix.xml"))
+    kinds = {k for v in scopes.ov_fake_quantize_sites(suffix).values() for k in v}
+    assert kinds <= {"Convolution", "MatMul"} and "Convolution" in kinds
