@@ -7,7 +7,9 @@ Each step ends with its checks; a failed check exits 7 (ParityError) after writi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -187,22 +189,25 @@ def export(
     summary: dict = {"out": str(out)}
     if onnx and overwrite and out.is_dir():
         _clear_previous_export(out)
-    if onnx:
-        result = export_all(
-            checkpoint,
-            out,
-            openvino=openvino,
-            check=check,
-            opset=opset,
-            exporter=exporter,
-            check_config=CheckConfig(samples=samples),
-        )
-        print_checks(result.checks, console)
-        summary["files"] = result.files
-    if int8:
-        summary["int8"] = _int8(
-            out, calib, subset, int8_backend, int8_scope, max_drop, _int8_overrides(int8_set)
-        )
-    if trt:
-        summary["tensorrt"] = _tensorrt(out, target, fp16, int8, calib, subset)
+    # stdout carries only the JSON summary: converters', NNCF's and ONNX Runtime's progress
+    # output goes to stderr, so `drifa-edge export ... > summary.json` stays valid JSON
+    with contextlib.redirect_stdout(sys.stderr):
+        if onnx:
+            result = export_all(
+                checkpoint,
+                out,
+                openvino=openvino,
+                check=check,
+                opset=opset,
+                exporter=exporter,
+                check_config=CheckConfig(samples=samples),
+            )
+            print_checks(result.checks, console)
+            summary["files"] = result.files
+        if int8:
+            summary["int8"] = _int8(
+                out, calib, subset, int8_backend, int8_scope, max_drop, _int8_overrides(int8_set)
+            )
+        if trt:
+            summary["tensorrt"] = _tensorrt(out, target, fp16, int8, calib, subset)
     print(json.dumps(summary, indent=2, default=str))

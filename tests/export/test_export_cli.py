@@ -110,3 +110,22 @@ def test_int8_options_reach_the_build(checked_export, tmp_path):
     suffix = ov.Core().read_model(str(copy / "openvino-int8" / "suffix.xml"))
     kinds = {k for v in scopes.ov_fake_quantize_sites(suffix).values() for k in v}
     assert kinds <= {"Convolution", "MatMul"} and "Convolution" in kinds
+
+
+def test_stdout_is_only_the_json_summary(checked_export, tmp_path):
+    """NNCF prints a progress bar; `drifa-edge export ... > summary.json` must still be JSON."""
+    pytest.importorskip("nncf")
+    import shutil
+
+    import subprocess
+    import sys
+
+    checkpoint, out, _ = checked_export
+    copy = shutil.copytree(out, tmp_path / "export")
+    args = ["export", str(checkpoint), "--out", str(copy), "--int8", "--calib", "synthetic"]
+    args += ["--subset", "3", "--int8-set", "rows_per_case=2"]
+    code = "import sys; from drifa_edge.cli import main; sys.argv[0] = 'drifa-edge'; main()"
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["int8"]["openvino"]["calibration"]["subset"] == 3
