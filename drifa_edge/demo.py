@@ -119,8 +119,12 @@ def run_demo(
         "train",
         time.perf_counter() - t,
         checkpoint=str(ckpt),
-        test_accuracy={k: round(v.get("accuracy", float("nan")), 3) for k, v in test.items() if isinstance(v, dict)},
-        test_macro_f1={k: round(v.get("macro_f1", float("nan")), 3) for k, v in test.items() if isinstance(v, dict)},
+        test_accuracy={
+            k: round(v.get("accuracy", float("nan")), 3) for k, v in test.items() if isinstance(v, dict)
+        },
+        test_macro_f1={
+            k: round(v.get("macro_f1", float("nan")), 3) for k, v in test.items() if isinstance(v, dict)
+        },
     )
 
     if "export" in steps:
@@ -187,7 +191,7 @@ def run_demo(
         from drifa_edge.bench.runner import run_bench
 
         t = time.perf_counter()
-        log("[6/6] bench every runtime and precision of the export (T = %d, one case per call)" % samples)
+        log(f"[6/6] bench every runtime and precision of the export (T = {samples}, one case per call)")
         bench = run_bench(
             export_dir,
             samples=(samples,),

@@ -72,6 +72,7 @@ class RowSpec:
     budget_s: float = 60.0  # per (T, batch) cell: stop repeating after this, once min_repeats are in
     min_repeats: int = 3
     threads: int | None = None
+    streams: int | None = None
     seed: int = 0
     max_rows: int = 32
     eval_path: str | None = None  # npz with x0..x{M-1}: the --data cases

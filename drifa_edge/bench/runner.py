@@ -60,6 +60,7 @@ class BenchConfig:
     rounds: int = 1  # run the row list this many times, alternating order, and pool the timings
     timeout_s: float = 1800.0
     threads: int | None = None
+    streams: int | None = None  # OpenVINO CPU streams per suffix call (RuntimeOptions.streams)
     seed: int = 0
     max_rows: int = 32
     eval_batch: int = 16
@@ -81,6 +82,8 @@ class BenchConfig:
             )
         if self.timeout_s <= 0 or self.budget_s <= 0:
             raise ConfigError(f"--timeout and budget must be positive, got {self.timeout_s}, {self.budget_s}")
+        if self.streams is not None and self.streams < 1:
+            raise ConfigError(f"--streams must be >= 1, got {self.streams}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
         if not Path(self.artifact).is_dir():
@@ -212,6 +215,7 @@ def _base_spec(cfg: BenchConfig, eval_path: str | None, workdir: Path) -> RowSpe
         budget_s=cfg.budget_s / cfg.rounds,
         min_repeats=math.ceil(cfg.min_repeats / cfg.rounds),
         threads=cfg.threads,
+        streams=cfg.streams,
         seed=cfg.seed,
         max_rows=cfg.max_rows,
         eval_path=eval_path,

@@ -80,7 +80,12 @@ def _open_engine_row(spec: RowSpec) -> tuple[MC, dict[str, Any], Any]:
     from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
 
     options = RuntimeOptions(
-        precision=spec.precision, device=spec.device, threads=spec.threads, hint=spec.hint
+        precision=spec.precision,
+        device=spec.device,
+        threads=spec.threads,
+        hint=spec.hint,
+        streams=spec.streams,
+        extra=dict(spec.extra),  # e.g. the TensorRT target
     )
     runtime = open_runtime(spec.runtime, spec.path, options)
 
@@ -88,6 +93,8 @@ def _open_engine_row(spec: RowSpec) -> tuple[MC, dict[str, Any], Any]:
         return run_mc([runtime], images, EngineConfig(samples=samples, seed=seed, max_rows=spec.max_rows))
 
     info = {"device": runtime.device, "precision": runtime.precision}
+    if hasattr(runtime, "streams"):  # OpenVINO: parallel requests per suffix call
+        info["streams"] = runtime.streams
     return mc, info, runtime.card
 
 

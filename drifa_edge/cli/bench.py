@@ -45,6 +45,10 @@ def bench(
     ),
     timeout: float = typer.Option(1800.0, help="seconds before a row's subprocess is killed"),
     threads: int = typer.Option(None, help="threads per runtime (default: the runtime's own choice)"),
+    streams: int = typer.Option(
+        None,
+        help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4)",
+    ),
     device: str = typer.Option(None, help="device for every row (runtime-specific name)"),
     max_rows: int = typer.Option(32, help="suffix rows per runtime call in the engine"),
     policy: str = typer.Option(None, help="drift policy TOML or profile name (default: the gate's defaults)"),
@@ -79,6 +83,7 @@ def bench(
         rounds=rounds,
         timeout_s=timeout,
         threads=threads,
+        streams=streams,
         device=device,
         max_rows=max_rows,
         policy=policy,

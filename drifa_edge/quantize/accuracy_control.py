@@ -93,7 +93,9 @@ def make_validation_fn(card: Any, metric: str):
                 values.append(float(np.mean([m.argmax() == y for m, y in zip(means, labels, strict=True)])))
             else:
                 # 1 - KL: FP32 scores exactly 1 (NNCF divides by the reference metric)
-                values.append(1.0 - float(np.mean([_kl(r, m) for r, m in zip(reference, means, strict=True)])))
+                values.append(
+                    1.0 - float(np.mean([_kl(r, m) for r, m in zip(reference, means, strict=True)]))
+                )
         return float(np.mean(values)), values
 
     return validate

@@ -54,6 +54,9 @@ class RuntimeOptions:
     device: str | None = None  # runtime-specific name: "cpu", "cuda:0", "GPU", "NPU"...
     threads: int | None = None
     hint: str = "latency"  # OpenVINO performance hint: latency | throughput
+    # parallel infer requests one suffix call's rows are split over (OpenVINO CPU streams);
+    # None = the runtime's choice, 1 = one request with every thread
+    streams: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +64,10 @@ class RuntimeOptions:
             raise UnsupportedBackendError(
                 f"unknown precision {self.precision!r}; choose one of {PRECISIONS}"
                 + suggest(self.precision, PRECISIONS)
+            )
+        if self.streams is not None and (isinstance(self.streams, bool) or int(self.streams) < 1):
+            raise UnsupportedBackendError(
+                f"streams must be >= 1 (or unset for the default), got {self.streams!r}"
             )
         if self.hint not in ("latency", "throughput"):
             raise UnsupportedBackendError(f"hint must be 'latency' or 'throughput', got {self.hint!r}")

@@ -60,7 +60,7 @@ def test_overwrite_replaces_the_previous_builds(tiny_checkpoint, tmp_path):
 def test_int8_set_values_are_read_as_json_or_strings():
     from drifa_edge.cli.export import _int8_overrides
 
-    got = _int8_overrides(["bias_correction=fast", "per-channel=false", "rows_per_case=4", "preset=\"mixed\""])
+    got = _int8_overrides(["bias_correction=fast", "per-channel=false", "rows_per_case=4", 'preset="mixed"'])
     assert got == {"bias_correction": "fast", "per_channel": False, "rows_per_case": 4, "preset": "mixed"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         _int8_overrides(["bias_correction"])
@@ -98,7 +98,14 @@ def test_int8_options_reach_the_build(checked_export, tmp_path):
     checkpoint, out, _ = checked_export
     copy = shutil.copytree(out, tmp_path / "export")
     args = ["export", str(checkpoint), "--out", str(copy), "--int8", "--calib", "synthetic", "--subset", "4"]
-    args += ["--int8-scope", "conv-matmul", "--int8-set", "rows_per_case=4", "--int8-set", "bias_correction=fast"]
+    args += [
+        "--int8-scope",
+        "conv-matmul",
+        "--int8-set",
+        "rows_per_case=4",
+        "--int8-set",
+        "bias_correction=fast",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     section = read_card(copy).export["int8"]["openvino"]
@@ -116,7 +123,6 @@ def test_stdout_is_only_the_json_summary(checked_export, tmp_path):
     """NNCF prints a progress bar; `drifa-edge export ... > summary.json` must still be JSON."""
     pytest.importorskip("nncf")
     import shutil
-
     import subprocess
     import sys
 

@@ -100,3 +100,65 @@ def test_onnxruntime_seed_option_makes_the_mask_stream_repeatable(tiny_artifacts
 
     np.testing.assert_array_equal(first_logits(5), first_logits(5))
     assert np.abs(first_logits(5) - first_logits(6)).max() > 1e-4
+
+
+def test_openvino_streams_default_and_split():
+    assert ov_runtime.suffix_streams("CPU", RuntimeOptions(threads=2)) == 2
+    assert ov_runtime.suffix_streams("CPU", RuntimeOptions(threads=1)) == 1
+    assert ov_runtime.suffix_streams("CPU", RuntimeOptions(threads=16)) == 4  # capped
+    assert ov_runtime.suffix_streams("CPU", RuntimeOptions(threads=16, streams=8)) == 8  # asked for
+    assert ov_runtime.suffix_streams("GPU", RuntimeOptions(threads=2)) == 1
+    assert ov_runtime.suffix_streams("CPU", RuntimeOptions(threads=2, hint="throughput")) == 1
+    assert ov_runtime.split_rows(30, 2) == (2, 15)
+    assert ov_runtime.split_rows(7, 2) == (2, 4)  # 4 + 3, the second part padded by one row
+    assert ov_runtime.split_rows(1, 4) == (1, 1)
+    assert ov_runtime.split_rows(10, 4) == (4, 3)  # 3 + 3 + 3 + 1
+    with pytest.raises(UnsupportedBackendError, match="streams must be >= 1"):
+        RuntimeOptions(streams=0)
+    core = FakeCore(["PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "NUM_STREAMS"])
+    assert ov_runtime._compile_config(core, "CPU", RuntimeOptions(), streams=2) == {
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "INFERENCE_PRECISION_HINT": "f32",
+        "NUM_STREAMS": "2",
+    }
+
+
+def _features(rt, rows, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal((1, t.channels, 32, 32)).astype(np.float32) for t in rt.card.model.tasks]
+    return [np.repeat(f, rows, axis=0) for f in rt.run_prefix(xs)]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 30])
+@pytest.mark.parametrize("static", [True, False])
+def test_openvino_streams_match_one_request_without_dropout(tiny_artifacts, rows, static):
+    """Split over streams (padded static parts or dynamic parts), the rows come back in order
+    and equal to one request's: the deterministic suffix makes it exact up to float rounding."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    extra = {"dropout": "off", "static_shapes": static}
+    one = open_runtime("openvino", tiny_artifacts[1], RuntimeOptions(threads=2, streams=1, extra=extra))
+    two = open_runtime("openvino", tiny_artifacts[1], RuntimeOptions(threads=2, streams=3, extra=extra))
+    assert two.streams == 3 and one.streams == 1
+    rng = np.random.default_rng(1)
+    feats = [f + rng.standard_normal(f.shape).astype(np.float32) for f in _features(one, rows)]  # rows differ
+    for a, b in zip(one.run_suffix(feats), two.run_suffix(feats), strict=True):
+        assert a.shape == b.shape == (rows, a.shape[1])
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_openvino_streams_draw_their_own_masks(tiny_artifacts):
+    """Every row of an MC call gets its own mask, also across streams and calls: identical
+    input rows never give identical logits (two requests replaying one mask stream would)."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    rt = open_runtime("openvino", tiny_artifacts[1], RuntimeOptions(threads=2, streams=2))
+    feats = _features(rt, 30)
+    rows = np.concatenate([np.concatenate(rt.run_suffix(feats), axis=1) for _ in range(2)])  # (60, K)
+    gaps = np.abs(rows[:, None] - rows[None]).max(-1)
+    np.fill_diagonal(gaps, np.inf)
+    assert gaps.min() > 1e-6, "two MC rows share a mask"
