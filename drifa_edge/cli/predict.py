@@ -34,6 +34,9 @@ def predict(
         None,
         help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4)",
     ),
+    cache_dir: Path = typer.Option(
+        None, "--cache-dir", help="OpenVINO model cache folder: later starts skip compiling (cold start)"
+    ),
     max_rows: int = typer.Option(32, help="suffix rows per runtime call (bounds memory)"),
     memory_mb: float = typer.Option(None, help="memory budget of one runtime call; lowers --max-rows"),
     batch_size: int = typer.Option(8, help="cases per engine call"),
@@ -74,7 +77,13 @@ def predict(
             cases,
             out,
             runtime=runtime,
-            options=RuntimeOptions(precision=precision, device=device, threads=threads, streams=streams),
+            options=RuntimeOptions(
+                precision=precision,
+                device=device,
+                threads=threads,
+                streams=streams,
+                extra={"cache_dir": str(cache_dir)} if cache_dir else {},
+            ),
             engine_cfg=EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb),
             resume=resume,
             fmt=fmt,

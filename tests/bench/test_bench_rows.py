@@ -129,3 +129,23 @@ def test_spec_round_trips_through_json():
     assert RowSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ConfigError):
         RowSpec(row_id="x", runtime="torch", precision="fp32", path="/p", batches=(0,))
+
+
+def test_time_cell_keeps_the_cold_first_call_apart(monkeypatch):
+    """The first warm-up call (lazy compiles) is reported as first_call_ms, not in the percentiles."""
+    import numpy as np
+
+    from drifa_edge.bench import worker
+    from drifa_edge.bench.rows import RowSpec
+
+    clock = [0.0]
+    durations = iter([5.0, 0.1, 0.1] + [0.2] * 10)  # cold call, 2 more warm-ups, then timed calls
+
+    def mc(images, samples):
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(worker.time, "perf_counter", lambda: clock[0])
+    spec = RowSpec(row_id="r", runtime="openvino", precision="fp32", path=".", warmup=3, repeats=4)
+    cell = worker.time_cell(mc, [np.zeros((1, 3, 8, 8), np.float32)], 30, spec)
+    assert cell["first_call_ms"] == pytest.approx(5000.0)
+    assert cell["repeats"] == 4 and cell["call_ms"]["p50"] == pytest.approx(200.0)
