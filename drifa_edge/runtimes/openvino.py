@@ -18,8 +18,8 @@ on the paper configuration, T = 30, 2 cores: the INT8 suffix took 139 ms as one 
 124 ms over 2 streams and 108 ms over 2 streams with static shapes (FP32: 327 / 311 /
 302 ms). Default: one stream per CPU thread, at most 4; ``streams=1`` is one request
 with every thread (the dynamic-shape graph); ``extra["static_shapes"] = False`` keeps
-dynamic shapes with streams. The prefix (one row per case) and the fixed-mask graph run
-as one request.
+dynamic shapes with streams. The prefix (one row per case), calls of a single suffix row
+and the fixed-mask graph run as one request with every thread.
 
 MC masks are drawn in-graph (RandomUniform with zero seeds: a fresh stream for every
 compiled model, new values on every call); ``reseed`` cannot restart it (``seedable = False``).
@@ -130,6 +130,7 @@ class OpenVinoRuntime:
         self._static = bool(options.extra.get("static_shapes", True)) and self.streams > 1
         self._stream_config = _compile_config(self._core, self.device, options, self.streams)
         self._parts: dict[int | None, tuple[Any, list[Any]]] = {}  # rows per part -> compiled, requests
+        self._single = None  # the suffix as one dynamic request (calls of a single row)
         self._suffix_name = suffix
         tasks = self.card.task_names
         self._images = [layout.image_name(t) for t in tasks]
@@ -181,6 +182,12 @@ class OpenVinoRuntime:
         """The MC suffix over parallel requests: rows split in equal parts, the last padded."""
         n = int(features[0].shape[0])
         parts, rows = split_rows(n, self.streams)
+        if parts == 1:  # one row: a single request with every thread, not one stream's share
+            if self._single is None:
+                model, xml = self._suffix_model
+                compiled = self._compile_model(model, xml, self._config)
+                self._single = (compiled, compiled.create_infer_request())
+            return self._run(self._single, self._features, features, self._logits)
         compiled, requests = self._suffix_part(rows)
         arrays = []
         for f in features:
@@ -242,7 +249,7 @@ class OpenVinoRuntime:
 
     def close(self) -> None:
         self._prefix = self._suffix = self._masks = None
-        self._parts = {}
+        self._parts, self._single = {}, None
 
 
 def open_runtime(path: Path, options: RuntimeOptions) -> OpenVinoRuntime:

@@ -148,6 +148,7 @@ def test_openvino_streams_match_one_request_without_dropout(tiny_artifacts, rows
     for a, b in zip(one.run_suffix(feats), two.run_suffix(feats), strict=True):
         assert a.shape == b.shape == (rows, a.shape[1])
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert (two._single is not None) == (rows == 1)  # a single row runs as one request, all threads
 
 
 def test_openvino_streams_draw_their_own_masks(tiny_artifacts):
