@@ -78,17 +78,17 @@ def check(
         help="with --recalibrate: store the refitted values in the candidate's model card",
     ),
     limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
+    repeats: int = typer.Option(
+        1,
+        "--repeats",
+        help="independent runs (seeds seed, seed+1, ...); the gate passes when more than half pass",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
-    report = run_check(
-        reference,
-        candidate,
-        data,
+    options = dict(
         policy=load_policy(policy),
         samples=samples,
-        seed=seed,
-        out=out,
         ref_runtime=ref_runtime,
         cand_runtime=runtime,
         cand_precision=precision,
@@ -99,6 +99,10 @@ def check(
         ref_device=ref_device,
         write_candidate_card=write_card,
     )
+    if repeats != 1:
+        _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options)
+        return
+    report = run_check(reference, candidate, data, seed=seed, out=out, **options)
     if as_json:
         from drifa_edge.drift.report import report_json
 
@@ -113,3 +117,45 @@ def check(
         raise DriftExceededError(f"the candidate drifts beyond policy '{report.policy.name}' ({failed})")
     if not as_json:
         Console().print("[bold green]PASS[/]: the candidate is within the policy")
+
+
+def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options) -> None:
+    """--repeats R: R independent checks, one line each, and the majority verdict."""
+    import json
+
+    from drifa_edge.drift.check import run_check_repeated
+
+    reports, passed = run_check_repeated(reference, candidate, data, repeats, seed=seed, out=out, **options)
+    rows = [
+        {
+            "seed": seed + k,
+            "verdict": "pass" if r.passed else "fail",
+            "failures": [f"{c.task}: {c.name}" for c in r.failures],
+        }
+        for k, r in enumerate(reports)
+    ]
+    n_pass = sum(r.passed for r in reports)
+    if as_json:
+        print(
+            json.dumps(
+                {"verdict": "pass" if passed else "fail", "passed_runs": n_pass, "runs": rows}, indent=2
+            )
+        )
+    else:
+        table = Table(title=f"drift check, {repeats} independent runs (pass: more than half)")
+        for col in ("run", "seed", "verdict", "failed criteria"):
+            table.add_column(col, overflow="fold")
+        for k, row in enumerate(rows):
+            verdict = "[green]pass[/]" if row["verdict"] == "pass" else "[bold red]FAIL[/]"
+            table.add_row(str(k), str(row["seed"]), verdict, ", ".join(row["failures"]))
+        console = Console()
+        console.print(table)
+        if out is not None:
+            console.print(f"reports written to {out}/repeat-*/ and {out}/summary.json")
+    policy_name = reports[0].policy.name
+    if not passed:
+        raise DriftExceededError(
+            f"{n_pass} of {repeats} runs passed policy '{policy_name}'; the gate needs more than half"
+        )
+    if not as_json:
+        Console().print(f"[bold green]PASS[/]: {n_pass} of {repeats} runs within the policy")

@@ -94,3 +94,52 @@ def test_recalibrate_and_write_card(artifacts, stub_data, tmp_path):
         assert card.referral[task].threshold == pytest.approx(r["threshold_after"])
         assert r["ece_after"] < r["ece_before"]
     assert report.meta["candidate_card_written"] == [str(candidate)]
+
+
+def test_majority_rule():
+    from drifa_edge.errors import BadInputError
+
+    assert check_module.majority_passed([True, False, True])
+    assert not check_module.majority_passed([True, False])  # a tie fails
+    assert not check_module.majority_passed([False, False, True])
+    assert check_module.majority_passed([True])
+    with pytest.raises(BadInputError):
+        check_module.majority_passed([])
+
+
+def test_cli_repeats_pass_writes_one_report_per_run(artifacts, stub_data, monkeypatch, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = _main(
+        monkeypatch, artifacts.reference, artifacts.identical, "--data", "stub", "--samples", 8,
+        "--repeats", 3, "--seed", 5, "--out", out,
+    )  # fmt: skip
+    assert code == 0
+    assert "3 of 3 runs" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"] == "pass" and summary["passed_runs"] == 3
+    assert [r["seed"] for r in summary["runs"]] == [5, 6, 7]
+    seeds = [json.loads((out / f"repeat-{k}" / "report.json").read_text())["meta"]["seed"] for k in range(3)]
+    assert seeds == [5, 6, 7]  # each run its own draws
+
+
+def test_cli_repeats_fail_exits_8(artifacts, stub_data, monkeypatch, tmp_path, capsys):
+    code = _main(
+        monkeypatch, artifacts.reference, artifacts.hot, "--data", "stub", "--samples", 8,
+        "--policy", "strict-clinical", "--repeats", 2, "--json",
+    )  # fmt: skip
+    assert code == 8
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["verdict"] == "fail" and data["passed_runs"] == 0 and len(data["runs"]) == 2
+    assert "0 of 2 runs passed" in captured.err
+
+
+def test_repeats_refuse_writing_the_card_each_time(artifacts, stub_data, tmp_path):
+    from drifa_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--write-card"):
+        check_module.run_check_repeated(
+            artifacts.reference, artifacts.identical, ["stub"], 2, write_candidate_card=True, recalibrate=True
+        )
+    with pytest.raises(ConfigError, match="--repeats"):
+        check_module.run_check_repeated(artifacts.reference, artifacts.identical, ["stub"], 0)
