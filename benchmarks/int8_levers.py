@@ -282,17 +282,11 @@ def ir_size_mb(models: dict, tmp: Path) -> float:
 
 def time_variants(runtimes: dict, images: list[np.ndarray], rounds: int, warmup: int = 2) -> dict[str, dict]:
     """ms per case (T = 30, prefix once), interleaved: every round times every variant once."""
+    from mc_inference import interleaved
+
     cfg = EngineConfig(samples=T, seed=None, max_rows=32, prefix_once=True)
     calls = {name: (lambda rt=rt: run_mc_logits([rt], images, cfg)) for name, rt in runtimes.items()}
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    times: dict[str, list[float]] = {n: [] for n in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    times = interleaved(calls, rounds, warmup)
     return {
         n: {
             "ms_per_case": round(1000 * statistics.median(v), 1),

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from int8_levers import SHARED_DATA, IRRuntime, export_model, speed_checkpoint  # noqa: E402
-from mc_inference import authors_model, cpu_summary, run_authors  # noqa: E402
+from mc_inference import authors_model, cpu_summary, interleaved, run_authors  # noqa: E402
 
 from drifa_edge.card import default_card, read_card  # noqa: E402
 from drifa_edge.export import layout  # noqa: E402
@@ -64,19 +64,6 @@ def load_seconds(root: Path, precision: str, threads: int | None, cache: Path | 
     seconds = time.perf_counter() - t
     rt.close()
     return round(seconds, 2)
-
-
-def interleaved(calls: dict, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    times: dict[str, list[float]] = {n: [] for n in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return times
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -141,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     calls = {"authors": lambda: run_authors(model, one, T)}
     for name, rt in [*((f"openvino-{k}", v) for k, v in rts.items()), *tuned.items()]:
         calls[name] = lambda rt=rt: run_mc_logits([rt], one, engine)
-    times = interleaved(calls, args.rounds)
+    times = interleaved(calls, args.rounds, 2)
     ms = {n: round(1000 * statistics.median(v), 1) for n, v in times.items()}
 
     with tempfile.TemporaryDirectory() as cache:

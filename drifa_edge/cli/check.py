@@ -123,36 +123,24 @@ def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, opt
     """--repeats R: R independent checks, one line each, and the majority verdict."""
     import json
 
-    from drifa_edge.drift.check import run_check_repeated
+    from drifa_edge.drift.check import repeated_summary, run_check_repeated
 
     reports, passed = run_check_repeated(reference, candidate, data, repeats, seed=seed, out=out, **options)
-    rows = [
-        {
-            "seed": seed + k,
-            "verdict": "pass" if r.passed else "fail",
-            "failures": [f"{c.task}: {c.name}" for c in r.failures],
-        }
-        for k, r in enumerate(reports)
-    ]
-    n_pass = sum(r.passed for r in reports)
+    summary = repeated_summary(reports, seed)
     if as_json:
-        print(
-            json.dumps(
-                {"verdict": "pass" if passed else "fail", "passed_runs": n_pass, "runs": rows}, indent=2
-            )
-        )
+        print(json.dumps(summary, indent=2))
     else:
         table = Table(title=f"drift check, {repeats} independent runs (pass: more than half)")
         for col in ("run", "seed", "verdict", "failed criteria"):
             table.add_column(col, overflow="fold")
-        for k, row in enumerate(rows):
+        for k, row in enumerate(summary["runs"]):
             verdict = "[green]pass[/]" if row["verdict"] == "pass" else "[bold red]FAIL[/]"
             table.add_row(str(k), str(row["seed"]), verdict, ", ".join(row["failures"]))
         console = Console()
         console.print(table)
         if out is not None:
             console.print(f"reports written to {out}/repeat-*/ and {out}/summary.json")
-    policy_name = reports[0].policy.name
+    n_pass, policy_name = summary["passed_runs"], reports[0].policy.name
     if not passed:
         raise DriftExceededError(
             f"{n_pass} of {repeats} runs passed policy '{policy_name}'; the gate needs more than half"

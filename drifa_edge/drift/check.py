@@ -9,6 +9,7 @@ noise between them at all.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ from drifa_edge.drift import metrics as M
 from drifa_edge.drift.gate import DriftReport, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy
 from drifa_edge.drift.temperature import apply_calibration, fit_calibration
-from drifa_edge.errors import ArtifactError, BadInputError, DrifaError, UnsupportedBackendError
+from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaError, UnsupportedBackendError
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime
 
@@ -225,8 +226,6 @@ def run_check_repeated(
     majority of independent draws. Returns (reports, passed). With ``out``: one
     ``repeat-<k>/`` report folder per run and ``summary.json``.
     """
-    from drifa_edge.errors import ConfigError
-
     if repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
     if repeats > 1 and options.get("write_candidate_card"):
@@ -237,27 +236,29 @@ def run_check_repeated(
         reports.append(
             run_check(reference_path, candidate_path, data_values, seed=seed + k, out=sub, **options)
         )
-    passed = majority_passed([r.passed for r in reports])
     if out is not None and repeats > 1:
-        import json
-
-        summary = {
-            "verdict": "pass" if passed else "fail",
-            "rule": "pass when more than half of the runs pass",
-            "passed_runs": sum(r.passed for r in reports),
-            "runs": [
-                {
-                    "seed": seed + k,
-                    "verdict": "pass" if r.passed else "fail",
-                    "failures": [f"{c.task}: {c.name}" for c in r.failures],
-                    "report": f"repeat-{k}/report.json",
-                }
-                for k, r in enumerate(reports)
-            ],
-        }
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return reports, passed
+        (Path(out) / "summary.json").write_text(json.dumps(repeated_summary(reports, seed), indent=2))
+    return reports, majority_passed([r.passed for r in reports])
+
+
+def repeated_summary(reports: Sequence[DriftReport], seed: int) -> dict[str, Any]:
+    """The majority verdict of repeated checks and one line per run (``summary.json``)."""
+    passed = majority_passed([r.passed for r in reports])
+    return {
+        "verdict": "pass" if passed else "fail",
+        "rule": "pass when more than half of the runs pass",
+        "passed_runs": sum(r.passed for r in reports),
+        "runs": [
+            {
+                "seed": seed + k,
+                "verdict": "pass" if r.passed else "fail",
+                "failures": [f"{c.task}: {c.name}" for c in r.failures],
+                "report": f"repeat-{k}/report.json",
+            }
+            for k, r in enumerate(reports)
+        ],
+    }
 
 
 def write_calibration(path: str | Path, calibration: dict[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@
 - :mod:`.config`: :class:`~.config.QuantizeConfig`, the one frozen configuration.
 - :mod:`.calibration_set`: calibration cases from real images + their provenance.
 - :mod:`.scopes`: which nodes stay float (the MC-mask chain always; policies).
+- :mod:`.build`: build key, reuse and card record, shared by both backends.
 - :mod:`.nncf`: OpenVINO IR with NNCF (``openvino-int8/``), accuracy control via ``max_drop``.
 - :mod:`.accuracy_control`: revert the most harmful layers until a metric fits.
 - :mod:`.onnxrt`: ONNX Runtime static quantization or NNCF-ONNX (``onnx-int8/``).

@@ -26,8 +26,6 @@ stay FP32, not FP16). The flow, top to bottom:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -36,7 +34,7 @@ from typing import Any
 
 from drifa_edge.errors import ConfigError, ExportError, missing_dependency
 from drifa_edge.export import layout
-from drifa_edge.quantize import ir, scopes
+from drifa_edge.quantize import build, ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet, load_calibration_set
 from drifa_edge.quantize.config import QuantizeConfig
 
@@ -164,20 +162,11 @@ def build_int8_models(
 
 def build_key(card: Any, calib: CalibrationSet, config: QuantizeConfig) -> str:
     """What an INT8 build depends on: the FP32 graphs, the calibration data and the settings."""
-    fp32 = {rel: card.files.get(rel) for rel in _fp32_files()}
-    blob = json.dumps({"fp32": fp32, "calibration": calib.digest, "config": config.to_dict()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return build.build_key(card, calib, config, _fp32_files())
 
 
 def _reusable(root: Path, card: Any, key: str) -> bool:
-    if card.export.get("int8", {}).get(SECTION, {}).get("key") != key:
-        return False
-    try:
-        layout.verified_card(root, _int8_files())
-    except Exception as e:  # a missing or modified file means: rebuild
-        log.info("INT8 build in %s not reusable: %s", root, e)
-        return False
-    return True
+    return build.reusable(root, card, SECTION, key, _int8_files())
 
 
 def _save(ov: Any, model: Any, fp32_model: Any, path: Path) -> None:
@@ -198,7 +187,7 @@ def quantize_member(
     ov, _ = _imports()
     started = time.perf_counter()
     extra: dict[str, Any] = {}
-    build = config
+    used = config  # the settings plus the ops accuracy control reverted
     if config.max_drop is not None:
         if val is None:
             raise ConfigError(
@@ -208,27 +197,24 @@ def quantize_member(
 
         report = restore_keep_float(root, calib, val, config, "accuracy", config.max_drop)
         extra["accuracy_control"] = report
-        build = config.replace(keep_float=tuple(sorted(set(config.keep_float) | set(report["reverted"]))))
+        used = config.replace(keep_float=tuple(sorted(set(config.keep_float) | set(report["reverted"]))))
     core = ov.Core()
     fp32 = {g: core.read_model(str(root / layout.openvino_files(g, "fp32")[0])) for g in layout.GRAPHS}
-    models, timings = build_int8_models(core, fp32, card, calib, build)
+    models, timings = build_int8_models(core, fp32, card, calib, used)
     (root / layout.openvino_folder("int8")).mkdir(parents=True, exist_ok=True)
     for g, model in models.items():
         _save(ov, model, fp32[g], root / layout.openvino_files(g, "int8")[0])
     section = {
         "key": key,
         "config": config.to_dict(),
-        "keep_float": list(build.keep_float),
+        "keep_float": list(used.keep_float),
         "calibration": calib.provenance(config.seed, config.split, config.preset),
         "seconds": {**timings, "total": round(time.perf_counter() - started, 2)},
         "quantized_ops": {g: len(scopes.ov_quantized_ops(m)) for g, m in models.items()},
         "sizes_bytes": {rel: (root / rel).stat().st_size for rel in _int8_files()},
         **extra,
     }
-    int8 = dict(card.export.get("int8", {}))
-    int8[SECTION] = section
-    layout.update_card(root, {"int8": int8}, hash_files=_int8_files())
-    return {**section, "reused": False}
+    return build.record(root, card, SECTION, section, _int8_files())
 
 
 def quantize_openvino(

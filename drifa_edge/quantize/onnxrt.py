@@ -30,10 +30,9 @@ import numpy as np
 
 from drifa_edge.errors import ConfigError, ExportError, missing_dependency
 from drifa_edge.export import layout
-from drifa_edge.quantize import ir, scopes
+from drifa_edge.quantize import build, ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet, load_calibration_set
 from drifa_edge.quantize.config import QuantizeConfig
-from drifa_edge.quantize.nncf import build_key
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +172,9 @@ def quantize_onnx_member(root: Path, calib: CalibrationSet, config: QuantizeConf
     """Build (or reuse) ``root/onnx-int8`` of one model; returns its card section."""
     onnx, _ = _onnx()
     card = layout.verified_card(root, _fp32_files())
-    key = build_key(card, calib, config)
-    section = card.export.get("int8", {}).get(SECTION, {})
-    if section.get("key") == key:
-        try:
-            layout.verified_card(root, _int8_files())
-            return {**section, "reused": True}
-        except Exception as e:  # missing or modified: rebuild
-            log.info("ONNX INT8 build in %s not reusable: %s", root, e)
+    key = build.build_key(card, calib, config, _fp32_files())  # the ONNX graphs it is made from
+    if build.reusable(root, card, SECTION, key, _int8_files()):
+        return {**card.export["int8"][SECTION], "reused": True}
     quantize = quantize_graph_ort if config.method == "ort" else quantize_graph_nncf
     started = time.perf_counter()
     feats = _features(root, card, calib.images)
@@ -214,10 +208,7 @@ def quantize_onnx_member(root: Path, calib: CalibrationSet, config: QuantizeConf
         "quantize_nodes": quantized,
         "sizes_bytes": {rel: (root / rel).stat().st_size for rel in _int8_files()},
     }
-    int8 = dict(card.export.get("int8", {}))
-    int8[SECTION] = section
-    layout.update_card(root, {"int8": int8}, hash_files=_int8_files())
-    return {**section, "reused": False}
+    return build.record(root, card, SECTION, section, _int8_files())
 
 
 def quantize_onnx(

@@ -130,14 +130,15 @@ class OpenVinoRuntime:
         self._static = bool(options.extra.get("static_shapes", True)) and self.streams > 1
         self._stream_config = _compile_config(self._core, self.device, options, self.streams)
         self._parts: dict[int | None, tuple[Any, list[Any]]] = {}  # rows per part -> compiled, requests
-        self._single = None  # the suffix as one dynamic request (calls of a single row)
-        self._suffix_name = suffix
+        self._single = None  # the MC suffix as one dynamic request with every thread
         tasks = self.card.task_names
         self._images = [layout.image_name(t) for t in tasks]
         self._features = [layout.feature_name(t) for t in tasks]
         self._logits = [layout.logits_name(t) for t in tasks]
         self._prefix = self._compile("prefix")
-        self._suffix = self._compile(suffix)
+        self._suffix_model = self._read(suffix)  # compiled per row count (streams) or as one request
+        if self.streams == 1:
+            self._single_request()
         self._masks = None  # suffix_masks, compiled on first use
 
     def _read(self, graph: str):
@@ -155,11 +156,17 @@ class OpenVinoRuntime:
 
     def _compile(self, graph: str):
         model, xml = self._read(graph)
-        if graph == self._suffix_name and self.streams > 1:  # compiled per part size on first use
-            self._suffix_model = (model, xml)
-            return None
         compiled = self._compile_model(model, xml, self._config)
         return compiled, compiled.create_infer_request()
+
+    def _single_request(self):
+        """The MC suffix as one dynamic request with every thread: ``streams=1``, or a call of
+        a single row (one stream's share of the threads would be slower)."""
+        if self._single is None:
+            model, xml = self._suffix_model
+            compiled = self._compile_model(model, xml, self._config)
+            self._single = (compiled, compiled.create_infer_request())
+        return self._single
 
     def _suffix_part(self, rows: int) -> tuple[Any, list[Any]]:
         """The MC suffix compiled for ``rows`` rows per request (static), or dynamic; cached."""
@@ -182,12 +189,6 @@ class OpenVinoRuntime:
         """The MC suffix over parallel requests: rows split in equal parts, the last padded."""
         n = int(features[0].shape[0])
         parts, rows = split_rows(n, self.streams)
-        if parts == 1:  # one row: a single request with every thread, not one stream's share
-            if self._single is None:
-                model, xml = self._suffix_model
-                compiled = self._compile_model(model, xml, self._config)
-                self._single = (compiled, compiled.create_infer_request())
-            return self._run(self._single, self._features, features, self._logits)
         compiled, requests = self._suffix_part(rows)
         arrays = []
         for f in features:
@@ -234,9 +235,9 @@ class OpenVinoRuntime:
         if len(features) != len(self._features):
             raise BadInputError(f"expected {len(self._features)} feature arrays, got {len(features)}")
         if uniforms is None:
-            if self.streams > 1:
+            if split_rows(int(features[0].shape[0]), self.streams)[0] > 1:
                 return self._run_streams(features)
-            return self._run(self._suffix, self._features, features, self._logits)
+            return self._run(self._single_request(), self._features, features, self._logits)
         if self._masks is None:
             layout.verified_card(self.root, list(self._files["suffix_masks"]))
             self._masks = self._compile("suffix_masks")
@@ -248,7 +249,7 @@ class OpenVinoRuntime:
         """No-op: OpenVINO's in-graph RNG cannot be restarted."""
 
     def close(self) -> None:
-        self._prefix = self._suffix = self._masks = None
+        self._prefix = self._masks = None
         self._parts, self._single = {}, None
 
 
