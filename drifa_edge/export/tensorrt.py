@@ -22,6 +22,7 @@ version that built them: build on the device that will run them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -51,32 +52,115 @@ GRAPHS = ("prefix", "suffix", "suffix_masks")
 MASK_MODES = {"graph": "suffix", "host": "suffix_masks"}  # masks -> the ONNX suffix graph
 BUILD_FILE = "build.json"
 BUILD_FORMAT = "drifa-edge-trt-build/1"
+# Supported TensorRT majors. 10.x: weakly typed builds (precision builder flags), the
+# only major on Jetson (JetPack 6 ships 10.3; 11.x does not support JetPack). 11.x:
+# strongly typed only (no FP16/INT8 builder flags; precision comes from the graph).
+# Both are checked against NVIDIA's real Python bindings by tests/trt/test_trt_api.py.
 MIN_TENSORRT_MAJOR = 10
+MAX_TENSORRT_MAJOR = 11
 INSTALL_HINT = (
     "pip install 'drifa-edge[tensorrt]' on a machine with an NVIDIA GPU and driver "
     "(the tensorrt wheels come from NVIDIA's package index, pypi.nvidia.com; on Jetson use the "
     "TensorRT that JetPack installs)"
 )
+LIBRARY_HINT = (
+    "the tensorrt Python package is installed but its libraries (libnvinfer.so.N, "
+    "libnvonnxparser.so.N, libnvinfer_plugin.so.N) cannot be loaded: install the matching "
+    "'tensorrt-cu12-libs' / 'tensorrt-cu13-libs' from NVIDIA's index "
+    "(pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12-libs==<same version>), "
+    "or on Jetson the JetPack TensorRT (apt install nvidia-tensorrt), and check LD_LIBRARY_PATH"
+)
+
+
+def _tensorrt_is_installed() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_bindings"))
 
 
 def import_tensorrt():
-    """``import tensorrt`` (>= 10) or a :class:`MissingDependencyError` saying how to get it."""
+    """``import tensorrt`` (10.x or 11.x) or a :class:`MissingDependencyError` saying what to do.
+
+    Three cases are told apart: the package is absent (install it), the package is
+    there but its shared libraries do not load (the message names the library and
+    how to get it), or the major is outside MIN..MAX_TENSORRT_MAJOR.
+    """
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise MissingDependencyError(f"TensorRT is not installed; {INSTALL_HINT}") from e
-    except OSError as e:  # the wheel is there but libnvinfer / the driver is not
-        raise MissingDependencyError(f"TensorRT is installed but cannot load ({e}); {INSTALL_HINT}") from e
+        missing_module = isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in (
+            "tensorrt",
+            "",
+        )
+        if missing_module and not _tensorrt_is_installed():
+            raise MissingDependencyError(f"TensorRT is not installed; {INSTALL_HINT}") from e
+        raise MissingDependencyError(f"TensorRT cannot load ({e}); {LIBRARY_HINT}") from e
+    except OSError as e:  # a library found but unusable (wrong CUDA, no driver)
+        raise MissingDependencyError(f"TensorRT cannot load ({e}); {LIBRARY_HINT}") from e
     version = getattr(trt, "__version__", None)
     if version is None:  # e.g. a folder named tensorrt on sys.path (a namespace package), not TensorRT
         raise MissingDependencyError(f"'import tensorrt' found {trt!r}, not NVIDIA TensorRT; {INSTALL_HINT}")
-    major = int(str(version).split(".")[0])
-    if major < MIN_TENSORRT_MAJOR:
+    major = tensorrt_major(version)
+    if not MIN_TENSORRT_MAJOR <= major <= MAX_TENSORRT_MAJOR:
         raise MissingDependencyError(
-            f"drifa-edge needs TensorRT >= {MIN_TENSORRT_MAJOR} (explicit quantization, "
-            f"execute_async_v3), found {trt.__version__}; {INSTALL_HINT}"
+            f"drifa-edge supports TensorRT {MIN_TENSORRT_MAJOR}.x to {MAX_TENSORRT_MAJOR}.x, found "
+            f"{version}; install one of those (pip install 'tensorrt-cu12>={MIN_TENSORRT_MAJOR},"
+            f"<{MAX_TENSORRT_MAJOR + 1}' from pypi.nvidia.com, or JetPack 6 on Jetson)"
         )
     return trt
+
+
+def tensorrt_major(version: str) -> int:
+    """The major of a TensorRT version string ("10.3.0" -> 10)."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError as e:
+        raise MissingDependencyError(f"unreadable TensorRT version {version!r}") from e
+
+
+@dataclass(frozen=True)
+class BuildPath:
+    """How one precision is built on one TensorRT major; recorded in ``build.json``.
+
+    ``typing``: "weak" (10.x: FP32 graph, TensorRT may pick FP16/INT8 kernels where
+    the builder flags allow) or "strong" (11.x: every layer runs in its graph type).
+    ``graph``: what the ONNX graph must carry: "fp32", "fp16" (mixed precision, MC
+    chain and sigmoid gates FP32; see :mod:`drifa_edge.quantize.mixed_precision`)
+    or "qdq" (Q/DQ on Conv/Gemm/MatMul inputs). ``rest``: precision of what Q/DQ
+    leaves unquantized in an int8 build.
+    """
+
+    major: int
+    precision: str
+    typing: str
+    flags: tuple[str, ...]
+    graph: str
+    rest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "flags": list(self.flags)}
+
+
+def build_path(major: int, precision: str) -> BuildPath:
+    """The build path of ``precision`` on TensorRT ``major`` (10 weak typing, 11 strong typing).
+
+    int8 on 10.x is Q/DQ plus the FP16 flag for the unquantized layers; on 11.x it is
+    Q/DQ with the rest FP32 (drifa/ORT Q/DQ) — an FP16 rest on 11.x needs the
+    Q/DQ graph itself in FP16 (ModelOpt ``high_precision_dtype="fp16"``), recorded
+    as ``rest`` from the graph at build time.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}")
+    if not MIN_TENSORRT_MAJOR <= major <= MAX_TENSORRT_MAJOR:
+        raise ConfigError(
+            f"TensorRT {major}.x is not supported (supported: {MIN_TENSORRT_MAJOR}.x to {MAX_TENSORRT_MAJOR}.x)"
+        )
+    if major < 11:
+        flags = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[precision]
+        graph = "qdq" if precision == "int8" else "fp32"
+        return BuildPath(major, precision, "weak", flags, graph, "fp16" if precision != "fp32" else "fp32")
+    graph = {"fp32": "fp32", "fp16": "fp16", "int8": "qdq"}[precision]
+    return BuildPath(major, precision, "strong", (), graph, "fp16" if precision == "fp16" else "fp32")
 
 
 # --------------------------------------------------------------------------- target profiles
@@ -257,15 +341,28 @@ def build_engine(
 ) -> dict[str, Any]:
     """Parse one ONNX graph and write a serialized engine; return what was built.
 
-    ``precision`` fp16/int8 set FP16 (int8 also INT8, for a Q/DQ graph); DLA and
-    the workspace limit come from ``profile``.
+    The build path follows the installed major (:func:`build_path`): 10.x sets the
+    FP16 / INT8 builder flags, 11.x creates a strongly typed network and sets no
+    precision flag, so its ``onnx_path`` must already be the FP16 or Q/DQ graph
+    (:func:`prepare_graphs`). DLA and the workspace limit come from ``profile``.
+    Raises ExportError when the graph does not fit the path or TensorRT fails.
     """
     trt = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     _check_precision(precision, profile)
+    path = build_path(tensorrt_major(trt.__version__), precision)
+    if profile.dla_core >= 0 and path.major >= 11:
+        raise ConfigError(
+            f"target {profile.target!r} uses DLA core {profile.dla_core}; TensorRT {trt.__version__} "
+            "does not support JetPack/DLA, build Jetson engines with JetPack's TensorRT 10.x"
+        )
+    rest = _check_graph(onnx_path, path)
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    creation = 0  # 10.x: explicit batch is the only mode, weak typing
+    if path.typing == "strong":  # accepted and ignored by 11.x (always strongly typed)
+        creation = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(creation)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(min(parser.num_errors, 5)))
@@ -273,18 +370,9 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, profile.workspace_mb << 20)
     config.builder_optimization_level = profile.builder_optimization_level
-    flags = []
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-        flags.append("FP16")
-    if precision == "int8":
-        if not _has_qdq(onnx_path):
-            raise ExportError(
-                f"{onnx_path.name} has no Q/DQ nodes; TensorRT >= 10 INT8 needs an explicitly "
-                "quantized graph (export_tensorrt(..., precision='int8') writes one)"
-            )
-        config.set_flag(trt.BuilderFlag.INT8)
-        flags.append("INT8")
+    flags = list(path.flags)
+    for flag in path.flags:  # only 10.x paths carry precision flags
+        config.set_flag(getattr(trt.BuilderFlag, flag))
     if profile.dla_core >= 0:
         if builder.num_DLA_cores <= profile.dla_core:
             raise ExportError(
@@ -315,10 +403,38 @@ def build_engine(
     return {
         "onnx": onnx_path.name,
         "flags": flags,
+        "path": {**path.to_dict(), "rest": rest},
         "shapes": {k: [list(s) for s in v] for k, v in used.items()},
         "build_seconds": round(time.perf_counter() - start, 2),
         "bytes": engine_path.stat().st_size,
     }
+
+
+def _check_graph(onnx_path: Path, path: BuildPath) -> str:
+    """Refuse a graph that does not carry what ``path`` needs; return the int8 ``rest`` precision."""
+    from drifa_edge.quantize.mixed_precision import is_fp16_graph
+
+    prepare = (
+        f"prepare it first: drifa-edge export CHECKPOINT --trt --prepare-only --trt-major {path.major} "
+        f"(any x86 machine), or export_tensorrt(...), which prepares and builds"
+    )
+    if path.graph == "qdq" and not _has_qdq(onnx_path):
+        raise ExportError(
+            f"{onnx_path.name} has no Q/DQ nodes; TensorRT >= 10 INT8 needs an explicitly quantized graph; {prepare}"
+        )
+    fp16 = is_fp16_graph(onnx_path) if path.typing == "strong" else False
+    if path.graph == "fp16" and not fp16:
+        raise ExportError(
+            f"{onnx_path.name} is an FP32 graph; TensorRT {path.major}.x builds strongly typed networks "
+            f"(no FP16 builder flag), so an fp16 engine needs an FP16 graph; {prepare}"
+        )
+    if path.typing == "strong" and path.precision == "fp32" and fp16:
+        raise ExportError(
+            f"{onnx_path.name} holds FP16 tensors; an fp32 engine on TensorRT 11.x needs the FP32 graph"
+        )
+    if path.precision == "int8" and path.typing == "strong":
+        return "fp16" if fp16 else "fp32"
+    return path.rest
 
 
 def _check_precision(precision: str, profile: TensorRTProfile) -> None:
@@ -397,8 +513,11 @@ def prepare_int8_onnx(
     masks: str = "graph",
     qdq=None,
     out_dir: str | Path | None = None,
+    written: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Write ``prefix.qdq.onnx`` and ``suffix.qdq.onnx`` for an INT8 engine (CPU only).
+    """Write ``prefix.qdq.onnx`` and ``suffix.qdq.onnx`` for an INT8 engine (CPU only,
+    but see the README: ModelOpt creates a ``trt.Builder`` when TensorRT is importable).
+    ``written`` collects each path before it is written (for clean-up on failure).
 
     The prefix is calibrated on the images; the suffix on their FP32 prefix
     features (onnxruntime), each case tiled ``qdq.masks_per_case`` times so the
@@ -439,6 +558,8 @@ def prepare_int8_onnx(
     files, reports = {}, {}
     for graph, src in (("prefix", "prefix"), ("suffix", suffix_graph)):
         dst = out_dir / f"{graph}.qdq.onnx"
+        if written is not None:
+            written.append(dst)
         reports[graph] = q.quantize_for_tensorrt(export_dir / layout.onnx_file(src), dst, feeds[graph], qdq)
         files[graph] = dst
     return {"files": files, "reports": reports}
@@ -453,6 +574,171 @@ def _suffix_graph(masks: str) -> str:
     return MASK_MODES[masks]
 
 
+PREPARED_FILE = "prepared.json"
+PREPARED_FORMAT = "drifa-edge-trt-prepared/1"
+
+
+def prepare_graphs(
+    export_dir: str | Path,
+    target: str | Path | TensorRTProfile = "desktop-cuda",
+    precision: str | None = None,
+    tensorrt_major: int | None = None,
+    calib_values=None,
+    subset: int = 300,
+    samples: int = 30,
+    masks: str = "graph",
+    qdq=None,
+    fp16_backend: str = "auto",
+) -> dict[str, Any]:
+    """Write the ONNX graphs a TensorRT build needs, without TensorRT or a GPU.
+
+    The first half of ``export --trt``: any x86 machine with onnx and onnxruntime
+    (and ModelOpt if wanted) prepares; the target (a Jetson, where ModelOpt rarely
+    installs) then builds from the folder with :func:`export_tensorrt`. What is
+    written depends on :func:`build_path` for ``tensorrt_major`` (default: the
+    installed TensorRT's): int8 -> ``prefix.qdq.onnx`` / ``suffix.qdq.onnx``; fp16
+    on 11.x -> ``prefix.fp16.onnx`` / ``suffix.fp16.onnx``; otherwise the export's
+    FP32 graphs are used as they are. ``prepared.json`` records the path, the
+    sources, the reports and the sha256 of every graph. Files written by a failed
+    call are removed.
+    """
+    from drifa_edge.card import sha256_file
+
+    export_dir = Path(export_dir)
+    profile = target if isinstance(target, TensorRTProfile) else load_profile(target)
+    precision = precision or profile.default_precision
+    _check_precision(precision, profile)
+    if tensorrt_major is None:
+        tensorrt_major = _installed_major(
+            "pass tensorrt_major (--trt-major 10 for Jetson/JetPack, 11 for desktop CUDA): "
+            "TensorRT is not importable here"
+        )
+    path = build_path(int(tensorrt_major), precision)
+    if profile.dla_core >= 0 and path.major >= 11:
+        raise ConfigError(
+            f"target {profile.target!r} uses DLA (Jetson): prepare it for TensorRT 10 (--trt-major 10)"
+        )
+    suffix_graph = _suffix_graph(masks)
+    if path.graph == "qdq" and calib_values is None:
+        raise ConfigError("INT8 needs calibration images: pass --calib DATA (calib_values)")
+    card = layout.verified_card(export_dir, [layout.onnx_file("prefix"), layout.onnx_file(suffix_graph)])
+    folder = export_dir / layout.tensorrt_folder(profile.target, precision)
+    sources = {g: layout.onnx_file(s) for g, s in (("prefix", "prefix"), ("suffix", suffix_graph))}
+    reports: dict[str, Any] = {}
+    with _removed_on_failure(folder) as written:
+        if path.graph == "qdq":
+            config = qdq or _qdq_config()
+            prepared = prepare_int8_onnx(
+                export_dir,
+                profile,
+                calib_values,
+                subset,
+                samples,
+                masks,
+                qdq=config,
+                out_dir=folder,
+                written=written,
+            )
+            reports = prepared["reports"]
+            sources = {g: f"{folder.name}/{p.name}" for g, p in prepared["files"].items()}
+        elif path.graph == "fp16":
+            from drifa_edge.quantize.mixed_precision import convert_fp16
+
+            for graph, src in list(sources.items()):
+                dst = folder / f"{graph}.fp16.onnx"
+                written.append(dst)
+                reports[graph] = convert_fp16(export_dir / src, dst, fp16_backend)
+                sources[graph] = f"{folder.name}/{dst.name}"
+        record = {
+            "format": PREPARED_FORMAT,
+            "target": profile.target,
+            "precision": precision,
+            "masks": masks,
+            "samples": samples,
+            "path": path.to_dict(),
+            "graphs": sources,
+            "sha256": {g: sha256_file(export_dir / rel) for g, rel in sources.items()},
+            "reports": reports,
+            "card_weights": card.to_dict().get("weights_sha256"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        written.append(folder / PREPARED_FILE)
+        _write_json(folder / PREPARED_FILE, record)
+    return record
+
+
+def _installed_major(why: str) -> int:
+    try:
+        trt = import_tensorrt()
+    except MissingDependencyError as e:
+        raise ConfigError(why) from e
+    return tensorrt_major(trt.__version__)
+
+
+def _qdq_config():
+    from drifa_edge.quantize.tensorrt_qdq import QDQConfig
+
+    return QDQConfig()
+
+
+def read_prepared(
+    folder: Path, export_dir: Path, major: int, precision: str, masks: str
+) -> dict[str, Any] | None:
+    """The prepared graphs of ``folder`` if they fit this build (major, precision, masks), else None.
+
+    Graphs prepared for another major are refused with the command that re-prepares;
+    a graph whose sha256 differs from ``prepared.json`` is refused (edited or truncated).
+    """
+    from drifa_edge.card import sha256_file
+
+    file = folder / PREPARED_FILE
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"{file}: unreadable ({e}); delete it and prepare again") from e
+    if (record.get("precision"), record.get("masks")) != (precision, masks):
+        return None
+    if record["path"]["major"] != major:
+        raise ExportError(
+            f"{folder}: graphs prepared for TensorRT {record['path']['major']}.x, this machine has {major}.x; "
+            f"prepare again with --trt-major {major} (or delete {PREPARED_FILE})"
+        )
+    for graph, rel in record["graphs"].items():
+        if sha256_file(export_dir / rel) != record["sha256"][graph]:
+            raise ExportError(f"{export_dir / rel}: sha256 differs from {file}; prepare again")
+    return record
+
+
+class _removed_on_failure:
+    """Context manager: on an exception, delete the files listed in ``written`` (and
+    their ``.tmp`` siblings) and the folder when this call created it and left it empty."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.created = not folder.exists()
+        self.written: list[Path] = []
+
+    def __enter__(self) -> list[Path]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.written
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            return False
+        for path in self.written:
+            for p in (path, path.with_suffix(".tmp")):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+        log.error(
+            "TensorRT step failed; removed %d file(s) it had started in %s", len(self.written), self.folder
+        )
+        return False
+
+
 def export_tensorrt(
     export_dir: str | Path,
     target: str | Path | TensorRTProfile = "desktop-cuda",
@@ -463,16 +749,20 @@ def export_tensorrt(
     masks: str = "graph",
     check: bool = True,
     verbose: bool = False,
+    qdq=None,
+    fp16_backend: str = "auto",
 ) -> dict[str, Any]:
     """Build the TensorRT engines of an export folder for one target; return a summary.
 
-    ``precision`` defaults to the target's (fp16 where ``fp16 = true``). ``int8``
-    needs ``calib_values`` (preprocessed images per modality, (N, C, H, W)), of
-    which ``subset`` cases are used. ``samples`` (T) sizes the prefix profile.
-    ``masks="graph"`` keeps the MC masks inside the engine (not seedable);
-    ``"host"`` builds the suffix with uniform inputs the runtime draws with numpy
-    (seedable, more host-to-device traffic). With ``check`` the engines are
-    opened once: prefix against onnxruntime FP32, MC masks must vary.
+    ``precision`` defaults to the target's (fp16 where ``fp16 = true``). Uses the
+    graphs :func:`prepare_graphs` left in the engine folder when they fit the
+    installed major, else prepares them here (``int8`` then needs ``calib_values``:
+    preprocessed images per modality, (N, C, H, W), ``subset`` cases used).
+    ``samples`` (T) sizes the prefix profile. ``masks="graph"`` keeps the MC masks
+    inside the engine (not seedable); ``"host"`` builds the suffix with uniform
+    inputs the runtime draws with numpy. With ``check`` the engines are opened once:
+    prefix against onnxruntime FP32, MC masks must vary. A failed build removes the
+    files it wrote (engines, graphs it prepared, build.json).
     """
     trt = import_tensorrt()  # fail before any work on a machine without TensorRT
     export_dir = Path(export_dir)
@@ -480,51 +770,61 @@ def export_tensorrt(
     precision = precision or profile.default_precision
     _check_precision(precision, profile)
     suffix_graph = _suffix_graph(masks)
-    if precision == "int8" and calib_values is None:
-        raise ConfigError("INT8 needs calibration images: pass --calib DATA (calib_values)")
+    major = tensorrt_major(trt.__version__)
+    path = build_path(major, precision)
     card = layout.verified_card(export_dir, [layout.onnx_file("prefix"), layout.onnx_file(suffix_graph)])
     folder_name = layout.tensorrt_folder(profile.target, precision)
     folder = export_dir / folder_name
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = {
-        g: export_dir / layout.onnx_file(s) for g, s in (("prefix", "prefix"), ("suffix", suffix_graph))
-    }
-    quantization = None
-    if precision == "int8":
-        prepared = prepare_int8_onnx(
-            export_dir, profile, calib_values, subset, samples, masks, out_dir=folder
+    prepared = read_prepared(folder, export_dir, major, precision, masks) if folder.is_dir() else None
+    if prepared is None:
+        if path.graph == "qdq" and calib_values is None:
+            raise ConfigError(
+                "INT8 needs calibration images: pass --calib DATA (calib_values), or prepared graphs"
+            )
+        prepared = prepare_graphs(
+            export_dir, profile, precision, major, calib_values, subset, samples, masks, qdq, fp16_backend
         )
-        sources, quantization = prepared["files"], prepared["reports"]
     engines = {}
-    for graph, src in sources.items():
-        shapes = profile_shapes(card, profile, "prefix" if graph == "prefix" else suffix_graph, samples)
-        engines[graph] = build_engine(src, folder / f"{graph}.engine", profile, precision, shapes, verbose)
-    from drifa_edge.runtimes.tensorrt import cuda_device_info
+    with _removed_on_failure(folder) as written:
+        for graph, rel in prepared["graphs"].items():
+            shapes = profile_shapes(card, profile, "prefix" if graph == "prefix" else suffix_graph, samples)
+            written.append(folder / f"{graph}.engine")
+            engines[graph] = build_engine(
+                export_dir / rel, folder / f"{graph}.engine", profile, precision, shapes, verbose
+            )
+        from drifa_edge.runtimes.tensorrt import cuda_device_info
 
-    build = {
-        "format": BUILD_FORMAT,
-        "tensorrt": str(trt.__version__),
-        "gpu": cuda_device_info(0),
-        "target": profile.target,
-        "precision": precision,
-        "masks": masks,
-        "samples": samples,
-        "profile": profile.to_dict(),
-        "engines": engines,
-        "quantization": quantization,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    _write_json(folder / BUILD_FILE, build)
+        build = {
+            "format": BUILD_FORMAT,
+            "tensorrt": str(trt.__version__),
+            "gpu": cuda_device_info(0),
+            "target": profile.target,
+            "precision": precision,
+            "path": {**path.to_dict(), "rest": engines["suffix"]["path"]["rest"]},
+            "masks": masks,
+            "samples": samples,
+            "profile": profile.to_dict(),
+            "engines": engines,
+            "graphs": prepared["graphs"],
+            "quantization": prepared["reports"] if path.graph == "qdq" else None,
+            "fp16_graph": prepared["reports"] if path.graph == "fp16" else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        written.append(folder / BUILD_FILE)
+        _write_json(folder / BUILD_FILE, build)
     rel = [f"{folder_name}/{g}.engine" for g in engines] + [f"{folder_name}/{BUILD_FILE}"]
-    if quantization:
-        rel += [f"{folder_name}/{g}.qdq.onnx" for g in sources]
+    rel += [r for r in prepared["graphs"].values() if r.startswith(folder_name + "/")]
     section = dict(card.export.get("tensorrt", {}))
     section[folder_name] = {
-        k: build[k] for k in ("tensorrt", "gpu", "target", "precision", "masks", "samples")
+        k: build[k] for k in ("tensorrt", "gpu", "target", "precision", "masks", "samples", "path")
     }
     section[folder_name]["profile"] = profile.to_dict()
     layout.update_card(export_dir, {"tensorrt": section}, hash_files=rel)
-    summary = {"folder": str(folder), "files": rel, **{k: build[k] for k in ("tensorrt", "gpu", "precision")}}
+    summary = {
+        "folder": str(folder),
+        "files": rel,
+        **{k: build[k] for k in ("tensorrt", "gpu", "precision", "path")},
+    }
     if check:
         summary["checks"] = check_engines(export_dir, folder_name, precision)
     return summary

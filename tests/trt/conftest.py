@@ -52,3 +52,18 @@ def images():
         ]
 
     return make
+
+
+@pytest.fixture(scope="session", params=[10, 11], ids=["trt10", "trt11"])
+def trt_bindings(request, tmp_path_factory):
+    """NVIDIA's real ``tensorrt`` bindings of one major over stand-in libraries (see real_bindings.py).
+
+    Downloads ``tensorrt_cu12_bindings`` with pip into the wheel cache the first time;
+    skips with the reason when pip or gcc cannot.
+    """
+    import real_bindings  # tests/trt is on sys.path (rootdir-relative test modules)
+
+    try:
+        return real_bindings.prepare(request.param, tmp_path_factory.mktemp(f"trt{request.param}"))
+    except real_bindings.Unavailable as e:
+        pytest.skip(f"TensorRT {request.param}.x bindings unavailable: {e}")

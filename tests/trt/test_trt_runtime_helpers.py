@@ -186,9 +186,10 @@ def test_open_runtime_refuses_a_build_for_another_machine(
         trt_rt.open_runtime(out, RuntimeOptions(precision="fp16"))
 
 
-def test_open_runtime_refuses_an_old_tensorrt(fake_tensorrt, engine_export):
+@pytest.mark.parametrize("version", ["8.6.1", "12.0.0"])
+def test_open_runtime_refuses_an_unsupported_major(fake_tensorrt, engine_export, version):
     from drifa_edge.errors import MissingDependencyError
 
-    fake_tensorrt.__version__ = "8.6.1"
-    with pytest.raises(MissingDependencyError, match="TensorRT >= 10"):
+    fake_tensorrt.__version__ = version
+    with pytest.raises(MissingDependencyError, match=rf"supports TensorRT 10.x to 11.x, found {version}"):
         trt_rt.open_runtime(engine_export[0], RuntimeOptions(precision="fp16"))
