@@ -15,7 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from drifa_edge.errors import BadInputError, ConfigError, ExportError  # noqa: E402
+from drifa_edge.errors import BadInputError, ConfigError  # noqa: E402
 from drifa_edge.quantize import tensorrt_qdq as q  # noqa: E402
 
 FEATS = ["feat_derm", "feat_xray"]
@@ -120,89 +120,154 @@ def _conv_same(x, w, b):
     return np.einsum("nchwij,kcij->nkhw", win, w) + b[None, :, None, None]
 
 
-def test_qdq_scales_match_a_numpy_fake_quantization():
-    model, w, bias, g, m = _toy_model()
-    x = np.random.default_rng(4).standard_normal((3, 2, 5, 5)).astype(np.float32) * 2
-    amax = {"x": 2.5, "f": 4.0}  # x exceeds 2.5 in places: saturation is part of the check
-    qmodel = q.insert_qdq(model, amax)
+def _toy_quantized(tmp_path, x, method="max"):
+    model, *rest = _toy_model()
+    src, dst = tmp_path / "toy.onnx", tmp_path / "toy.qdq.onnx"
+    onnx.save(model, str(src))
+    feeds = [{"x": x[:2]}, {"x": x[2:]}]
+    report = q.quantize_for_tensorrt(src, dst, feeds, q.QDQConfig(backend="drifa", method=method))
+    return onnx.load(str(dst)), report, rest
+
+
+def _weight_scales(qmodel):
+    """{float weight name: (int8 weight, per-channel scale, axis)} from the Q/DQ graph."""
+    inits = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}
+    out = {}
+    for n in qmodel.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[1]].ndim == 1:
+            axis = {a.name: a.i for a in n.attribute}.get("axis", 1)
+            out[n.input[0]] = (inits[n.input[0]], inits[n.input[1]], axis)
+    return out
+
+
+def test_qdq_scales_are_symmetric_minmax_and_per_channel(tmp_path):
+    """The writer's settings, checked against numpy: activation scale = max|x| / 127 over the
+    calibration feeds, zero points 0, weight scales max|W| / 127 per output channel, and the
+    graph's output equal to a numpy fake quantization with those scales."""
+    x = np.random.default_rng(4).standard_normal((4, 2, 5, 5)).astype(np.float32) * 2
+    qmodel, report, (w, bias, g, m) = _toy_quantized(tmp_path, x)
     onnx.checker.check_model(qmodel)
-    y1, y2 = session(qmodel, optimize=False).run(None, {"x": x})
+    assert q.check_qdq_placement(qmodel) == []
+    assert report["backend"] == "drifa" and report["fully_quantized_nodes"] == 3
+    assert report["shared_dq_inputs"] == 0
+    f = np.maximum(_conv_same(x, w, bias), 0).reshape(4, -1)  # float calibration of f
+    scales = {
+        n.input[0]: float(
+            numpy_helper.to_array(next(t for t in qmodel.graph.initializer if t.name == n.input[1]))
+        )
+        for n in qmodel.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
+    assert scales["x"] == pytest.approx(np.abs(x).max() / 127, rel=1e-5)
+    assert scales["f"] == pytest.approx(np.abs(f).max() / 127, rel=1e-5)
+    zero_points = [t for t in qmodel.graph.initializer if "zero_point" in t.name]
+    assert zero_points and all(not numpy_helper.to_array(t).any() for t in zero_points)
+    weights = {k.split("_")[0]: v for k, v in _weight_scales(qmodel).items()}
+    for name, ref, axis in (("w", w, 0), ("g", g, 0), ("m", m, 1)):
+        wq, scale, got_axis = weights[name]
+        assert got_axis == axis and wq.dtype == np.int8
+        red = tuple(d for d in range(ref.ndim) if d != axis)
+        np.testing.assert_allclose(scale, np.abs(ref).max(axis=red) / 127, rtol=1e-5)
 
     def per_channel(weight, axis):
         red = tuple(d for d in range(weight.ndim) if d != axis)
         s = np.abs(weight).max(axis=red, keepdims=True) / 127
         return np.clip(np.rint(weight / s), -127, 127) * s
 
-    xq = _fake_quant(x, 2.5 / 127)
-    f = np.maximum(_conv_same(xq, per_channel(w, 0), bias), 0).reshape(3, -1)
-    fq = _fake_quant(f, 4.0 / 127)
+    y1, y2 = session(qmodel, optimize=False).run(None, {"x": x})
+    xq = _fake_quant(x, scales["x"])
+    fq = _fake_quant(np.maximum(_conv_same(xq, per_channel(w, 0), bias), 0).reshape(4, -1), scales["f"])
     np.testing.assert_allclose(y1, fq @ per_channel(g, 0).T, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(y2, fq @ per_channel(m, 1), rtol=1e-4, atol=1e-4)
     # the reference itself is not a float pass in disguise:
-    assert np.abs(y1 - np.maximum(_conv_same(x, w, bias), 0).reshape(3, -1) @ g.T).max() > 1e-3
+    assert np.abs(y1 - f @ g.T).max() > 1e-3
 
 
-def test_placement_shares_one_activation_pair_and_keeps_weights_int8():
-    model, *_ = _toy_model()
-    qmodel = q.insert_qdq(model, {"x": 1.0, "f": 1.0})
+def test_inputs_only_float_bias_and_one_pair_per_tensor(tmp_path):
+    x = np.random.default_rng(4).standard_normal((4, 2, 5, 5)).astype(np.float32)
+    qmodel, _, _ = _toy_quantized(tmp_path, x)
     ops = [n.op_type for n in qmodel.graph.node]
-    assert ops.count("QuantizeLinear") == 2  # x, and f shared by Gemm and MatMul
+    assert ops.count("QuantizeLinear") == 2  # x, and f shared by Gemm and MatMul; no output Q/DQ
     assert ops.count("DequantizeLinear") == 5  # 2 activations + 3 weights
     inits = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}
-    assert {"w", "g", "m"}.isdisjoint(inits)  # float weights replaced
-    assert inits["b"].dtype == np.float32  # the bias stays float
-    dq_axes = {
-        n.input[0]: {a.name: a.i for a in n.attribute}.get("axis")
-        for n in qmodel.graph.node
-        if n.op_type == "DequantizeLinear" and n.input[0].endswith("__int8")
-    }
-    assert dq_axes == {"w__axis0__int8": 0, "g__axis0__int8": 0, "m__axis1__int8": 1}
-    assert all(inits[k].dtype == np.int8 for k in dq_axes)
-    assert q.check_qdq_placement(qmodel) == []
+    assert inits["b"].dtype == np.float32  # the bias stays float (TensorRT)
+    assert {"w", "g", "m"}.isdisjoint(inits)  # float weights replaced by int8
 
 
-def test_zero_activation_range_gets_a_usable_scale():
-    model, *_ = _toy_model()
-    qmodel = q.insert_qdq(model, {"x": 0.0, "f": 1.0})
-    scale = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}["x__qdq_scale"]
-    assert float(scale) == pytest.approx(q.MIN_ACTIVATION_SCALE)
+def test_zero_activation_range_gets_a_usable_scale(tmp_path):
+    x = np.zeros((4, 2, 5, 5), np.float32)
+    qmodel, report, _ = _toy_quantized(tmp_path, x)
+    assert min(q.activation_scales(qmodel).values()) >= q.MIN_ACTIVATION_SCALE
 
 
-def test_missing_range_and_old_opset_are_refused():
-    model, *_ = _toy_model()
-    with pytest.raises(ExportError, match="no calibration range"):
-        q.insert_qdq(model, {"x": 1.0})
-    old = helper.make_model(model.graph, opset_imports=[helper.make_opsetid("", 11)])
-    with pytest.raises(ExportError, match="opset >= 13"):
-        q.insert_qdq(old, {"x": 1.0, "f": 1.0})
-
-
-def test_placement_checker_catches_bad_graphs():
-    """Hand-made violations: a DQ feeding a Sigmoid and the mask compare, a non-zero zero point."""
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
-        helper.make_node("Sigmoid", ["xd"], ["y"]),
-        helper.make_node("RandomUniformLike", ["x"], ["u"]),
-        helper.make_node("GreaterOrEqual", ["xd", "u"], ["keep"]),
-        helper.make_node("Cast", ["keep"], ["mask"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["xd", "mask"], ["out"]),
-    ]
+def _bad_graph(nodes, outputs, zero=0):
     graph = helper.make_graph(
         nodes,
         "bad",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("y", "out")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in outputs],
         [
             numpy_helper.from_array(np.array(0.1, np.float32), "s"),
-            numpy_helper.from_array(np.array(3, np.int8), "z"),
+            numpy_helper.from_array(np.array(zero, np.int8), "z"),
+            numpy_helper.from_array(np.ones((2, 2), np.float32), "w"),
         ],
     )
-    problems = " | ".join(q.check_qdq_placement(helper.make_model(graph)))
-    assert "zero point is not 0" in problems
-    assert "feeds ['GreaterOrEqual', 'Mul', 'Sigmoid']" in problems
-    assert "MC mask node GreaterOrEqual" in problems
-    assert "mask Mul" in problems
+    return " | ".join(q.check_qdq_placement(helper.make_model(graph)))
+
+
+QDQ_X = [
+    helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+    helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+]
+
+
+def test_placement_rule_allows_a_shared_dq_beside_elementwise_ops():
+    """TensorRT propagates DQ through elementwise ops: DQ -> MatMul + Add + ReduceMean is fine."""
+    nodes = QDQ_X + [
+        helper.make_node("MatMul", ["xd", "w"], ["y"]),
+        helper.make_node("Add", ["xd", "y"], ["a"]),
+        helper.make_node("ReduceMean", ["xd"], ["r"], keepdims=1),
+    ]
+    assert _bad_graph(nodes, ["a", "r"]) == ""
+
+
+def test_placement_rule_catches_what_breaks_mc_dropout_or_a_gate():
+    mask_chain = [
+        helper.make_node("RandomUniformLike", ["x"], ["u"], name="rand"),
+        helper.make_node("GreaterOrEqual", ["u", "xd"], ["keep"], name="ge"),
+        helper.make_node("Cast", ["keep"], ["mask"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Mul", ["x", "mask"], ["out"], name="maskmul"),
+    ]
+    assert "MC mask node GreaterOrEqual 'ge' reads a dequantized tensor" in _bad_graph(
+        QDQ_X + mask_chain, ["out"]
+    )
+    quantized_mask = [
+        helper.make_node("RandomUniformLike", ["x"], ["u"], name="rand"),
+        helper.make_node("GreaterOrEqual", ["u", "x"], ["keep"], name="ge"),
+        helper.make_node("Cast", ["keep"], ["mask"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("QuantizeLinear", ["mask", "s", "z"], ["mq"], name="qm"),
+        helper.make_node("DequantizeLinear", ["mq", "s", "z"], ["md"], name="dqm"),
+        helper.make_node("Mul", ["x", "md"], ["out"], name="maskmul"),
+    ]
+    problems = _bad_graph(quantized_mask, ["out"])
+    assert "QuantizeLinear 'qm' quantizes an MC mask" in problems
+    gate_input_quantized = QDQ_X + [
+        helper.make_node("Sigmoid", ["xd"], ["g"], name="gate"),
+        helper.make_node("Mul", ["x", "g"], ["out"], name="gatemul"),
+    ]
+    assert "sigmoid gate 'gate' reads a dequantized tensor" in _bad_graph(gate_input_quantized, ["out"])
+    gate_output_quantized = [
+        helper.make_node("Sigmoid", ["x"], ["g"], name="gate"),
+        helper.make_node("QuantizeLinear", ["g", "s", "z"], ["gq"], name="qg"),
+        helper.make_node("DequantizeLinear", ["gq", "s", "z"], ["gd"], name="dqg"),
+        helper.make_node("MatMul", ["gd", "w"], ["y"]),
+        helper.make_node("Identity", ["gd"], ["gu"]),  # seen through reshapes
+        helper.make_node("Mul", ["x", "gu"], ["out"], name="gatemul"),
+    ]
+    assert "Mul 'gatemul' reads the sigmoid gate" in _bad_graph(gate_output_quantized, ["out", "y"])
+    assert "zero point is not 0" in _bad_graph(
+        QDQ_X + [helper.make_node("MatMul", ["xd", "w"], ["y"])], ["y"], 3
+    )
 
 
 def test_config_validation():
@@ -215,6 +280,10 @@ def test_config_validation():
 
 
 # ---------------------------------------------------------------- the exported DRIFA-Net graphs
+# Marked slow: onnxruntime's quantize_static spends ~20-50 s here (this shared 2-core machine)
+# editing the 2,000-node suffix graph in Python (replace_input_of_all_nodes, augment_graph;
+# profiled), against ~3 s for the hand-written writer it replaced. The toy-graph tests above
+# exercise the same settings in the default run.
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +312,7 @@ def quantized(tiny_export, tmp_path_factory):
     return {"dir": out, "reports": reports, "held_out": held_out, "feeds": feeds}
 
 
+@pytest.mark.slow
 def test_qdq_graphs_are_valid_and_fully_placed(quantized):
     for graph in ("prefix", "suffix"):
         model = onnx.load(str(quantized["dir"] / f"{graph}.qdq.onnx"))
@@ -251,8 +321,10 @@ def test_qdq_graphs_are_valid_and_fully_placed(quantized):
         report = quantized["reports"][graph]
         assert report["backend"] == "drifa"
         assert report["fully_quantized_nodes"] == report["quantizable_nodes"] > 0
+        assert report["shared_dq_inputs"] == 0  # only Conv/Gemm/MatMul read Q/DQ
 
 
+@pytest.mark.slow
 def test_the_mc_mask_chain_stays_float(tiny_export, quantized):
     fp32 = onnx.load(str(tiny_export / "onnx" / "suffix.onnx"))
     qdq = onnx.load(str(quantized["dir"] / "suffix.qdq.onnx"))
@@ -262,19 +334,29 @@ def test_the_mc_mask_chain_stays_float(tiny_export, quantized):
 
     for op in ("RandomUniformLike", "GreaterOrEqual", "Cast", "Sigmoid", "Mul", "Add"):
         assert count(qdq, op) == count(fp32, op) > 0
+    assert q.check_qdq_placement(qdq) == []
+    from drifa_edge.quantize.scopes import onnx_mask_nodes
+
+    mask = set(onnx_mask_nodes(qdq.graph))
+    gates = set(q.sigmoid_gates(qdq.graph))
+    assert len(mask) == len(onnx_mask_nodes(fp32.graph)) > 0 and len(gates) > 0
     producers = {o: n.op_type for n in qdq.graph.node for o in n.output}
     for node in qdq.graph.node:
-        if node.op_type in ("RandomUniformLike", "GreaterOrEqual", "Cast", "Mul", "Sigmoid"):
+        if node.name in mask | gates:
             assert not any(producers.get(i) == "DequantizeLinear" for i in node.input), node.name
-        if node.op_type == "DequantizeLinear":
-            consumers = {n.op_type for n in qdq.graph.node if node.output[0] in n.input}
-            assert consumers <= {"Conv", "Gemm", "MatMul"}
+    # the written graph is not seeded: MC masks still differ between calls
+    assert all(
+        "seed" not in {a.name for a in n.attribute}
+        for n in qdq.graph.node
+        if n.op_type == "RandomUniformLike"
+    )
 
 
 def _logits(model, feeds):
     return session(model).run(None, feeds)
 
 
+@pytest.mark.slow
 def test_qdq_suffix_stays_close_to_fp32_under_the_same_masks(tiny_export, quantized):
     """Same seeded masks in both graphs; held-out cases, 4 masks each.
 
@@ -300,12 +382,14 @@ def test_qdq_suffix_stays_close_to_fp32_under_the_same_masks(tiny_export, quanti
     assert np.abs(_logits(other, feeds)[0] - ref[0]).max() > 10 * np.abs(ref[0] - got[0]).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factor", [0.25, 30.0])
 def test_wrong_scales_fail_the_same_limit(tiny_export, quantized, factor):
     fp32 = onnx.load(str(tiny_export / "onnx" / "suffix.onnx"))
-    activations, _ = q.quantization_sites(fp32)
-    amax = q.collect_amax(fp32, activations, quantized["feeds"])
-    wrong = q.insert_qdq(fp32, {k: v * factor for k, v in amax.items()})
+    wrong = onnx.load(str(quantized["dir"] / "suffix.qdq.onnx"))
+    inits = {t.name: t for t in wrong.graph.initializer}
+    for name, value in q.activation_scales(wrong).items():
+        inits[name].CopyFrom(numpy_helper.from_array(np.array(value * factor, np.float32), name))
     q.seed_random_nodes(fp32)
     q.seed_random_nodes(wrong)
     prefix = session(onnx.load(str(tiny_export / "onnx" / "prefix.onnx")))
@@ -315,6 +399,7 @@ def test_wrong_scales_fail_the_same_limit(tiny_export, quantized, factor):
     assert max(np.abs(r - g).max() / r.std() for r, g in zip(ref, got, strict=True)) > 0.1
 
 
+@pytest.mark.slow
 def test_qdq_prefix_stays_close_to_fp32(tiny_export, quantized):
     """Deterministic graph: max |feature difference| <= 5 % of max |feature| (measured ~1 %)."""
     feeds = dict(zip(IMAGES, quantized["held_out"], strict=True))
@@ -324,14 +409,21 @@ def test_qdq_prefix_stays_close_to_fp32(tiny_export, quantized):
         assert np.abs(r - g).max() <= 0.05 * np.abs(r).max()
 
 
-def test_calibration_is_reproducible(tiny_export, quantized):
-    model = onnx.load(str(tiny_export / "onnx" / "suffix.onnx"))
-    activations, _ = q.quantization_sites(model)
-    first = q.collect_amax(model, activations, quantized["feeds"][:1])
-    second = q.collect_amax(model, activations, quantized["feeds"][:1])
-    assert first == second
-    pct = q.collect_amax(model, activations, quantized["feeds"][:1], method="percentile", percentile=99.0)
-    assert all(pct[t] <= first[t] + 1e-7 for t in activations)
+@pytest.mark.slow
+def test_calibration_is_reproducible_and_percentile_clips(tiny_export, quantized, tmp_path):
+    """Seeded masks during calibration: the same feeds give the same scales; the
+    99th percentile of |x| gives scales no larger than the maximum."""
+    src = tiny_export / "onnx" / "prefix.onnx"
+    feeds = [dict(zip(IMAGES, quantized["held_out"], strict=True))]
+    runs = []
+    for name, method in (("a", "max"), ("b", "max"), ("p", "percentile")):
+        config = q.QDQConfig(backend="drifa", method=method, percentile=99.0)
+        q.quantize_for_tensorrt(src, tmp_path / f"{name}.onnx", feeds, config)
+        runs.append(q.activation_scales(onnx.load(str(tmp_path / f"{name}.onnx"))))
+    assert runs[0] == runs[1]
+    assert runs[2].keys() == runs[0].keys()
+    assert all(runs[2][k] <= runs[0][k] * (1 + 1e-6) for k in runs[0])
+    assert any(runs[2][k] < runs[0][k] * 0.99 for k in runs[0])
 
 
 def test_modelopt_backend_requires_modelopt(tiny_export, quantized, tmp_path):
@@ -351,6 +443,7 @@ def test_modelopt_backend_requires_modelopt(tiny_export, quantized, tmp_path):
 # ---------------------------------------------------------------- the export step that writes them
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masks", ["graph", "host"])
 def test_prepare_int8_onnx_from_an_export_folder(tiny_export, images, tmp_path, masks):
     from drifa_edge.export.tensorrt import load_profile, prepare_int8_onnx
