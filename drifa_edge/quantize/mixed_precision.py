@@ -21,6 +21,7 @@ Runs on any machine with onnx (and onnxruntime for :func:`compare_fp16`); no GPU
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,11 @@ def convert_fp16(onnx_in: str | Path, onnx_out: str | Path, backend: str = "auto
             from modelopt.onnx.autocast import convert_to_mixed_precision
         except ImportError as e:
             raise missing_dependency("nvidia-modelopt", "tensorrt-prepare") from e
-        converted = convert_to_mixed_precision(
-            onnx_path=str(onnx_in), low_precision_type="fp16", nodes_to_exclude=keep, keep_io_types=True
+        converted = convert_to_mixed_precision(  # nodes_to_exclude are regular expressions
+            onnx_path=str(onnx_in),
+            low_precision_type="fp16",
+            nodes_to_exclude=["^" + re.escape(n) + "$" for n in keep],
+            keep_io_types=True,
         )
     else:
         try:
