@@ -76,21 +76,37 @@ def _int8(
     return summary
 
 
-def _tensorrt(out: Path, target: str, fp16: bool, int8: bool, calib: list[str] | None, subset: int) -> dict:
+def _tensorrt(
+    out: Path,
+    target: str,
+    fp16: bool,
+    int8: bool,
+    calib: list[str] | None,
+    subset: int,
+    qdq_backend: str = "auto",
+    prepare_only: bool = False,
+    trt_major: int | None = None,
+) -> dict:
+    """TensorRT per ensemble member: prepare the graphs (CPU) and, unless --prepare-only, build."""
     from drifa_edge.card import read_card
     from drifa_edge.export import layout
 
     trt = _optional_module("drifa_edge.export.tensorrt", "--trt")
+    qdq = _optional_module("drifa_edge.quantize.tensorrt_qdq", "--trt --int8").QDQConfig(backend=qdq_backend)
     precision = "int8" if int8 else ("fp16" if fp16 else None)  # None: the target's default
     summary = {}
     for member in layout.read_members(out):
         images = None
-        if precision == "int8":
+        if precision == "int8" and calib:
             from drifa_edge.quantize.calibration_set import load_calibration_set
 
             card = read_card(member, verify=False)
-            images = load_calibration_set(calib or [], card, subset, seed=0).images
-        summary[str(member.relative_to(out))] = trt.export_tensorrt(member, target, precision, images, subset)
+            images = load_calibration_set(calib, card, subset, seed=0).images
+        name = str(member.relative_to(out))
+        if prepare_only:
+            summary[name] = trt.prepare_graphs(member, target, precision, trt_major, images, subset, qdq=qdq)
+        else:
+            summary[name] = trt.export_tensorrt(member, target, precision, images, subset, qdq=qdq)
     return summary
 
 
@@ -166,6 +182,20 @@ def export(
     trt: bool = typer.Option(False, "--trt", help="TensorRT engines for --target (needs an NVIDIA GPU)"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT FP16 build"),
     target: str = typer.Option("desktop-cuda", "--target", help="target profile in export/ (TensorRT)"),
+    qdq_backend: str = typer.Option(
+        "auto",
+        "--qdq-backend",
+        help="TensorRT INT8 Q/DQ writer: auto (ModelOpt if installed), modelopt or drifa",
+    ),
+    prepare_only: bool = typer.Option(
+        False,
+        "--prepare-only",
+        help="TensorRT: only write the graphs the build needs (Q/DQ, FP16; CPU, no TensorRT); "
+        "build later on the target with --trt",
+    ),
+    trt_major: int = typer.Option(
+        None, "--trt-major", help="with --prepare-only: TensorRT major of the target (10 Jetson, 11 desktop)"
+    ),
 ) -> None:
     """Export a checkpoint: ONNX keeping MC dropout, OpenVINO IR, INT8, TensorRT; each build is checked."""
     from drifa_edge.card import CARD_FILE
@@ -180,6 +210,12 @@ def export(
         raise ConfigError("nothing to do: choose --onnx, --openvino, --int8 and/or --trt")
     if int8_backend not in ("openvino", "onnx", "both"):
         raise ConfigError(f"--int8-backend must be openvino, onnx or both, got {int8_backend!r}")
+    if (prepare_only or trt_major is not None or qdq_backend != "auto") and not trt:
+        raise ConfigError("--prepare-only, --trt-major and --qdq-backend only apply with --trt")
+    if trt_major is not None and not prepare_only:
+        raise ConfigError(
+            "--trt-major only applies with --prepare-only (a build uses the installed TensorRT)"
+        )
     if int8 and not calib:
         raise ConfigError(
             "--int8 needs calibration data: --calib NAME=PATH (once per task) or --calib synthetic"
@@ -209,5 +245,7 @@ def export(
                 out, calib, subset, int8_backend, int8_scope, max_drop, _int8_overrides(int8_set)
             )
         if trt:
-            summary["tensorrt"] = _tensorrt(out, target, fp16, int8, calib, subset)
+            summary["tensorrt"] = _tensorrt(
+                out, target, fp16, int8, calib, subset, qdq_backend, prepare_only, trt_major
+            )
     print(json.dumps(summary, indent=2, default=str))

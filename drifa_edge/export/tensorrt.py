@@ -189,6 +189,7 @@ class TensorRTProfile:
     dla_core: int = -1  # -1 = GPU only; Jetson Orin has DLA cores 0 and 1
     gpu_fallback: bool = True  # layers DLA cannot run go to the GPU
     builder_optimization_level: int = 3  # TensorRT 0..5; higher builds slower, may run faster
+    max_tensorrt_major: int = MAX_TENSORRT_MAJOR  # Jetson: 10 (TensorRT 11 does not support JetPack)
 
     def __post_init__(self) -> None:
         where = f"target {self.target!r}, [tensorrt]"
@@ -199,6 +200,7 @@ class TensorRTProfile:
             "workspace_mb",
             "dla_core",
             "builder_optimization_level",
+            "max_tensorrt_major",
         ):
             if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{where}: {key} must be an integer, got {getattr(self, key)!r}")
@@ -221,6 +223,11 @@ class TensorRTProfile:
         if not 0 <= self.builder_optimization_level <= 5:
             raise ConfigError(
                 f"{where}: builder_optimization_level must be in 0..5, got {self.builder_optimization_level}"
+            )
+        if not MIN_TENSORRT_MAJOR <= self.max_tensorrt_major <= MAX_TENSORRT_MAJOR:
+            raise ConfigError(
+                f"{where}: max_tensorrt_major must be in {MIN_TENSORRT_MAJOR}..{MAX_TENSORRT_MAJOR}, "
+                f"got {self.max_tensorrt_major}"
             )
         for key in ("fp16", "gpu_fallback"):
             if not isinstance(getattr(self, key), bool):
@@ -351,11 +358,7 @@ def build_engine(
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     _check_precision(precision, profile)
     path = build_path(tensorrt_major(trt.__version__), precision)
-    if profile.dla_core >= 0 and path.major >= 11:
-        raise ConfigError(
-            f"target {profile.target!r} uses DLA core {profile.dla_core}; TensorRT {trt.__version__} "
-            "does not support JetPack/DLA, build Jetson engines with JetPack's TensorRT 10.x"
-        )
+    _check_major(profile, path.major)
     rest = _check_graph(onnx_path, path)
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -435,6 +438,17 @@ def _check_graph(onnx_path: Path, path: BuildPath) -> str:
     if path.precision == "int8" and path.typing == "strong":
         return "fp16" if fp16 else "fp32"
     return path.rest
+
+
+def _check_major(profile: TensorRTProfile, major: int) -> None:
+    """Jetson targets stop at 10.x: TensorRT 11 does not support JetPack (nor DLA)."""
+    limit = profile.max_tensorrt_major if profile.dla_core < 0 else min(profile.max_tensorrt_major, 10)
+    if major > limit:
+        raise ConfigError(
+            f"target {profile.target!r} supports TensorRT <= {limit}.x (JetPack 6 ships 10.3; TensorRT 11 "
+            f"does not support JetPack or DLA), got {major}.x; build on the Jetson with JetPack's TensorRT, "
+            "or prepare with --trt-major 10"
+        )
 
 
 def _check_precision(precision: str, profile: TensorRTProfile) -> None:
@@ -614,10 +628,7 @@ def prepare_graphs(
             "TensorRT is not importable here"
         )
     path = build_path(int(tensorrt_major), precision)
-    if profile.dla_core >= 0 and path.major >= 11:
-        raise ConfigError(
-            f"target {profile.target!r} uses DLA (Jetson): prepare it for TensorRT 10 (--trt-major 10)"
-        )
+    _check_major(profile, path.major)
     suffix_graph = _suffix_graph(masks)
     if path.graph == "qdq" and calib_values is None:
         raise ConfigError("INT8 needs calibration images: pass --calib DATA (calib_values)")

@@ -91,7 +91,7 @@ def convert_fp16(onnx_in: str | Path, onnx_out: str | Path, backend: str = "auto
         try:
             from modelopt.onnx.autocast import convert_to_mixed_precision
         except ImportError as e:
-            raise missing_dependency("nvidia-modelopt", "tensorrt-prepare") from e
+            raise missing_dependency("nvidia-modelopt", "modelopt") from e
         converted = convert_to_mixed_precision(  # nodes_to_exclude are regular expressions
             onnx_path=str(onnx_in),
             low_precision_type="fp16",

@@ -535,7 +535,7 @@ def _quantize_modelopt(onnx_in: Path, onnx_out: Path, feeds: Sequence[dict], con
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError as e:
-        raise missing_dependency("nvidia-modelopt", "tensorrt") from e
+        raise missing_dependency("nvidia-modelopt", "modelopt") from e
 
     names = list(feeds[0])
     data = {n: np.concatenate([f[n] for f in feeds]) for n in names}

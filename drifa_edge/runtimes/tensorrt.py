@@ -166,7 +166,7 @@ def probe() -> dict[str, Any]:
     try:
         trt = _import_tensorrt()
     except MissingDependencyError as e:
-        found = "not installed" if isinstance(e.__cause__, ImportError) else "unusable"
+        found = "not installed" if "not installed" in str(e) else "unusable"
         return {
             "available": False,
             "reason": f"TensorRT {found} (pip install 'drifa-edge[tensorrt]', needs an NVIDIA GPU)",

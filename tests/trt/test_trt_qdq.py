@@ -426,18 +426,19 @@ def test_calibration_is_reproducible_and_percentile_clips(tiny_export, quantized
     assert any(runs[2][k] < runs[0][k] * 0.99 for k in runs[0])
 
 
-def test_modelopt_backend_requires_modelopt(tiny_export, quantized, tmp_path):
+def test_modelopt_backend_requires_modelopt(tmp_path):
     if q.modelopt_available():
         pytest.skip("ModelOpt is installed here")
     from drifa_edge.errors import MissingDependencyError
 
-    with pytest.raises(MissingDependencyError, match=r"drifa-edge\[tensorrt\]"):
+    model, *_ = _toy_model()
+    onnx.save(model, str(tmp_path / "toy.onnx"))
+    feeds = [{"x": np.ones((2, 2, 5, 5), np.float32)}]
+    with pytest.raises(MissingDependencyError, match=r"drifa-edge\[modelopt\]"):
         q.quantize_for_tensorrt(
-            tiny_export / "onnx" / "suffix.onnx",
-            tmp_path / "s.onnx",
-            quantized["feeds"][:1],
-            q.QDQConfig(backend="modelopt"),
+            tmp_path / "toy.onnx", tmp_path / "s.onnx", feeds, q.QDQConfig(backend="modelopt")
         )
+    assert not (tmp_path / "s.onnx").exists()
 
 
 # ---------------------------------------------------------------- the export step that writes them
