@@ -137,3 +137,34 @@ def test_a_refused_qdq_graph_is_removed(export_copy, images, monkeypatch):
             export_copy, "desktop-cuda", "int8", tensorrt_major=10, calib_values=images(4), subset=4
         )
     assert not folder.exists()
+
+
+def test_cli_prepare_only_and_option_checks(export_copy):
+    """`export --trt --prepare-only --trt-major 11 --fp16` writes the FP16 graphs; misuse is refused."""
+    pytest.importorskip("onnxconverter_common")
+    from typer.testing import CliRunner
+
+    from drifa_edge.cli import app
+
+    runner = CliRunner()
+    ckpt = str(export_copy)  # not read by --trt; the export folder is --out
+    base = ["export", ckpt, "--out", str(export_copy), "--trt"]
+    result = runner.invoke(app, [*base, "--prepare-only", "--trt-major", "11", "--fp16"])
+    assert result.exit_code == 0, result.output
+    assert (export_copy / "tensorrt-desktop-cuda-fp16" / "suffix.fp16.onnx").is_file()
+    refused = {
+        "--trt-major only applies with --prepare-only": [*base, "--trt-major", "11"],
+        "only apply with --trt": [
+            "export",
+            ckpt,
+            "--out",
+            str(export_copy),
+            "--int8",
+            "--qdq-backend",
+            "drifa",
+        ],
+        "Q/DQ backend must be auto, modelopt or drifa": [*base, "--prepare-only", "--qdq-backend", "trt"],
+    }
+    for message, args in refused.items():
+        result = runner.invoke(app, args)
+        assert isinstance(result.exception, ConfigError) and message in str(result.exception), args
