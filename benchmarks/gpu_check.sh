@@ -279,7 +279,7 @@ EOF
 
 row env 30
 row model 40
-row export 40
+row export 75
 row torch_cuda 25
 row ort_cuda 25
 row ort_tensorrt_ep 40

@@ -1,23 +1,25 @@
-"""TensorRT engines from the exported ONNX graphs (TensorRT >= 10, NVIDIA GPUs and Jetson).
+"""TensorRT engines from the exported ONNX graphs (TensorRT 10.x and 11.x, NVIDIA GPUs and Jetson).
 
-``export_tensorrt(OUT, target, precision)`` builds one serialized engine per
-graph into ``OUT/tensorrt-<target>-<precision>/``: ``prefix.engine`` (images ->
-features) and ``suffix.engine`` (features -> logits, MC masks drawn inside the
-engine by TensorRT's random fill layer, or fed from the host with
-``masks="host"``), plus ``build.json`` (TensorRT version, GPU, profiles, flags).
-The card hashes every file and records the settings under ``export.tensorrt``.
+Two steps, which may run on two machines:
 
-Each engine has one optimization profile over its batch axis, from the target
-profile in ``export/<target>.toml`` (section ``[tensorrt]``): the suffix covers
-B*T rows per call (``rows_min/opt/max``), the prefix the cases per call
-(rows / T). INT8 is explicit quantization: Q/DQ ONNX graphs first
-(:mod:`drifa_edge.quantize.tensorrt_qdq`), then an INT8 + FP16 build; TensorRT's
-implicit calibrator is not used. Jetson: DLA core with GPU fallback and a
-workspace limit, set in the target profile.
+- :func:`prepare_graphs` (any x86 box, onnx + onnxruntime, no TensorRT): the graphs the
+  build needs — Q/DQ graphs for int8 (:mod:`drifa_edge.quantize.tensorrt_qdq`), FP16
+  graphs for fp16 on TensorRT 11 (:mod:`drifa_edge.quantize.mixed_precision`) — and
+  ``prepared.json`` (build path, sources, sha256, reports);
+- :func:`export_tensorrt` (the target): one serialized engine per graph into
+  ``OUT/tensorrt-<target>-<precision>/`` (``prefix.engine``: images -> features;
+  ``suffix.engine``: features -> logits, MC masks drawn inside the engine, or fed from
+  the host with ``masks="host"``), ``build.json``, then the on-device checks.
+
+The build path follows the installed major (:func:`build_path`): 10.x is weakly typed
+(FP16 / INT8 builder flags; the only major on Jetson), 11.x strongly typed (no precision
+flags: fp16 from an FP16 graph, int8 from Q/DQ only). Each engine has one optimization
+profile over its batch axis, from the target profile (section ``[tensorrt]``). The card
+hashes every file and records the settings under ``export.tensorrt``.
 
 ``tensorrt`` is imported lazily; without it every build entry point raises
-:class:`MissingDependencyError`. Engines are tied to the GPU and TensorRT
-version that built them: build on the device that will run them.
+:class:`MissingDependencyError`. Engines are tied to the GPU and TensorRT version that
+built them: build on the device that will run them.
 """
 
 from __future__ import annotations
@@ -632,7 +634,9 @@ def prepare_graphs(
     suffix_graph = _suffix_graph(masks)
     if path.graph == "qdq" and calib_values is None:
         raise ConfigError("INT8 needs calibration images: pass --calib DATA (calib_values)")
-    card = layout.verified_card(export_dir, [layout.onnx_file("prefix"), layout.onnx_file(suffix_graph)])
+    layout.verified_card(  # sha256 of the source graphs before anything is written
+        export_dir, [layout.onnx_file("prefix"), layout.onnx_file(suffix_graph)]
+    )
     folder = export_dir / layout.tensorrt_folder(profile.target, precision)
     sources = {g: layout.onnx_file(s) for g, s in (("prefix", "prefix"), ("suffix", suffix_graph))}
     reports: dict[str, Any] = {}
@@ -670,7 +674,6 @@ def prepare_graphs(
             "graphs": sources,
             "sha256": {g: sha256_file(export_dir / rel) for g, rel in sources.items()},
             "reports": reports,
-            "card_weights": card.to_dict().get("weights_sha256"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         written.append(folder / PREPARED_FILE)

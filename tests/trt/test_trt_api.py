@@ -194,3 +194,30 @@ def test_import_error_names_the_missing_library(trt_bindings):
     assert "not installed" not in out
     assert f"libnvinfer.so.{trt_bindings.major}" in out or f"libnvonnxparser.so.{trt_bindings.major}" in out
     assert "pypi.nvidia.com" in out and "JetPack" in out
+
+
+def test_modelopt_creates_a_trt_builder_when_tensorrt_imports(trt_bindings, tmp_path):
+    """ModelOpt's Q/DQ step is not CPU-only on a TensorRT machine: its ONNX loader calls
+    ``trt.Builder``, which the stand-in libraries answer with NULL. Needs a separate ModelOpt
+    environment (it replaces onnxruntime): set DRIFA_MODELOPT_PYTHON to its python."""
+    import os
+
+    python = os.environ.get("DRIFA_MODELOPT_PYTHON")
+    if not python:
+        pytest.skip("set DRIFA_MODELOPT_PYTHON to the python of a venv with nvidia-modelopt[onnx]")
+    graph = tiny_graph(tmp_path / "g.onnx", "fp32")
+    code = (
+        "import numpy as np\n"
+        "from drifa_edge.quantize import tensorrt_qdq as q\n"
+        "feeds = [{'x': np.random.default_rng(0).standard_normal((8, 4, 2, 2)).astype(np.float32)}]\n"
+        "try:\n"
+        f"    q.quantize_for_tensorrt({str(graph)!r}, {str(tmp_path / 'q.onnx')!r}, feeds, q.QDQConfig(backend='modelopt'))\n"
+        "    print('quantized')\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, '|', e)\n"
+    )
+    run = subprocess.run(
+        [python, "-c", code], env=trt_bindings.env(str(REPO)), capture_output=True, text=True, timeout=300
+    )
+    out = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-500:]
+    assert "factory function returned nullptr" in out, out
