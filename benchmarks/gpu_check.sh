@@ -6,9 +6,11 @@
 #
 #   benchmarks/gpu_check.sh [OUT_JSON]        (default benchmarks/results/gpu_check.json)
 #   BUDGET_S=240 PYTHON=python3 benchmarks/gpu_check.sh
+#   LIMIT_SCALE=3 BUDGET_S=600 ...   (a slow or shared machine: every row limit x3)
 #
 # Rows: env (driver, CUDA, torch, onnxruntime providers, TensorRT import) -> a tiny model
-# with random weights (CPU) -> ONNX export -> torch CUDA runtime ->
+# with random weights (CPU) -> ONNX export -> onnxruntime CPU (the reference against itself:
+# checks the checks, gives a CPU timing) -> torch CUDA runtime ->
 # onnxruntime CUDA EP -> onnxruntime TensorRT EP -> TensorRT engines fp32 / fp16 / int8
 # (each: prefix parity vs onnxruntime CPU, MC masks differ between rows and calls, MC
 # mean/std vs onnxruntime CPU) -> the drift gate on the fp16 and int8 engines -> a bench
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 OUT_JSON="${1:-benchmarks/results/gpu_check.json}"
 PY="${PYTHON:-python}"
 BUDGET_S="${BUDGET_S:-240}"
+LIMIT_SCALE="${LIMIT_SCALE:-1}"
 WORK="$(mktemp -d -t drifa-gpu-check-XXXXXX)"
 ROWS="$WORK/rows.jsonl"
 START=$(date +%s)
@@ -27,7 +30,7 @@ mkdir -p "$(dirname "$OUT_JSON")"
 
 # row NAME TIMEOUT_S: run rows.py NAME; append its JSON line (or a failure line) to $ROWS.
 row() {
-  local name="$1" limit="$2" left
+  local name="$1" limit=$(($2 * LIMIT_SCALE)) left
   left=$((BUDGET_S - ($(date +%s) - START) - 5))
   if ((left < 10)); then
     printf '{"row": "%s", "status": "skipped", "reason": "time budget (%ss) spent"}\n' "$name" "$BUDGET_S" >>"$ROWS"
@@ -269,6 +272,7 @@ def bench():
 
 ROWS = {
     "env": env, "model": model, "export": export, "torch_cuda": torch_cuda,
+    "ort_cpu": lambda: ort_device("ort_cpu", "cpu", "CPUExecutionProvider"),
     "ort_cuda": lambda: ort_device("ort_cuda", "cuda:0", "CUDAExecutionProvider"),
     "ort_tensorrt_ep": lambda: ort_device("ort_tensorrt_ep", "tensorrt:0", "TensorrtExecutionProvider"),
     "tensorrt_fp32": lambda: trt("fp32"), "tensorrt_fp16": lambda: trt("fp16"), "tensorrt_int8": lambda: trt("int8"),
@@ -280,6 +284,7 @@ EOF
 row env 30
 row model 40
 row export 75
+row ort_cpu 30
 row torch_cuda 25
 row ort_cuda 25
 row ort_tensorrt_ep 40
