@@ -92,6 +92,7 @@ def _tensorrt(
     from drifa_edge.export import layout
 
     trt = _optional_module("drifa_edge.export.tensorrt", "--trt")
+    prepare = _optional_module("drifa_edge.export.tensorrt_prepare", "--trt --prepare-only")
     qdq = _optional_module("drifa_edge.quantize.tensorrt_qdq", "--trt --int8").QDQConfig(backend=qdq_backend)
     precision = "int8" if int8 else ("fp16" if fp16 else None)  # None: the target's default
     summary = {}
@@ -104,7 +105,9 @@ def _tensorrt(
             images = load_calibration_set(calib, card, subset, seed=0).images
         name = str(member.relative_to(out))
         if prepare_only:
-            summary[name] = trt.prepare_graphs(member, target, precision, trt_major, images, subset, qdq=qdq)
+            summary[name] = prepare.prepare_graphs(
+                member, target, precision, trt_major, images, subset, qdq=qdq
+            )
         else:
             summary[name] = trt.export_tensorrt(member, target, precision, images, subset, qdq=qdq)
     return summary

@@ -63,7 +63,8 @@ def test_modules_import_without_heavy_dependencies():
     """The TensorRT modules import with numpy only: no tensorrt, torch, onnx, onnxruntime."""
     code = (
         "import sys\n"
-        "import drifa_edge.export.tensorrt, drifa_edge.runtimes.tensorrt, drifa_edge.quantize.tensorrt_qdq\n"
+        "import drifa_edge.export.tensorrt, drifa_edge.export.tensorrt_prepare, drifa_edge.runtimes.tensorrt\n"
+        "import drifa_edge.quantize.tensorrt_qdq, drifa_edge.quantize.mixed_precision\n"
         "heavy = [m for m in ('tensorrt', 'torch', 'onnx', 'onnxruntime', 'cuda', 'modelopt') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -18,6 +18,7 @@ pytest.importorskip("onnxruntime")
 
 from drifa_edge.errors import ConfigError, ExportError, MissingDependencyError  # noqa: E402
 from drifa_edge.export import tensorrt as trt_export  # noqa: E402
+from drifa_edge.export import tensorrt_prepare as prep  # noqa: E402
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_build_path_table():
 
 def test_prepare_fp16_for_11x_writes_fp16_graphs(export_copy):
     pytest.importorskip("onnxconverter_common")
-    record = trt_export.prepare_graphs(
+    record = prep.prepare_graphs(
         export_copy, "desktop-cuda", "fp16", tensorrt_major=11, fp16_backend="onnxconverter"
     )
     folder = export_copy / "tensorrt-desktop-cuda-fp16"
@@ -51,16 +52,16 @@ def test_prepare_fp16_for_11x_writes_fp16_graphs(export_copy):
         "suffix.fp16.onnx",
     ]
     assert json.loads((folder / "prepared.json").read_text())["sha256"] == record["sha256"]
-    assert trt_export.read_prepared(folder, export_copy, 11, "fp16", "graph")["graphs"] == record["graphs"]
+    assert prep.read_prepared(folder, export_copy, 11, "fp16", "graph")["graphs"] == record["graphs"]
     with pytest.raises(ExportError, match="prepared for TensorRT 11.x, this machine has 10.x"):
-        trt_export.read_prepared(folder, export_copy, 10, "fp16", "graph")
+        prep.read_prepared(folder, export_copy, 10, "fp16", "graph")
     (folder / "suffix.fp16.onnx").write_bytes(b"edited")
     with pytest.raises(ExportError, match="sha256 differs"):
-        trt_export.read_prepared(folder, export_copy, 11, "fp16", "graph")
+        prep.read_prepared(folder, export_copy, 11, "fp16", "graph")
 
 
 def test_prepare_fp16_for_10x_uses_the_fp32_graphs(export_copy):
-    record = trt_export.prepare_graphs(export_copy, "desktop-cuda", "fp16", tensorrt_major=10)
+    record = prep.prepare_graphs(export_copy, "desktop-cuda", "fp16", tensorrt_major=10)
     assert record["path"]["flags"] == ["FP16"]
     assert record["graphs"] == {"prefix": "onnx/prefix.onnx", "suffix": "onnx/suffix.onnx"}
     assert sorted(p.name for p in (export_copy / "tensorrt-desktop-cuda-fp16").iterdir()) == ["prepared.json"]
@@ -68,7 +69,7 @@ def test_prepare_fp16_for_10x_uses_the_fp32_graphs(export_copy):
 
 def test_jetson_targets_stay_on_10x(export_copy):
     with pytest.raises(ConfigError, match="--trt-major 10"):
-        trt_export.prepare_graphs(export_copy, "jetson-orin", "fp16", tensorrt_major=11)
+        prep.prepare_graphs(export_copy, "jetson-orin", "fp16", tensorrt_major=11)
 
 
 def test_prepare_needs_a_major_without_tensorrt(export_copy):
@@ -78,7 +79,7 @@ def test_prepare_needs_a_major_without_tensorrt(export_copy):
     except MissingDependencyError:
         pass
     with pytest.raises(ConfigError, match="--trt-major 10 for Jetson"):
-        trt_export.prepare_graphs(export_copy, "desktop-cuda", "fp16")
+        prep.prepare_graphs(export_copy, "desktop-cuda", "fp16")
 
 
 def test_a_failed_int8_step_leaves_no_files(export_copy, images):
@@ -88,7 +89,7 @@ def test_a_failed_int8_step_leaves_no_files(export_copy, images):
     if q.modelopt_available():
         pytest.skip("ModelOpt is installed here")
     with pytest.raises(MissingDependencyError, match="nvidia-modelopt"):
-        trt_export.prepare_graphs(
+        prep.prepare_graphs(
             export_copy,
             "desktop-cuda",
             "int8",
@@ -133,7 +134,7 @@ def test_a_refused_qdq_graph_is_removed(export_copy, images, monkeypatch):
     monkeypatch.setattr(q, "modelopt_available", lambda: False)
     folder = export_copy / "tensorrt-desktop-cuda-int8"
     with pytest.raises(ExportError, match="quantizes an MC mask"):
-        trt_export.prepare_graphs(
+        prep.prepare_graphs(
             export_copy, "desktop-cuda", "int8", tensorrt_major=10, calib_values=images(4), subset=4
         )
     assert not folder.exists()

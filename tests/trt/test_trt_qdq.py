@@ -447,7 +447,8 @@ def test_modelopt_backend_requires_modelopt(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("masks", ["graph", "host"])
 def test_prepare_int8_onnx_from_an_export_folder(tiny_export, images, tmp_path, masks):
-    from drifa_edge.export.tensorrt import load_profile, prepare_int8_onnx
+    from drifa_edge.export.tensorrt import load_profile
+    from drifa_edge.export.tensorrt_prepare import prepare_int8_onnx
 
     result = prepare_int8_onnx(
         tiny_export,
@@ -468,7 +469,8 @@ def test_prepare_int8_onnx_from_an_export_folder(tiny_export, images, tmp_path, 
 
 
 def test_prepare_int8_onnx_checks_the_calibration_images(tiny_export, images, tmp_path):
-    from drifa_edge.export.tensorrt import load_profile, prepare_int8_onnx
+    from drifa_edge.export.tensorrt import load_profile
+    from drifa_edge.export.tensorrt_prepare import prepare_int8_onnx
 
     wrong = [images(4)[0], images(4)[0]]  # 3 channels where the x-ray task has 1
     with pytest.raises(BadInputError, match="xray.*expected \\(N, 1, 32, 32\\)"):
