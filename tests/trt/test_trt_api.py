@@ -167,6 +167,33 @@ def test_jetson_dla_profile(trt_bindings, tmp_path):
     del got_shapes, shapes
 
 
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_export_tensorrt_end_to_end(trt_bindings, tiny_export, tmp_path, precision):
+    """Prepare + build both engines + build.json + card, on the path of each major."""
+    import shutil
+
+    if precision == "fp16":
+        pytest.importorskip("onnxconverter_common")
+    export = tmp_path / "out"
+    shutil.copytree(tiny_export, export)
+    got = drive(trt_bindings, "export", export=str(export), target="desktop-cuda", precision=precision)
+    assert got["ok"], got.get("traceback")
+    strong = trt_bindings.major >= 11
+    graphs = ["prefix.fp16.onnx", "suffix.fp16.onnx"] if strong and precision == "fp16" else []
+    expected = sorted(["build.json", "prefix.engine", "prepared.json", "suffix.engine", *graphs])
+    assert got["files"] == expected
+    assert got["build"]["path"]["typing"] == ("strong" if strong else "weak")
+    assert got["build"]["path"]["major"] == trt_bindings.major
+    flags = [] if strong or precision == "fp32" else ["FP16"]
+    assert got["set_flag"] == [flags, flags]  # prefix and suffix
+    assert len(got["create_network_flags"]) == 2
+    from drifa_edge.card import read_card
+
+    card = read_card(export)  # verifies every hash, the new files included
+    section = card.export["tensorrt"][f"tensorrt-desktop-cuda-{precision}"]
+    assert section["path"]["typing"] == got["build"]["path"]["typing"]
+
+
 @pytest.mark.parametrize("dla_core", [-1, 0])
 def test_runtime_through_the_real_classes(trt_bindings, tiny_export, tmp_path, dla_core):
     """TensorRTRuntime: deserialize, I/O tensor queries, profile chunking, execute_async_v3."""

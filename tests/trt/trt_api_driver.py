@@ -95,6 +95,70 @@ def scenario_build(trt, args: dict) -> dict:
     }
 
 
+def scenario_export(trt, args: dict) -> dict:
+    """export_tensorrt end to end (prepare, build both engines, build.json, card) through strict
+    doubles; each parsed network gets the inputs of the ONNX file it was given."""
+    import onnx
+
+    from drifa_edge.export import tensorrt as export_trt
+    from drifa_edge.runtimes import tensorrt as rt
+
+    builder_cls = mock.create_autospec(trt.Builder, spec_set=True)
+    builder = builder_cls.return_value
+    real_parser = trt.OnnxParser  # strict doubles are made from it while trt.OnnxParser is patched
+    configs, networks = [], []
+
+    def create_network(flags):
+        network = strict(trt.INetworkDefinition)
+        networks.append((int(flags), network))
+        return network
+
+    def create_config():
+        config = strict(trt.IBuilderConfig)
+        configs.append(config)
+        return config
+
+    def parser_for(network, logger):
+        parser = strict(real_parser)
+
+        def parse(path):
+            tensors = []
+            for i in onnx.load(path, load_external_data=False).graph.input:
+                t = strict(trt.ITensor)
+                t.name = i.name
+                t.shape = tuple(d.dim_value if d.dim_value else -1 for d in i.type.tensor_type.shape.dim)
+                tensors.append(t)
+            network.num_inputs = len(tensors)
+            network.get_input.side_effect = lambda k: tensors[k]
+            return True
+
+        parser.parse_from_file.side_effect = parse
+        return parser
+
+    builder.create_network.side_effect = create_network
+    builder.create_builder_config.side_effect = create_config
+    builder.create_optimization_profile.side_effect = lambda: strict(trt.IOptimizationProfile)
+    builder.build_serialized_network.return_value = b"serialized-engine"
+    parser_cls = mock.create_autospec(trt.OnnxParser, spec_set=True, side_effect=parser_for)
+    gpu = {"index": 0, "name": "Stand-in GPU", "compute_capability": "8.9"}
+    with (
+        mock.patch.object(trt, "Builder", builder_cls),
+        mock.patch.object(trt, "OnnxParser", parser_cls),
+        mock.patch.object(rt, "cuda_device_info", lambda index=0: gpu),
+    ):
+        summary = export_trt.export_tensorrt(
+            args["export"], args["target"], args["precision"], args.get("calib"), subset=4, check=False
+        )
+    folder = Path(summary["folder"])
+    return {
+        "summary": summary,
+        "files": sorted(p.name for p in folder.iterdir()),
+        "build": json.loads((folder / "build.json").read_text()),
+        "set_flag": [flag_names(trt, c.set_flag.call_args_list) for c in configs],
+        "create_network_flags": [f for f, _ in networks],
+    }
+
+
 class HostCuda:
     """Host-memory stand-in for the runtime's CUDA helper: numpy buffers, no device."""
 
@@ -269,7 +333,7 @@ def main() -> None:
     print(json.dumps(result, default=str))
 
 
-SCENARIOS = {"build": scenario_build, "runtime": scenario_runtime}
+SCENARIOS = {"build": scenario_build, "runtime": scenario_runtime, "export": scenario_export}
 
 if __name__ == "__main__":
     main()
