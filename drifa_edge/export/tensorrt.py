@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from drifa_edge.errors import (
     suggest,
 )
 from drifa_edge.export import layout
+from drifa_edge.profiles import profile_file, profile_names, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,11 @@ def import_tensorrt():
 # --------------------------------------------------------------------------- target profiles
 
 
-def targets_dir() -> Path:
-    """Folder of the target profiles: $DRIFA_TARGETS_DIR, else ``export/`` in the repository."""
+def targets_dir() -> Path | None:
+    """Folder of user target profiles set by $DRIFA_TARGETS_DIR; None means the shipped profiles
+    (package data, :mod:`drifa_edge.profiles`)."""
     env = os.environ.get("DRIFA_TARGETS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "export"
+    return Path(env) if env else None
 
 
 @dataclass(frozen=True)
@@ -165,42 +166,35 @@ class TensorRTProfile:
         return cls(target=target, **d)
 
 
-def _toml_loads(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError as e:
-            raise MissingDependencyError(
-                "reading a target profile on Python 3.10 needs 'pip install tomli'"
-            ) from e
-    return tomllib.loads(text)
-
-
 def load_profile(target: str | Path) -> TensorRTProfile:
-    """The TensorRT settings of a target: a name in ``export/`` ("jetson-orin") or a TOML path."""
+    """The TensorRT settings of a target: a shipped profile name ("jetson-orin"), a name in
+    $DRIFA_TARGETS_DIR when set, or a TOML path."""
     path = Path(target)
     if not path.is_file():
-        named = targets_dir() / f"{target}.toml"
-        if path.suffix or not named.is_file():
-            known = sorted(p.stem for p in targets_dir().glob("*.toml")) if targets_dir().is_dir() else []
+        folder = targets_dir()
+        if folder is not None:
+            named = folder / f"{target}.toml"
+            named = named if named.is_file() else None
+            known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+            where = f"looked in {folder} (DRIFA_TARGETS_DIR)"
+        else:
+            named = profile_file("export", str(target))
+            known = profile_names("export")
+            where = "the shipped profiles; set DRIFA_TARGETS_DIR to use a folder of your own"
+        if path.suffix or named is None:
             raise ConfigError(
                 f"target profile {str(target)!r} not found; pass a TOML file or one of {known} "
-                f"(looked in {targets_dir()}, set DRIFA_TARGETS_DIR to change)" + suggest(str(target), known)
+                f"({where})" + suggest(str(target), known)
             )
         path = named
-    try:
-        data = _toml_loads(path.read_text())
-    except Exception as e:  # tomllib.TOMLDecodeError and friends
-        raise ConfigError(f"{path}: not a valid TOML file ({e})") from e
+    data = read_toml(path)
     section = data.get("tensorrt")
     if not isinstance(section, dict):
         raise ConfigError(
-            f"{path}: no [tensorrt] section, so {path.stem!r} is not a TensorRT target "
+            f"{path}: no [tensorrt] section, so {path.name.removesuffix('.toml')!r} is not a TensorRT target "
             "(TensorRT targets: desktop-cuda, jetson-orin)"
         )
-    return TensorRTProfile.from_dict(path.stem, section)
+    return TensorRTProfile.from_dict(path.name.removesuffix(".toml"), section)
 
 
 def row_range(profile: TensorRTProfile, graph: str, samples: int = 30) -> tuple[int, int, int]:

@@ -33,7 +33,11 @@ def run(out: Path, args: list[str], name: str) -> None:
         return  # done in an earlier, interrupted recording
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(
-        [sys.executable, "-c", "from drifa_edge.cli import main; main()", *args], capture_output=True, text=True, env=env, cwd=out
+        [sys.executable, "-c", "from drifa_edge.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=out,
     )
     (out / f"{name}.stdout").write_text(proc.stdout)
     (out / f"{name}.rc").write_text(str(proc.returncode))

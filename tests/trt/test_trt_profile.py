@@ -79,7 +79,7 @@ def test_unknown_target_lists_the_known_ones():
 def test_bad_toml_is_a_config_error(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[tensorrt\nrows_opt = 3\n")
-    with pytest.raises(ConfigError, match="not a valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_profile(path)
 
 
