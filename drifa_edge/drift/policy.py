@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drifa_edge.artifact.card import REFERRAL_METRICS
 from drifa_edge.errors import ConfigError, suggest
 from drifa_edge.profiles import profile_file, profile_names, read_toml
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable  # Python >= 3.11; only a type here
 
 DELTA_TESTS = ("significant", "noninferiority")
-REFERRAL_METRICS = ("mutual_information", "predictive_entropy", "expected_entropy")
 
 
 @dataclass(frozen=True)

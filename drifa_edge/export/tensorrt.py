@@ -33,52 +33,25 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.atomic import atomic_write
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import (
     BadInputError,
     ConfigError,
     ExportError,
-    MissingDependencyError,
     suggest,
 )
-from drifa_edge.export import layout
 from drifa_edge.profiles import profile_file, profile_names, read_toml
+from drifa_edge.runtimes.tensorrt import INSTALL_HINT, import_tensorrt  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("prefix", "suffix", "suffix_masks")
+PRECISIONS = layout.TENSORRT_PRECISIONS
+GRAPHS = layout.TENSORRT_GRAPHS
 MASK_MODES = {"graph": "suffix", "host": "suffix_masks"}  # masks -> the ONNX suffix graph
-BUILD_FILE = "build.json"
+BUILD_FILE = layout.TENSORRT_BUILD_FILE
 BUILD_FORMAT = "drifa-edge-trt-build/1"
-MIN_TENSORRT_MAJOR = 10
-INSTALL_HINT = (
-    "pip install 'drifa-edge[tensorrt]' on a machine with an NVIDIA GPU and driver "
-    "(the tensorrt wheels come from NVIDIA's package index, pypi.nvidia.com; on Jetson use the "
-    "TensorRT that JetPack installs)"
-)
-
-
-def import_tensorrt():
-    """``import tensorrt`` (>= 10) or a :class:`MissingDependencyError` saying how to get it."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise MissingDependencyError(f"TensorRT is not installed; {INSTALL_HINT}") from e
-    except OSError as e:  # the wheel is there but libnvinfer / the driver is not
-        raise MissingDependencyError(f"TensorRT is installed but cannot load ({e}); {INSTALL_HINT}") from e
-    version = getattr(trt, "__version__", None)
-    if version is None:  # e.g. a folder named tensorrt on sys.path (a namespace package), not TensorRT
-        raise MissingDependencyError(f"'import tensorrt' found {trt!r}, not NVIDIA TensorRT; {INSTALL_HINT}")
-    major = int(str(version).split(".")[0])
-    if major < MIN_TENSORRT_MAJOR:
-        raise MissingDependencyError(
-            f"drifa-edge needs TensorRT >= {MIN_TENSORRT_MAJOR} (explicit quantization, "
-            f"execute_async_v3), found {trt.__version__}; {INSTALL_HINT}"
-        )
-    return trt
-
-
 # --------------------------------------------------------------------------- target profiles
 
 
@@ -578,6 +551,4 @@ def check_engines(export_dir: str | Path, folder_name: str, precision: str, case
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

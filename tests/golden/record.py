@@ -1,8 +1,10 @@
 """Record the CLI's outputs on a tiny synthetic model, to diff before/after a refactor.
 
     python tests/golden/record.py /tmp/golden-before      # on the old code
-    python tests/golden/record.py /tmp/golden-after       # on the new code
-    python tests/golden/record.py --diff /tmp/golden-before /tmp/golden-after
+    python tests/golden/record.py /tmp/golden-after1      # on the new code
+    python tests/golden/record.py --diff /tmp/golden-before /tmp/golden-after1
+
+(Folder names of equal length: Rich wraps long paths in the tables.)
 
 Trains a tiny DRIFA-Net (fixed seed, one thread), exports ONNX + OpenVINO, builds an
 ONNX Runtime INT8 folder, predicts with the (seedable) torch runtime, runs ``check``
@@ -14,6 +16,7 @@ a minute on one core. Not a pytest test: a refactoring tool (issue 11).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,7 +27,10 @@ from pathlib import Path
 VOLATILE_KEYS = {
     "seconds", "elapsed", "elapsed_s", "time", "timestamp", "created", "created_at", "versions",
     "drifa_edge_version", "wall_s", "duration_s", "started", "finished", "load_s", "compile_s",
+    "seconds_per_epoch", "model_sha256",
 }  # fmt: skip
+# safetensors writes its metadata in hash-map order, so a file's sha256 (and every hash of
+# it: card "files", model_sha256) differs between identical trainings; contents are compared.
 
 
 def run(out: Path, args: list[str], name: str) -> None:
@@ -102,7 +108,11 @@ def _write_cases(ckpt: Path, folder: Path) -> None:
 
 def _normalise(obj, root: str):
     if isinstance(obj, dict):
-        return {k: _normalise(v, root) for k, v in obj.items() if k not in VOLATILE_KEYS}
+        return {
+            k: sorted(v) if k == "files" and isinstance(v, dict) else _normalise(v, root)
+            for k, v in obj.items()
+            if k not in VOLATILE_KEYS
+        }
     if isinstance(obj, list):
         return [_normalise(v, root) for v in obj]
     if isinstance(obj, str):
@@ -113,6 +123,8 @@ def _normalise(obj, root: str):
 def _text(path: Path, root: str) -> str:
     text = path.read_text(errors="replace").replace(root, "<ROOT>")
     text = re.sub(r"\d+(\.\d+)? ?(s|ms|seconds)\b", "<T>", text)
+    text = re.sub(r"\b[0-9a-f]{64}\b", "<SHA>", text)
+    text = re.sub(r"model [0-9a-f]{12}\b", "model <SHA>", text)
     return text
 
 
@@ -130,8 +142,30 @@ def load(folder: Path) -> dict[str, object]:
         elif p.suffix in (".csv", ".stdout", ".rc", ".md"):
             out[rel] = _text(p, root)
         elif p.suffix in (".onnx", ".bin", ".xml", ".safetensors"):
-            out[rel] = "sha256:" + __import__("hashlib").sha256(p.read_bytes()).hexdigest()
+            out[rel] = _content_hash(p)
     return out
+
+
+def _content_hash(p: Path) -> str:
+    """sha256 of what a model file computes with: tensors of a safetensors file, an ONNX graph
+    without its metadata (the embedded card holds timings), an IR graph without rt_info."""
+    h = hashlib.sha256()
+    if p.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        for name, value in sorted(load_file(p).items()):
+            h.update(name.encode() + value.tobytes())
+    elif p.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(p), load_external_data=False)
+        del model.metadata_props[:]
+        h.update(model.SerializeToString())
+    elif p.suffix == ".xml":
+        h.update(re.sub(r"<rt_info>.*</rt_info>", "", p.read_text(), flags=re.S).encode())
+    else:
+        h.update(p.read_bytes())
+    return "sha256:" + h.hexdigest()
 
 
 def diff(a: Path, b: Path) -> int:
