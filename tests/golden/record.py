@@ -123,6 +123,7 @@ def _normalise(obj, root: str):
 def _text(path: Path, root: str) -> str:
     text = path.read_text(errors="replace").replace(root, "<ROOT>")
     text = re.sub(r"\d+(\.\d+)? ?(s|ms|seconds)\b", "<T>", text)
+    text = re.sub(r'"(seconds|elapsed_s|wall_s)": [0-9.e+-]+', r'"\1": <T>', text)  # JSON on stdout
     text = re.sub(r"\b[0-9a-f]{64}\b", "<SHA>", text)
     text = re.sub(r"model [0-9a-f]{12}\b", "model <SHA>", text)
     return text
@@ -171,11 +172,17 @@ def _content_hash(p: Path) -> str:
 def _paths(x, y, prefix: str = "") -> list[str]:
     """The JSON paths where ``x`` and ``y`` differ."""
     if isinstance(x, dict) and isinstance(y, dict):
-        return [p for k in sorted(set(x) | set(y), key=str) for p in _paths(x.get(k), y.get(k), f"{prefix}.{k}")]
+        return [
+            p for k in sorted(set(x) | set(y), key=str) for p in _paths(x.get(k), y.get(k), f"{prefix}.{k}")
+        ]
     if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-        return [p for i, (u, v) in enumerate(zip(x, y)) for p in _paths(u, v, f"{prefix}[{i}]")]
+        return [p for i, (u, v) in enumerate(zip(x, y, strict=True)) for p in _paths(u, v, f"{prefix}[{i}]")]
     if isinstance(x, str) and isinstance(y, str) and x != y:
-        return [f"{prefix}:{i}" for i, (u, v) in enumerate(zip(x.splitlines(), y.splitlines())) if u != v] or [prefix]
+        return [
+            f"{prefix}:{i}"
+            for i, (u, v) in enumerate(zip(x.splitlines(), y.splitlines(), strict=False))
+            if u != v
+        ] or [prefix]
     return [] if x == y else [prefix]
 
 
@@ -189,11 +196,7 @@ def diff(a: Path, b: Path, noise: Path | None = None) -> int:
     for key in sorted(set(da) | set(db)):
         paths = _paths(da.get(key), db.get(key))
         noisy = set(_paths(da.get(key), dn.get(key))) if dn is not None and key in dn else set()
-        if noisy and "" in noisy | {p.split(":")[0] for p in noisy}:
-            noisy_all = True
-        else:
-            noisy_all = False
-        real = [p for p in paths if p not in noisy and not noisy_all]
+        real = [p for p in paths if p not in noisy and "" not in noisy]  # "": the whole file is noise
         if not paths:
             continue
         if not real:
