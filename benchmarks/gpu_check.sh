@@ -158,10 +158,10 @@ def model():
     so the row takes seconds; the drift gate then compares engines with this same model."""
     import torch
 
-    from drifa_edge.card import default_card
+    from drifa_edge.artifact.card import default_card
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
+    from drifa_edge.artifact.checkpoint import save_checkpoint
 
     cfg = ModelConfig(
         tasks=(TaskSpec("derm", ("nevus", "melanoma", "other")), TaskSpec("xray", ("normal", "pneumonia"), 1)),
@@ -221,7 +221,7 @@ def trt(precision):
         skip(row, "no CUDA device")
     calib = None
     if precision == "int8":
-        from drifa_edge.card import read_card
+        from drifa_edge.artifact.card import read_card
         card = read_card(EXPORT, verify=False)
         rng = np.random.default_rng(0)
         calib = [rng.standard_normal((64, t.channels, card.model.image_size, card.model.image_size), np.float32)

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import BadInputError, ConfigError, ExportError, MissingDependencyError
-from drifa_edge.export import layout
 from drifa_edge.export.tensorrt import (
     TensorRTProfile,
     _check_major,
@@ -32,11 +32,10 @@ from drifa_edge.export.tensorrt import (
     _write_json,
     build_path,
     graph_inputs,
-    import_tensorrt,
     load_profile,
     row_range,
-    tensorrt_major,
 )
+from drifa_edge.runtimes.tensorrt import import_tensorrt, tensorrt_major
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +156,7 @@ def prepare_graphs(
     sources, the reports and the sha256 of every graph. Files written by a failed
     call are removed.
     """
-    from drifa_edge.card import sha256_file
+    from drifa_edge.artifact.card import sha256_file
 
     export_dir = Path(export_dir)
     profile = target if isinstance(target, TensorRTProfile) else load_profile(target)
@@ -242,7 +241,7 @@ def read_prepared(
     Graphs prepared for another major are refused with the command that re-prepares;
     a graph whose sha256 differs from ``prepared.json`` is refused (edited or truncated).
     """
-    from drifa_edge.card import sha256_file
+    from drifa_edge.artifact.card import sha256_file
 
     file = folder / PREPARED_FILE
     if not file.is_file():

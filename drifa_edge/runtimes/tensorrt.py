@@ -28,14 +28,80 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard, read_card
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import ModelCard, read_card
 from drifa_edge.errors import ArtifactError, MissingDependencyError, UnsupportedBackendError
-from drifa_edge.export import layout
 from drifa_edge.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
-BUILD_FILE = "build.json"
+BUILD_FILE = layout.TENSORRT_BUILD_FILE
+# Supported TensorRT majors. 10.x: weakly typed builds (precision builder flags), the
+# only major on Jetson (JetPack 6 ships 10.3; 11.x does not support JetPack). 11.x:
+# strongly typed only (no FP16/INT8 builder flags; precision comes from the graph).
+# Both are checked against NVIDIA's real Python bindings by tests/trt/test_trt_api.py.
+MIN_TENSORRT_MAJOR = 10
+MAX_TENSORRT_MAJOR = 11
+INSTALL_HINT = (
+    "pip install 'drifa-edge[tensorrt]' on a machine with an NVIDIA GPU and driver "
+    "(the tensorrt wheels come from NVIDIA's package index, pypi.nvidia.com; on Jetson use the "
+    "TensorRT that JetPack installs)"
+)
+LIBRARY_HINT = (
+    "the tensorrt Python package is installed but its libraries (libnvinfer.so.N, "
+    "libnvonnxparser.so.N, libnvinfer_plugin.so.N) cannot be loaded: install the matching "
+    "'tensorrt-cu12-libs' / 'tensorrt-cu13-libs' from NVIDIA's index "
+    "(pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12-libs==<same version>), "
+    "or on Jetson the JetPack TensorRT (apt install nvidia-tensorrt), and check LD_LIBRARY_PATH"
+)
+
+
+def _tensorrt_is_installed() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_bindings"))
+
+
+def import_tensorrt():
+    """``import tensorrt`` (10.x or 11.x) or a :class:`MissingDependencyError` saying what to do.
+
+    Three cases are told apart: the package is absent (install it), the package is
+    there but its shared libraries do not load (the message names the library and
+    how to get it), or the major is outside MIN..MAX_TENSORRT_MAJOR.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        missing_module = isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in (
+            "tensorrt",
+            "",
+        )
+        if missing_module and not _tensorrt_is_installed():
+            raise MissingDependencyError(f"TensorRT is not installed; {INSTALL_HINT}") from e
+        raise MissingDependencyError(f"TensorRT cannot load ({e}); {LIBRARY_HINT}") from e
+    except OSError as e:  # a library found but unusable (wrong CUDA, no driver)
+        raise MissingDependencyError(f"TensorRT cannot load ({e}); {LIBRARY_HINT}") from e
+    version = getattr(trt, "__version__", None)
+    if version is None:  # e.g. a folder named tensorrt on sys.path (a namespace package), not TensorRT
+        raise MissingDependencyError(f"'import tensorrt' found {trt!r}, not NVIDIA TensorRT; {INSTALL_HINT}")
+    major = tensorrt_major(version)
+    if not MIN_TENSORRT_MAJOR <= major <= MAX_TENSORRT_MAJOR:
+        raise MissingDependencyError(
+            f"drifa-edge supports TensorRT {MIN_TENSORRT_MAJOR}.x to {MAX_TENSORRT_MAJOR}.x, found "
+            f"{version}; install one of those (pip install 'tensorrt-cu12>={MIN_TENSORRT_MAJOR},"
+            f"<{MAX_TENSORRT_MAJOR + 1}' from pypi.nvidia.com, or JetPack 6 on Jetson)"
+        )
+    return trt
+
+
+def tensorrt_major(version: str) -> int:
+    """The major of a TensorRT version string ("10.3.0" -> 10)."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError as e:
+        raise MissingDependencyError(f"unreadable TensorRT version {version!r}") from e
+
+
 CUDA_HINT = "pip install 'drifa-edge[tensorrt]' (cuda-python), or a CUDA build of PyTorch"
 
 
@@ -164,7 +230,7 @@ def cuda_device_info(index: int = 0) -> dict[str, Any]:
 
 def probe() -> dict[str, Any]:
     try:
-        trt = _import_tensorrt()
+        trt = import_tensorrt()
     except MissingDependencyError as e:
         found = "not installed" if "not installed" in str(e) else "unusable"
         return {
@@ -331,7 +397,7 @@ class TensorRTRuntime:
     name = "tensorrt"
 
     def __init__(self, card: ModelCard, folder: Path, build: dict[str, Any], options: RuntimeOptions) -> None:
-        trt = _import_tensorrt()
+        trt = import_tensorrt()
         if options.extra.get("dropout", "mc") != "mc":
             raise UnsupportedBackendError(
                 f"the TensorRT build {folder.name} holds the MC suffix only (dropout 'mc'), not "
@@ -412,12 +478,6 @@ class TensorRTRuntime:
         self.prefix = self.suffix = None
 
 
-def _import_tensorrt():
-    from drifa_edge.export.tensorrt import import_tensorrt
-
-    return import_tensorrt()
-
-
 def _device_index(device: str | None) -> int:
     if device in (None, "", "cuda", "gpu", "GPU"):
         return 0
@@ -436,7 +496,7 @@ def read_build(folder: Path) -> dict[str, Any]:
 
 def open_runtime(path: Path, options: RuntimeOptions) -> TensorRTRuntime:
     """Open the TensorRT build of an export folder (or an engine folder) for ``options.precision``."""
-    _import_tensorrt()  # a clear message first on machines without TensorRT
+    import_tensorrt()  # a clear message first on machines without TensorRT
     export_dir, folder = find_engine_folder(path, options.precision, options.extra.get("target"))
     rel = [f"{folder.name}/{f}" for f in ("prefix.engine", "suffix.engine", BUILD_FILE)]
     layout.verified_card(export_dir, rel)  # sha256 of the engines and build.json before deserializing

@@ -187,7 +187,7 @@ def test_export_tensorrt_end_to_end(trt_bindings, tiny_export, tmp_path, precisi
     flags = [] if strong or precision == "fp32" else ["FP16"]
     assert got["set_flag"] == [flags, flags]  # prefix and suffix
     assert len(got["create_network_flags"]) == 2
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
 
     card = read_card(export)  # verifies every hash, the new files included
     section = card.export["tensorrt"][f"tensorrt-desktop-cuda-{precision}"]

@@ -247,8 +247,8 @@ def fake_engine(trt, cuda: HostCuda, io: dict, rows: tuple[int, int, int]):
 
 def scenario_runtime(trt, args: dict) -> dict:
     """Open the TensorRT runtime on a tiny export and run prefix + suffix through strict engines."""
-    from drifa_edge.card import read_card
-    from drifa_edge.export import layout
+    from drifa_edge.artifact import layout
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.runtimes import tensorrt as rt
     from drifa_edge.runtimes.base import RuntimeOptions
 
