@@ -276,15 +276,16 @@ class Sender:
         from pynetdicom.status import code_to_category
 
         _crash_point("before_send")
+        started = time.monotonic()
         try:
             response = assoc.send_c_store(item.file_path)
         except (ValueError, RuntimeError, OSError) as e:  # no accepted context, unreadable file
             return None, f"{dest}: C-STORE of {item.file_path.name} not sent ({e})"
         if "Status" not in response:
-            return (
-                None,
-                f"{dest}: no C-STORE response (timeout after {self.config.dimse_timeout_s} s or abort)",
-            )
+            waited = time.monotonic() - started
+            if waited < self.config.dimse_timeout_s:  # the peer ended the association (A-ABORT)
+                return None, f"{dest}: association aborted by the peer during C-STORE, not stored"
+            return None, f"{dest}: no C-STORE response within {self.config.dimse_timeout_s} s"
         status = int(response.Status)
         _crash_point("after_send")
         category = code_to_category(status)

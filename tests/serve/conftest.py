@@ -98,13 +98,17 @@ class OrthancProcess:
         self.stop()
         raise RuntimeError(f"Orthanc not ready after {timeout_s} s:\n{self.log_tail()}")
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Stop it: SIGKILL by default (an outage; fast), SIGTERM with ``graceful`` (~3 s)."""
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+        if graceful:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
@@ -154,8 +158,9 @@ class RecordingReceiver:
     Every delivery is counted, duplicates included, and the dataset of the last one kept.
     ``status`` is the C-STORE status it answers (set it to a failure to test rejection)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, ssl_context=None) -> None:
         self.port = port or free_port()
+        self.ssl_context = ssl_context
         self.ae_title = RECORDER_AE
         self.deliveries: Counter[str] = Counter()
         self.datasets: dict = {}
@@ -169,7 +174,10 @@ class RecordingReceiver:
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
         self._server = ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            ssl_context=self.ssl_context,
         )
 
     def stop(self) -> None:
