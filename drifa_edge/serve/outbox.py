@@ -9,14 +9,14 @@ Delivery is **at least once**. The order is: C-STORE, destination acknowledges, 
 :meth:`Outbox.mark_sent` commits. A crash between the acknowledgement and that commit
 leaves the row ``PENDING``, and the next run sends the same file again, with the same SOP
 Instance UID (result UIDs are deterministic, ``drifa_edge.serve.results``), so a PACS
-that keeps one copy per UID (Orthanc, dcm4chee) stores it once; a crash never loses a
+that keeps one copy per UID (Orthanc does by default) stores it once; a crash never loses a
 row, because rows leave ``PENDING`` only after a recorded acknowledgement or give-up.
-At most one extra delivery per crash: each row is sent once per :meth:`due` listing.
+At most one extra delivery per crash: the one in flight when the process died.
 
 Backoff: after the n-th failed attempt the row waits ``min(base_s * factor**(n-1),
 max_s)`` seconds; it becomes ``DEAD`` when ``give_up_after_s`` has passed since it was
-enqueued or after ``max_attempts`` failures (if set). Defaults: 30 s doubling to at most
-1 h, giving up after 72 h.
+enqueued (or last retried), or after ``max_attempts`` failures if that is set. Defaults:
+30 s doubling to at most 1 h, giving up after 72 h (about 80 attempts).
 
 The outbox takes the path of a database file, which it may share with the service's
 case store (its tables are ``outbox`` and ``outbox_meta``); each instance has its own
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     state TEXT NOT NULL CHECK (state IN ('PENDING', 'SENT', 'DEAD')),
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
+    retried_at REAL,
     next_attempt_at REAL NOT NULL,
     last_attempt_at REAL,
     sent_at REAL,
@@ -105,6 +106,7 @@ class OutboxItem:
     state: str
     attempts: int
     created_at: float
+    retried_at: float | None  # the last manual retry; the give-up clock runs from here
     next_attempt_at: float
     last_attempt_at: float | None
     sent_at: float | None
@@ -235,7 +237,8 @@ class Outbox:
                 return item
             attempts = item.attempts + 1
             p = self.policy
-            give_up = now - item.created_at >= p.give_up_after_s or (
+            clock = item.retried_at if item.retried_at is not None else item.created_at
+            give_up = now - clock >= p.give_up_after_s or (
                 p.max_attempts is not None and attempts >= p.max_attempts
             )
             state = DEAD if give_up else PENDING
@@ -264,7 +267,7 @@ class Outbox:
         with self._tx() as db:
             if item_ids is None:
                 cur = db.execute(
-                    "UPDATE outbox SET state='PENDING', attempts=0, created_at=?, next_attempt_at=? "
+                    "UPDATE outbox SET state='PENDING', attempts=0, retried_at=?, next_attempt_at=? "
                     "WHERE state='DEAD'",
                     (now, now),
                 )
@@ -273,7 +276,7 @@ class Outbox:
             for item_id in item_ids:
                 self._get(db, item_id)
                 cur = db.execute(
-                    "UPDATE outbox SET state='PENDING', attempts=0, created_at=?, next_attempt_at=? "
+                    "UPDATE outbox SET state='PENDING', attempts=0, retried_at=?, next_attempt_at=? "
                     "WHERE id=? AND state='DEAD'",
                     (now, now, item_id),
                 )

@@ -129,10 +129,19 @@ class OrthancProcess:
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
+    def instance_id(self, sop_instance_uid: str) -> str | None:
+        """Orthanc's id of an instance, or None when Orthanc does not have it."""
+        hits = [h for h in self.post_json("/tools/lookup", sop_instance_uid) if h["Type"] == "Instance"]
+        return hits[0]["ID"] if hits else None
+
     def instance_file(self, sop_instance_uid: str) -> bytes | None:
         """The stored file of an instance, or None when Orthanc does not have it."""
-        hits = [h for h in self.post_json("/tools/lookup", sop_instance_uid) if h["Type"] == "Instance"]
-        return self.get(f"/instances/{hits[0]['ID']}/file") if hits else None
+        orthanc_id = self.instance_id(sop_instance_uid)
+        return None if orthanc_id is None else self.get(f"/instances/{orthanc_id}/file")
+
+    def instance_tags(self, sop_instance_uid: str) -> dict:
+        """Orthanc's own parse of a stored instance (``/instances/{id}/simplified-tags``)."""
+        return self.get_json(f"/instances/{self.instance_id(sop_instance_uid)}/simplified-tags")
 
     def instance_count(self) -> int:
         return len(self.get_json("/instances"))

@@ -69,6 +69,7 @@ def test_dead_after_give_up_time_then_retry(written, tmp_path):
     assert ob.retry(now=T0 + 5 * 3600) == 1
     item = ob.get(item_id)
     assert (item.state, item.attempts, item.next_attempt_at) == (PENDING, 0, T0 + 5 * 3600)
+    assert (item.created_at, item.retried_at) == (T0, T0 + 5 * 3600)
     # the give-up clock restarted: one failure right after retry does not kill it again
     assert ob.mark_failed(item_id, "blip", now=T0 + 5 * 3600 + 1).state == PENDING
 

@@ -70,7 +70,13 @@ def test_sr_reaches_orthanc_and_equals_record(orthanc, recorder, result_case, wr
     stored = orthanc.instance_file(written.uids.sr_instance)
     assert stored is not None, orthanc.log_tail()
     check_sr_matches(hd.sr.srread(io.BytesIO(stored)), result_case)
-    assert orthanc.instance_file(written.uids.sc_instance) is not None
+    tags = orthanc.instance_tags(written.uids.sr_instance)  # Orthanc's parser read it too
+    assert tags["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert tags["StudyInstanceUID"] == result_case.study_uid
+    assert tags["SeriesInstanceUID"] == written.uids.sr_series
+    assert tags["CompletionFlag"] == "COMPLETE" and tags["VerificationFlag"] == "UNVERIFIED"
+    assert len(tags["ContentSequence"]) >= 4  # language, observer, procedure, measurements...
+    assert orthanc.instance_tags(written.uids.sc_instance)["BurnedInAnnotation"] == "YES"
     study = orthanc.post_json("/tools/lookup", result_case.study_uid)
     assert [h["Type"] for h in study] == ["Study"]
     assert recorder.deliveries == {written.uids.sr_instance: 1, written.uids.sc_instance: 1}
