@@ -70,6 +70,7 @@ UID_NAMESPACE = "drifa-edge/result/1"  # change only with a new UID scheme: it m
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSTIC USE"
+NOT_FOR_DIAGNOSTIC_USE_LINE = f"*** {NOT_FOR_DIAGNOSIS} - AI RESULT, UNVERIFIED ***"
 # (record key, code value, code meaning) of the uncertainty measurements, in nats
 _ENTROPIES = (
     ("mutual_information", "MI", "Mutual information (MC dropout, epistemic)"),
@@ -355,9 +356,6 @@ def summary_lines(record: Mapping[str, Any], version: int) -> list[str]:
     return lines
 
 
-NOT_FOR_DIAGNOSTIC_USE_LINE = f"*** {NOT_FOR_DIAGNOSIS} - AI RESULT, UNVERIFIED ***"
-
-
 def _render(lines: Sequence[str], size: int = 512):
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
@@ -408,6 +406,7 @@ def build_summary_image(
         patient_orientation=("L", "F"),  # required by highdicom; emptied below (type 2: unknown)
         series_description=f"drifa-edge summary v{version} - {NOT_FOR_DIAGNOSIS}",
         software_versions=str(record.get("drifa_edge_version") or __version__),
+        specific_character_set=first.get("SpecificCharacterSet"),  # patient names as the source wrote them
     )
     sc.PatientOrientation = None
     sc.BurnedInAnnotation = "YES"

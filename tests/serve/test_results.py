@@ -179,3 +179,24 @@ def test_sources_from_two_studies_refused(result_case):
     sources["chest"] = other
     with pytest.raises(BadInputError, match="2 studies"):
         results.build_sr(result_case.record, sources, result_case.card)
+
+
+def test_sources_from_disk_without_pixels_non_ascii_names_several_per_task(result_case, tmp_path):
+    """As the service has them: files read back with stop_before_pixels, a UTF-8 patient name
+    (Icelandic letters), two instances for one task. Both results keep the character set."""
+    name = "Þórðardóttir^Guðrún"
+    for task, ds in result_case.sources.items():
+        ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", name
+        ds.save_as(tmp_path / f"{task}.dcm", enforce_file_format=True)
+    second = copy.deepcopy(result_case.sources["blood"])
+    second.SOPInstanceUID = pydicom.uid.generate_uid()
+    second.save_as(tmp_path / "blood-2.dcm", enforce_file_format=True)
+    read = {p.stem: pydicom.dcmread(p, stop_before_pixels=True) for p in tmp_path.glob("*.dcm")}
+    sources = {"blood": [read["blood"], read["blood-2"]], "chest": read["chest"]}
+    files = results.write_results(tmp_path / "out", result_case.record, sources, result_case.card)
+    for path in files.paths:
+        ds = pydicom.dcmread(path)
+        assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == name
+    sr = hd.sr.srread(files.sr_path)
+    blood = read_sr_values(sr)["blood"]
+    assert blood["sources"] == [str(read["blood"].SOPInstanceUID), str(second.SOPInstanceUID)]
