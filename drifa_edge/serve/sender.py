@@ -150,6 +150,29 @@ def _crash_point(name: str) -> None:
         os._exit(137)
 
 
+class _TransportErrors(logging.Handler):
+    """Collects pynetdicom's transport error lines while installed (pynetdicom reports a
+    refused connection or a failed TLS handshake only in its log)."""
+
+    LOGGER = "pynetdicom.transport"
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Association request failed" not in message:  # the generic line; keep the cause
+            self.messages.append(message)
+
+    def __enter__(self) -> _TransportErrors:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
 class Sender:
     """Delivers due outbox rows; one instance per process (see the outbox's at-least-once note).
 
@@ -180,7 +203,8 @@ class Sender:
         for name, items in by_destination.items():
             dest = self.config.destination(name)
             if dest is None:
-                reason = f"destination {name!r} is not in the configuration (known: {[d.name for d in self.config.destinations]})"
+                known = [d.name for d in self.config.destinations]
+                reason = f"destination {name!r} is not in the configuration (known: {known})"
                 for item in items:
                     self._record(report, item, None, reason, now, 0.0)
                 continue
@@ -243,34 +267,31 @@ class Sender:
                 tls_args = (dest.tls.context(), dest.host)
             except (OSError, ssl.SSLError) as e:
                 return None, f"{dest}: TLS setup failed ({e})"
-        try:
-            assoc = ae.associate(
-                dest.host,
-                int(dest.port),
-                ae_title=dest.ae_title,
-                tls_args=tls_args,
-                evt_handlers=[
-                    (evt.EVT_REJECTED, on_rejected),
-                    (evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
-                ],
-            )
-        except (OSError, ssl.SSLError) as e:
-            return None, f"{dest}: cannot connect ({e})"
+        handlers = [
+            (evt.EVT_REJECTED, on_rejected),
+            (evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
+        ]
+        with _TransportErrors() as errors:  # pynetdicom logs why a connection failed (TLS, refused)
+            try:
+                assoc = ae.associate(
+                    dest.host,
+                    int(dest.port),
+                    ae_title=dest.ae_title,
+                    tls_args=tls_args,
+                    evt_handlers=handlers,
+                )
+            except (OSError, ssl.SSLError) as e:
+                return None, f"{dest}: cannot connect ({e})"
         if assoc.is_established:
             return assoc, None
         if not connected:
-            return None, (
-                f"{dest}: cannot connect (refused, unreachable or no answer within "
-                f"{cfg.connection_timeout_s} s)"
-            )
+            why = errors.messages[-1] if errors.messages else f"no answer within {cfg.connection_timeout_s} s"
+            return None, f"{dest}: cannot connect ({why})"
         if assoc.is_rejected:
             return None, f"{dest}: association rejected ({'; '.join(rejected) or 'no reason given'})"
         if assoc.is_aborted:
             return None, f"{dest}: association aborted by the peer"
-        return (
-            None,
-            f"{dest}: no association (connection refused or timed out after {cfg.connection_timeout_s} s)",
-        )
+        return None, f"{dest}: no association (no A-ASSOCIATE answer within {cfg.acse_timeout_s} s)"
 
     def _store(self, assoc, dest: Destination, item: OutboxItem) -> tuple[int | None, str | None]:
         from pynetdicom.status import code_to_category
@@ -279,7 +300,7 @@ class Sender:
         started = time.monotonic()
         try:
             response = assoc.send_c_store(item.file_path)
-        except (ValueError, RuntimeError, OSError) as e:  # no accepted context, unreadable file
+        except Exception as e:  # no accepted context, unreadable or corrupt file: record, go on
             return None, f"{dest}: C-STORE of {item.file_path.name} not sent ({e})"
         if "Status" not in response:
             waited = time.monotonic() - started
