@@ -19,6 +19,7 @@ import logging
 import os
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -210,6 +211,16 @@ class Sender:
                 continue
             self._send_to(dest, items, report, now)
         return report
+
+    def run_forever(self, stop: threading.Event, interval_s: float = 1.0) -> None:
+        """Call :meth:`run_once` every ``interval_s`` seconds until ``stop`` is set (for the
+        service's sender thread). A database error is logged and retried, not raised."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # keep the thread alive; the rows stay in the outbox
+                log.exception("sender run failed; trying again in %.1f s", interval_s)
+            stop.wait(interval_s)
 
     # -------------------------------------------------------------- one destination
 

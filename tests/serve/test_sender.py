@@ -237,3 +237,23 @@ def test_dicom_tls_delivery_and_untrusted_peer(tls_files, written, tmp_path):
         assert receiver.deliveries == {written.uids.sr_instance: 1} and outbox.get(item_id).state == SENT
     finally:
         receiver.stop()
+
+
+def test_run_forever_thread_delivers_and_stops(recorder, written, tmp_path):
+    import threading
+
+    outbox = Outbox(tmp_path / "serve.db")
+    stop = threading.Event()
+    thread = threading.Thread(target=sender_for(outbox, to_recorder(recorder)).run_forever, args=(stop, 0.05))
+    thread.start()
+    try:
+        outbox.enqueue("case-001", 1, written.sr_path, ["recorder"])  # while the thread runs
+        for _ in range(200):
+            if outbox.case_state("case-001", 1) == SENT:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert outbox.case_state("case-001", 1) == SENT and recorder.deliveries == {written.uids.sr_instance: 1}
