@@ -166,10 +166,20 @@ def _check(record: Mapping[str, Any], sources: dict[str, list[Any]], card: Model
                     "(at most 64 characters, no backslash); rename it in the model card"
                 )
     if not any(sources.values()):
-        raise BadInputError(f"case {case}: no source instances; an SR must reference its images")
+        raise BadInputError(
+            f"case {case}: no source DICOM instances; an SR joins the study of its images, so a case "
+            "that did not arrive as DICOM gets the JSON record only"
+        )
     unknown = set(sources) - tasks
     if unknown:
         raise BadInputError(f"case {case}: sources for unknown tasks {sorted(unknown)}")
+    for task, dss in sources.items():
+        for ds in dss:
+            if not ds.get("StudyInstanceUID") or not ds.get("SOPInstanceUID") or not ds.get("SOPClassUID"):
+                raise BadInputError(
+                    f"case {case}, task {task}: a source instance lacks its Study/SOP Instance/SOP Class "
+                    "UID; pass the datasets as received (stop_before_pixels is fine)"
+                )
     studies = {str(ds.StudyInstanceUID) for dss in sources.values() for ds in dss}
     if len(studies) != 1:
         raise BadInputError(

@@ -200,3 +200,12 @@ def test_sources_from_disk_without_pixels_non_ascii_names_several_per_task(resul
     sr = hd.sr.srread(files.sr_path)
     blood = read_sr_values(sr)["blood"]
     assert blood["sources"] == [str(read["blood"].SOPInstanceUID), str(second.SOPInstanceUID)]
+
+
+def test_no_dicom_sources_or_incomplete_ones_refused(result_case):
+    with pytest.raises(BadInputError, match="JSON record only"):
+        results.build_sr(result_case.record, {}, result_case.card)
+    broken = copy.deepcopy(result_case.sources["chest"])
+    del broken.SOPInstanceUID
+    with pytest.raises(BadInputError, match="task chest: a source instance lacks"):
+        results.build_sr(result_case.record, {**result_case.sources, "chest": broken}, result_case.card)
