@@ -257,3 +257,19 @@ def test_run_forever_thread_delivers_and_stops(recorder, written, tmp_path):
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert outbox.case_state("case-001", 1) == SENT and recorder.deliveries == {written.uids.sr_instance: 1}
+
+
+def test_resent_result_is_kept_once_by_orthanc(orthanc, result_case, written, tmp_path):
+    """The premise of at-least-once: a rebuilt result has the same UIDs, and Orthanc stores a
+    re-sent SOP Instance UID once (and still acknowledges it, so the row is SENT)."""
+    rebuilt = results.write_results(
+        tmp_path / "rebuilt", result_case.record, result_case.sources, result_case.card
+    )
+    assert rebuilt.uids == written.uids
+    for k, files in enumerate((written, rebuilt)):  # two outboxes: as if mark_sent was lost in a crash
+        outbox = Outbox(tmp_path / f"serve-{k}.db")
+        outbox.enqueue("case-001", 1, files.sr_path, ["orthanc"], now=T0)
+        report = sender_for(outbox, to_orthanc(orthanc)).run_once(now=T0)
+        assert report.sent == 1, [a.reason for a in report.attempts]
+    assert orthanc.instance_count() == 1
+    check_sr_matches(hd.sr.srread(io.BytesIO(orthanc.instance_file(written.uids.sr_instance))), result_case)
