@@ -14,7 +14,7 @@ hd = pytest.importorskip("highdicom", reason="highdicom not installed: pip insta
 from pydicom.sr.codedict import codes  # noqa: E402
 
 from drifa_edge.errors import BadInputError  # noqa: E402
-from drifa_edge.serve import results  # noqa: E402
+from drifa_edge.serve import results, summary_image  # noqa: E402
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"  # DICOM PS3.4 B.5
 
@@ -154,8 +154,8 @@ def test_summary_image_marked_not_for_diagnosis(result_case, tmp_path):
     assert "NOT FOR DIAGNOSTIC USE" in sc.ImageComments and "NOT FOR DIAGNOSTIC USE" in sc.SeriesDescription
     pixels = sc.pixel_array
     assert pixels.shape == (512, 512) and (pixels > 128).sum() > 500 and (pixels == 0).mean() > 0.5  # text
-    lines = results.summary_lines(result_case.record, 1)
-    assert lines[0] == lines[-1] == results.NOT_FOR_DIAGNOSTIC_USE_LINE
+    lines = summary_image.summary_lines(result_case.record, 1)
+    assert lines[0] == lines[-1] == summary_image.NOT_FOR_DIAGNOSTIC_USE_LINE
     assert any(result_case.record["tasks"]["blood"]["predicted"] in line for line in lines)
 
 
