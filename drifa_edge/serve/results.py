@@ -219,22 +219,19 @@ def model_name(card: ModelCard) -> str:
 def algorithm_parameters(
     record: Mapping[str, Any], task_result: Mapping[str, Any], version: int
 ) -> list[str]:
-    params = [
-        f"model_sha256={record.get('model_sha256')}",
-        f"runtime={record.get('runtime')}",
-        f"precision={record.get('precision')}",
-        f"samples={record.get('samples')}",
-        f"ensemble_size={record.get('ensemble_size')}",
-        f"device={record.get('device')}",
-        f"mc_seed={record.get('mc_seed')}",
-        f"result_version={version}",
-    ]
+    """``key=value`` strings of the TID 4019 Algorithm Parameters (JSON ``null`` for None)."""
+    keys = ("model_sha256", "runtime", "precision", "samples", "ensemble_size", "device", "mc_seed")
+    params = [f"{key}={_text(record.get(key))}" for key in keys] + [f"result_version={version}"]
     rule = task_result.get("referral") or {}
     if rule.get("threshold") is not None:
         params.append(f"referral={rule['metric']} > {rule['threshold']} (score {rule['score']})")
     else:
         params.append(f"referral=undecided (no fitted threshold for {rule.get('metric')})")
     return params
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)
 
 
 def _task_group(hd, codes, task, result, record, sources, card, uids, version):

@@ -209,3 +209,21 @@ def test_no_dicom_sources_or_incomplete_ones_refused(result_case):
     del broken.SOPInstanceUID
     with pytest.raises(BadInputError, match="task chest: a source instance lacks"):
         results.build_sr(result_case.record, {**result_case.sources, "chest": broken}, result_case.card)
+
+
+def test_dcmtk_reads_the_sr_without_complaint(result_case, tmp_path):
+    """A third-party SR parser (dcmtk's dsrdump) reads the file: no warning, no error, and
+    the tree shows the class and the referral."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dsrdump") is None:
+        pytest.skip("dcmtk is not installed (apt-get install dcmtk; .ci/run does)")
+    files = results.write_results(tmp_path, result_case.record, result_case.sources, result_case.card)
+    proc = subprocess.run(["dsrdump", str(files.sr_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("Comprehensive 3D SR Document")
+    blood = result_case.record["tasks"]["blood"]
+    assert f'(blood/{blood["predicted"]},99DRIFA,"{blood["predicted"]}")' in proc.stdout
+    assert 'CODE:(,,"Refer to a human reader")=(373068000,SCT,"Undetermined")' in proc.stdout  # chest
+    assert '"mc_seed=null"' in proc.stdout
