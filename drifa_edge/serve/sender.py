@@ -315,7 +315,7 @@ class Sender:
             return None, f"{dest}: C-STORE of {item.file_path.name} not sent ({e})"
         if "Status" not in response:
             waited = time.monotonic() - started
-            if waited < self.config.dimse_timeout_s:  # the peer ended the association (A-ABORT)
+            if waited < 0.9 * self.config.dimse_timeout_s:  # too early for our timeout: the peer aborted
                 return None, f"{dest}: association aborted by the peer during C-STORE, not stored"
             return None, f"{dest}: no C-STORE response within {self.config.dimse_timeout_s} s"
         status = int(response.Status)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,24 @@ def test_resent_result_is_kept_once_by_orthanc(orthanc, result_case, written, tm
         assert report.sent == 1, [a.reason for a in report.attempts]
     assert orthanc.instance_count() == 1
     check_sr_matches(hd.sr.srread(io.BytesIO(orthanc.instance_file(written.uids.sr_instance))), result_case)
+
+
+def test_dimse_timeout_recorded_then_resent_same_uid(recorder, written, tmp_path):
+    """A PACS that stores but answers after the DIMSE timeout: the attempt fails with the
+    timeout as reason and the next one re-sends the same UID (the at-least-once case)."""
+    recorder.delay_s = 2.0
+    outbox = Outbox(tmp_path / "serve.db", BackoffPolicy(base_s=60))
+    (item_id,) = outbox.enqueue("case-001", 1, written.sr_path, ["recorder"], now=T0)
+    slow = Sender(
+        outbox, SenderConfig((to_recorder(recorder),), calling_ae_title=TEST_SCU_AE, dimse_timeout_s=0.5)
+    )
+    attempt = slow.run_once(now=T0).attempts[0]
+    assert attempt.outcome == "failed" and "no C-STORE response within 0.5 s" in attempt.reason
+    assert outbox.get(item_id).state == PENDING
+    recorder.delay_s = 0.0
+    for _ in range(40):  # the late answer's store completes in the receiver's thread
+        if recorder.total():
+            break
+        time.sleep(0.1)
+    assert sender_for(outbox, to_recorder(recorder)).run_once(now=T0 + 60).sent == 1
+    assert recorder.deliveries == {written.uids.sr_instance: 2} and outbox.get(item_id).state == SENT
