@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drifa_edge.errors import BadInputError, missing_dependency
 from drifa_edge.data.readers import ReadInfo
+from drifa_edge.errors import BadInputError, missing_dependency
 
 
 def read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, ReadInfo]:
@@ -72,9 +72,7 @@ def read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, ReadInfo]:
                 decoder, stored, tuple(steps)
             )
         if pixels.ndim != 2:
-            raise BadInputError(
-                f"{path}: DICOM pixel array has shape {pixels.shape}; expected one 2-D frame"
-            )
+            raise BadInputError(f"{path}: DICOM pixel array has shape {pixels.shape}; expected one 2-D frame")
         if photometric not in ("MONOCHROME1", "MONOCHROME2"):
             raise BadInputError(
                 f"{path}: photometric interpretation {photometric!r} with one sample per pixel is not "
@@ -107,7 +105,7 @@ def _gray(ds, pixels: np.ndarray, apply_modality_lut, apply_voi_lut, steps: list
         ds.RescaleIntercept = 0  # pydicom applies rescale only when both are present
     if "RescaleIntercept" in ds and "RescaleSlope" not in ds:
         ds.RescaleSlope = 1
-    x = apply_modality_lut(pixels, ds).astype(np.float64)
+    x = apply_modality_lut(pixels, ds)  # integers stay integers: a VOI LUT indexes with them
     voi_lut = bool(ds.get("VOILUTSequence"))
     window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
     if voi_lut:
@@ -124,6 +122,7 @@ def _gray(ds, pixels: np.ndarray, apply_modality_lut, apply_voi_lut, steps: list
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
         steps.append(f"window center {center:g} width {width:g} {function} (apply_voi_lut)")
         return (np.asarray(y, np.float64) - y_min) / (y_max - y_min)
+    x = np.asarray(x, dtype=np.float64)
     lo, hi = float(x.min()), float(x.max())
     steps.append("no VOI in the file: min-max scaled")
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)

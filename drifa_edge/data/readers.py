@@ -180,7 +180,7 @@ def _finish(image: np.ndarray, source: str | Path) -> np.ndarray:
 
 
 def gray_as_rgb(pixels: np.ndarray, lossy: bool) -> str | None:
-    """"exact" when the three channels of ``pixels`` are equal, "within N/255" when they differ by
+    """ "exact" when the three channels of ``pixels`` are equal, "within N/255" when they differ by
     at most :data:`GRAY_RGB_TOLERANCE_JPEG` and the format is lossy, else None."""
     if pixels.shape[-1] != 3:
         return None

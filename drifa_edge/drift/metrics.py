@@ -11,6 +11,10 @@ Conventions
   has no case). Empty calibration bins are skipped.
 - Log-probabilities are clipped at ``EPS`` = 1e-12 so that a probability of
   exactly 0 costs 27.6 nats instead of infinity.
+- Every function taking probabilities checks them (:func:`check_probabilities`): finite,
+  in [0, 1] (within ``PROB_TOLERANCE``), each row summing to 1 within ``PROB_TOLERANCE``
+  = 1e-3 (float16 softmax outputs and 6-digit JSON round-off pass; logits and
+  percentages do not). A violation raises :class:`ProbabilityError` saying what was received.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.errors import BadInputError
+from drifa_edge.errors import BadInputError, ProbabilityError
 from drifa_edge.inference.uncertainty import refer, summarize
 
 EPS = 1e-12
 UNSCORED = -1
+PROB_TOLERANCE = 1e-3
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -47,12 +52,37 @@ def _check_labels(y: np.ndarray, num_classes: int | None = None, name: str = "la
     return y
 
 
+def check_probabilities(probs: np.ndarray, name: str = "probs") -> np.ndarray:
+    """``probs`` as float64 if every row is a probability vector, else :class:`ProbabilityError`."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.size and not np.isfinite(probs).all():
+        bad = int((~np.isfinite(probs)).any(axis=-1).sum()) if probs.ndim else 1
+        raise ProbabilityError(f"{name} contain NaN or Inf ({bad} row(s)); pass finite class probabilities")
+    if probs.size == 0:
+        return probs
+    lo, hi = float(probs.min()), float(probs.max())
+    if lo < -PROB_TOLERANCE or hi > 1 + PROB_TOLERANCE:
+        raise ProbabilityError(
+            f"{name} must be probabilities in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+            "logits? apply softmax first (percentages: divide by 100)"
+        )
+    sums = probs.sum(axis=-1)
+    worst = float(np.abs(sums - 1.0).max())
+    if worst > PROB_TOLERANCE:
+        k = int(np.argmax(np.abs(sums - 1.0)))
+        raise ProbabilityError(
+            f"{name}: rows must sum to 1 (within {PROB_TOLERANCE:g}), got row sums in "
+            f"[{float(sums.min()):.4g}, {float(sums.max()):.4g}] (row {k}: {float(sums.flat[k]):.4g}); "
+            "pass softmax outputs, one row per case"
+        )
+    return probs
+
+
 def _check_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise BadInputError(f"probs must be shaped (cases, classes >= 2), got {probs.shape}")
-    if not np.isfinite(probs).all():
-        raise BadInputError("probs contain NaN or Inf")
+    probs = check_probabilities(probs)
     labels = _check_labels(labels, probs.shape[1])
     if labels.shape[0] != probs.shape[0]:
         raise BadInputError(f"{probs.shape[0]} rows of probs but {labels.shape[0]} labels")
@@ -335,8 +365,7 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     if p.shape != q.shape or p.ndim != 2:
         raise BadInputError(f"KL needs two (cases, classes) arrays of one shape, got {p.shape} and {q.shape}")
-    if not (np.isfinite(p).all() and np.isfinite(q).all()):
-        raise BadInputError("KL: probabilities contain NaN or Inf")
+    p, q = check_probabilities(p, "KL p"), check_probabilities(q, "KL q")
     ratio = np.log(np.clip(p, EPS, 1.0)) - np.log(np.clip(q, EPS, 1.0))
     return np.maximum(np.sum(np.where(p > 0, p * ratio, 0.0), axis=1), 0.0)
 

@@ -9,7 +9,17 @@ every finished case and ``resume`` runs only the others (cases that ended in an
 error are tried again). ``PredictSummary.exit_code`` is 9 when any case failed.
 
 Channels: a file whose channel count differs from the card's is reported, not
-converted, unless the card or the caller allows it (see ``manifest.load_case``).
+converted, unless the card or the caller allows it; a gray image stored as RGB is gray
+(see ``inference.case_inputs``). Every line records per task how its file was read
+(``read``: decoder, what was stored, transforms) and its input quality.
+
+Input quality (``data.quality``): a case whose image fails a limit is predicted with
+``refer = true`` and ``referral.reason = "input_quality"`` (``quality_action="refer"``, the
+default) or becomes an error line (``"refuse"``).
+
+Resume: every line carries the run's settings (model/build hash, runtime, precision, T,
+seed policy, ensemble size, input-quality action); a resume whose settings differ from the
+file's is refused, naming each difference, so one file never mixes two kinds of numbers.
 
 Seeds: with a seedable runtime (torch) every case runs on its own mask stream,
 seeded from (seed, case_id), so a case gets the same numbers whatever batch it
@@ -30,6 +40,7 @@ import numpy as np
 
 from drifa_edge import __version__
 from drifa_edge.card import ModelCard, ReferralRule
+from drifa_edge.data.quality import QUALITY_ACTIONS
 from drifa_edge.errors import (
     ArtifactError,
     ConfigError,
@@ -40,7 +51,7 @@ from drifa_edge.errors import (
 )
 from drifa_edge.export.layout import onnx_folder, openvino_folder
 from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc
-from drifa_edge.inference.manifest import Case, case_seed, load_case
+from drifa_edge.inference.manifest import Case, case_seed, load_case_inputs
 from drifa_edge.inference.uncertainty import summarize
 from drifa_edge.inference.writers import (
     JsonlWriter,
@@ -166,6 +177,7 @@ class PredictSummary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0  # already in the output file (resume)
+    quality_referred: int = 0  # ok cases referred because an image failed the input-quality check
     errors: list[tuple[str, str]] = field(default_factory=list)
     preview: list[dict[str, Any]] = field(default_factory=list)  # the first records written
 
@@ -182,7 +194,17 @@ class _Run:
 
     PREVIEW = 50
 
-    def __init__(self, runtimes, rules, engine_cfg, writer, summary, allow_conversion, on_record) -> None:
+    def __init__(
+        self,
+        runtimes,
+        rules,
+        engine_cfg,
+        writer,
+        summary,
+        allow_conversion,
+        on_record,
+        quality_action="refer",
+    ) -> None:
         self.runtimes = runtimes
         self.card: ModelCard = runtimes[0].card
         self.rules = rules
@@ -191,15 +213,11 @@ class _Run:
         self.summary = summary
         self.allow_conversion = allow_conversion
         self.on_record = on_record
+        self.quality_action = quality_action
         self.per_case_seed = engine_cfg.seed is not None and all(rt.seedable for rt in runtimes)
-        self.meta = {
-            "model_sha256": summary.model_sha256,
-            "runtime": summary.runtime,
-            "precision": summary.precision,
+        self.meta = run_settings(summary, engine_cfg, runtimes, quality_action) | {
             "device": summary.device,
-            "samples": engine_cfg.samples,
             "seed": engine_cfg.seed,
-            "ensemble_size": len(runtimes),
             "rows_per_call": rows_per_call(engine_cfg, self.card.model, summary.precision),
             "drifa_edge_version": __version__,
         }
@@ -207,9 +225,23 @@ class _Run:
     def prepare(self, case: Case) -> dict[str, Any]:
         item: dict[str, Any] = {"case": case}
         try:
-            item["arrays"], item["converted"] = load_case(case, self.card, self.allow_conversion)
+            inputs = load_case_inputs(case, self.card, self.allow_conversion)
         except Exception as e:  # a bad file must never stop the batch
             item["error"] = _message(e)
+            return item
+        item["read"] = {
+            task: x.read | {"input_quality": {"ok": not x.quality_issues, "issues": x.quality_issues}}
+            for task, x in inputs.items()
+        }
+        item["quality"] = {task: x.quality_issues for task, x in inputs.items() if x.quality_issues}
+        if item["quality"] and self.quality_action == "refuse":
+            item["error"] = "input_quality: " + "; ".join(
+                f"{task}: {inputs[task].read['file']}: {', '.join(issues)}"
+                for task, issues in item["quality"].items()
+            )
+            return item
+        item["arrays"] = [x.array for x in inputs.values()]
+        item["converted"] = {t: x.conversion for t, x in inputs.items() if x.conversion}
         return item
 
     def run_batch(self, items: list[dict[str, Any]]) -> None:
@@ -237,7 +269,9 @@ class _Run:
         summaries = {task: summarize(p) for task, p in probs.items()}
         for i, it in enumerate(good):
             it["tasks"] = {
-                task: task_result(self.card, task, s, i, self.rules.get(task))
+                task: task_result(
+                    self.card, task, s, i, self.rules.get(task), it.get("quality", {}).get(task)
+                )
                 for task, s in summaries.items()
             }
             it["mc_seed"] = None if seeds is None else seeds[i]
@@ -251,6 +285,8 @@ class _Run:
             "tasks": it.get("tasks"),
             "inputs": {t: None if p is None else str(p) for t, p in case.inputs.items()},
         }
+        if it.get("read"):
+            record["read"] = it["read"]
         if it.get("converted"):
             record["channel_conversion"] = it["converted"]
         record["mc_seed"] = it.get("mc_seed")
@@ -259,6 +295,8 @@ class _Run:
         it["written"] = True
         if record["status"] == "ok":
             self.summary.ok += 1
+            if it.get("quality"):
+                self.summary.quality_referred += 1
         else:
             self.summary.failed += 1
             self.summary.errors.append((case.case_id, record["error"]))
@@ -286,8 +324,44 @@ def _paths(out_path: Path | None, fmt: str) -> tuple[Path | None, Path | None]:
     return out_path.with_suffix(".jsonl"), out_path
 
 
-def _done_cases(jsonl: Path, resume: bool, force: bool, sha: str) -> set[str]:
-    """Case ids already finished in ``jsonl``; on resume, error lines are removed to run again."""
+def run_settings(
+    summary: PredictSummary, cfg: EngineConfig, runtimes: list[Runtime], quality_action: str
+) -> dict:
+    """What makes two runs' numbers comparable; every line carries it and ``--resume`` checks it."""
+    seedable = all(rt.seedable for rt in runtimes)
+    if cfg.seed is None:
+        policy = "unseeded"
+    elif seedable:
+        policy = "per-case (seed, case_id)"
+    else:
+        policy = "in-graph random (not seedable)"
+    return {
+        "model_sha256": summary.model_sha256,
+        "runtime": summary.runtime,
+        "precision": summary.precision,
+        "samples": cfg.samples,
+        "seed_policy": policy if not seedable or cfg.seed is None else f"{policy}, seed {cfg.seed}",
+        "ensemble_size": len(runtimes),
+        "input_quality_action": quality_action,
+    }
+
+
+_SETTING_NAMES = {
+    "model_sha256": "model/build sha256",
+    "runtime": "runtime",
+    "precision": "precision",
+    "samples": "T (--samples)",
+    "seed_policy": "seed policy",
+    "ensemble_size": "ensemble members",
+    "input_quality_action": "input-quality action",
+}
+
+
+def _done_cases(jsonl: Path, resume: bool, force: bool, settings: dict[str, Any]) -> set[str]:
+    """Case ids already finished in ``jsonl``; on resume, error lines are removed to run again.
+
+    A resume is refused when the file was written with other settings (see :func:`run_settings`);
+    keys a line lacks (written by an older version) are not compared, except the model hash."""
     if not jsonl.exists() or jsonl.stat().st_size == 0:
         return set()
     if force:
@@ -299,11 +373,23 @@ def _done_cases(jsonl: Path, resume: bool, force: bool, sha: str) -> set[str]:
             "or --force to overwrite it"
         )
     records = read_jsonl(jsonl, repair=True)
+    sha = settings["model_sha256"]
     other = {r.get("model_sha256") for r in records} - {sha}
     if other:
         raise ConfigError(
             f"{jsonl} holds predictions of another model (sha256 {sorted(map(str, other))[0][:12]}...); "
             f"this model is {sha[:12]}...; resume with the same artifact or write to another --out"
+        )
+    differences = []
+    for key, name in _SETTING_NAMES.items():
+        theirs = {json.dumps(r[key]) for r in records if key in r}
+        mine = json.dumps(settings[key])
+        if theirs - {mine}:
+            differences.append(f"{name}: file {', '.join(sorted(theirs - {mine}))}, this run {mine}")
+    if differences:
+        raise ConfigError(
+            f"--resume: {jsonl} was written with other settings ({'; '.join(differences)}); "
+            "resume with the same settings, or write to another --out (or --force to overwrite)"
         )
     ok = [r for r in records if r.get("status") == "ok"]
     if len(ok) != len(records):
@@ -324,13 +410,20 @@ def predict_cases(
     allow_channel_conversion: bool = False,
     force: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    quality_action: str = "refer",
 ) -> PredictSummary:
     """Predict every case of ``cases`` with the model (or ensemble) in ``artifact``.
 
     ``out_path`` None streams JSON Lines to stdout. With ``fmt="csv"`` the JSON Lines
     go to ``out_path`` with the suffix ``.jsonl`` (the journal that ``resume`` reads)
-    and the CSV view is written at the end.
+    and the CSV view is written at the end. ``quality_action`` ("refer" or "refuse") says what
+    happens to a case failing the input-quality check.
     """
+    if quality_action not in QUALITY_ACTIONS:
+        raise ConfigError(
+            f"input-quality action must be one of {QUALITY_ACTIONS}, got {quality_action!r}"
+            + suggest(quality_action, QUALITY_ACTIONS)
+        )
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     options = options or RuntimeOptions()
@@ -344,14 +437,17 @@ def predict_cases(
     try:
         card = runtimes[0].card
         sha = model_sha256(card) if len(runtimes) == 1 else ensemble_sha256([rt.card for rt in runtimes])
-        done = _done_cases(jsonl, resume, force, sha) if jsonl is not None else set()
         summary = PredictSummary(
             jsonl, csv_path, name, options.precision, runtimes[0].device, cfg.samples, cfg.seed,
             len(runtimes), sha,
         )  # fmt: skip
+        settings = run_settings(summary, cfg, runtimes, quality_action)
+        done = _done_cases(jsonl, resume, force, settings) if jsonl is not None else set()
         with JsonlWriter(jsonl) as writer:
             rules = referral_rules(Path(artifact), runtimes)
-            run = _Run(runtimes, rules, cfg, writer, summary, allow_channel_conversion, on_record)
+            run = _Run(
+                runtimes, rules, cfg, writer, summary, allow_channel_conversion, on_record, quality_action
+            )
             _loop(run, cases, done, batch_size)
     finally:
         for rt in runtimes:

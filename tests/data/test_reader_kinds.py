@@ -117,7 +117,9 @@ def test_tiff_orientation_matches_pillow_exif(tmp_path: Path, orientation: int, 
     tifffile = pytest.importorskip("tifffile")
     top = np.iinfo(dtype).max
     stored = RNG.integers(0, top + 1, (5, 7, 3)).astype(dtype)
-    tifffile.imwrite(tmp_path / "x.tif", stored, photometric="rgb", extratags=[(274, 3, 1, orientation, True)])
+    tifffile.imwrite(
+        tmp_path / "x.tif", stored, photometric="rgb", extratags=[(274, 3, 1, orientation, True)]
+    )
     # the reference: Pillow's exif_transpose of the same pixels carried in a PNG's EXIF
     im = Image.fromarray((stored // (257 if dtype == np.uint16 else 1)).astype(np.uint8))
     exif = Image.Exif()
