@@ -116,12 +116,40 @@ def missing_dependency(module: str, extra: str, cause: BaseException | None = No
         )
     versions = ", ".join(f"{name} {_version(name)}" for name in dict.fromkeys((top, "numpy")))
     message = str(cause).strip().splitlines()
-    detail = " ".join(line.strip() for line in message[:3])[:400] or type(cause).__name__
+    detail = " ".join(line.strip() for line in message[:3])[:400] or "no message"
+    numpy_major = _version("numpy").split(".")[0]
+    clash = ""
+    if top in NUMPY2_MINIMUM and numpy_major.isdigit() and int(numpy_major) >= 2:
+        need = NUMPY2_MINIMUM[top]
+        if _older(_version(top), need):
+            clash = (
+                f" {top} {_version(top)} was built for numpy 1.x and cannot run under numpy {_version('numpy')} "
+                f"(it needs {top} >= {need}): pip install --upgrade '{top}>={need}' (or pip install 'numpy<2')"
+            )
     return MissingDependencyError(
-        f"'{top}' is installed but fails to import ({type(cause).__name__}: {detail}); installed: {versions}. "
-        f"This is usually a version clash (e.g. a wheel built for numpy 1.x under numpy 2): "
-        f"pip install --upgrade 'drifa-edge[{extra}]' to get versions that work together"
+        f"'{top}' is installed but fails to import ({type(cause).__name__}: {detail}); installed: {versions}."
+        + (
+            clash
+            or " This is usually a version clash (e.g. a wheel built for numpy 1.x under numpy 2): "
+            f"pip install --upgrade 'drifa-edge[{extra}]' to get versions that work together"
+        )
     )
+
+
+# The first release of each compiled dependency that runs under numpy 2 (their release notes);
+# pyproject's lower bounds are these, so pip never resolves a pair that cannot import.
+NUMPY2_MINIMUM = {"onnxruntime": "1.19", "torch": "2.3", "openvino": "2024.2", "scipy": "1.13"}
+
+
+def _older(version: str, minimum: str) -> bool:
+    def parts(v: str) -> tuple[int, ...]:
+        out = []
+        for piece in v.split(".")[:3]:
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            out.append(int(digits) if digits else 0)
+        return tuple(out)
+
+    return parts(version) < parts(minimum)
 
 
 def _version(name: str) -> str:

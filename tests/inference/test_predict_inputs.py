@@ -4,7 +4,6 @@ blood gray, 32 px)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -96,12 +95,21 @@ def test_same_probabilities_as_the_reference_rendering(checkpoint, tmp_path, kin
             return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
 
         ihdr = struct.pack(">IIBBBBB", 36, 36, 16, 4, 0, 0, 0)
-        blood.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+        blood.write_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b"")
+        )
     card = read_card(checkpoint, verify=False)
     for task, path, ref in (("derm", derm, derm_ref), ("blood", blood, blood_ref)):
-        np.testing.assert_array_equal(read_task_input(path, task, card).array, read_task_input(ref, task, card).array)
+        np.testing.assert_array_equal(
+            read_task_input(path, task, card).array, read_task_input(ref, task, card).array
+        )
     got = _probabilities(checkpoint, Case("c", {"derm": derm, "blood": blood}), tmp_path / "got.jsonl")
-    want = _probabilities(checkpoint, Case("c", {"derm": derm_ref, "blood": blood_ref}), tmp_path / "want.jsonl")
+    want = _probabilities(
+        checkpoint, Case("c", {"derm": derm_ref, "blood": blood_ref}), tmp_path / "want.jsonl"
+    )
     assert got["tasks"] == want["tasks"]
     steps = " | ".join(got["read"]["derm"]["steps"] + got["read"]["blood"]["steps"])
     expected_step = {
@@ -122,7 +130,11 @@ def test_genuine_colour_still_refused_for_a_gray_task(checkpoint, tmp_path) -> N
 
 @pytest.mark.parametrize(
     ("shape", "why"),
-    [((1, 1), "too small: 1x1 px"), ((1, 3200), "extreme aspect ratio 3.2e\\+03:1"), ((2, 3), "too small: 3x2")],
+    [
+        ((1, 1), "too small: 1x1 px"),
+        ((1, 3200), "extreme aspect ratio 3.2e\\+03:1"),
+        ((2, 3), "too small: 3x2"),
+    ],
 )
 def test_degenerate_images_are_referred_or_refused(checkpoint, tmp_path, shape, why) -> None:
     d, _ = write_good_case(tmp_path, "x", seed=0)
@@ -138,7 +150,9 @@ def test_degenerate_images_are_referred_or_refused(checkpoint, tmp_path, shape, 
     assert record["read"]["derm"]["input_quality"] == {"ok": True, "issues": []}
     assert record["tasks"]["derm"]["referral"]["reason"] != "input_quality"
     s = predict_cases(checkpoint, [case], tmp_path / "refuse.jsonl", quality_action="refuse", **FAST)
-    assert s.failed == 1 and s.errors[0][1].startswith("input_quality: blood: ") and "tiny.png" in s.errors[0][1]
+    assert (
+        s.failed == 1 and s.errors[0][1].startswith("input_quality: blood: ") and "tiny.png" in s.errors[0][1]
+    )
 
 
 def test_blank_page_referred_and_csv_shows_the_reason(checkpoint, tmp_path) -> None:
@@ -160,10 +174,21 @@ def test_resume_with_other_settings_is_refused_naming_the_difference(checkpoint,
     out = tmp_path / "p.jsonl"
     predict_cases(checkpoint, cases[:1], out, **FAST)
     with pytest.raises(ConfigError, match=r"T \(--samples\): file 4, this run 5") as info:
-        predict_cases(checkpoint, cases, out, resume=True, options=FAST["options"], engine_cfg=EngineConfig(samples=5))
+        predict_cases(
+            checkpoint, cases, out, resume=True, options=FAST["options"], engine_cfg=EngineConfig(samples=5)
+        )
     assert "seed policy" not in str(info.value)
-    with pytest.raises(ConfigError, match=r"seed policy: file \"per-case \(seed, case_id\), seed 0\", this run \"unseeded\""):
-        predict_cases(checkpoint, cases, out, resume=True, options=FAST["options"], engine_cfg=EngineConfig(samples=4, seed=None))
+    with pytest.raises(
+        ConfigError, match=r"seed policy: file \"per-case \(seed, case_id\), seed 0\", this run \"unseeded\""
+    ):
+        predict_cases(
+            checkpoint,
+            cases,
+            out,
+            resume=True,
+            options=FAST["options"],
+            engine_cfg=EngineConfig(samples=4, seed=None),
+        )
     with pytest.raises(ConfigError, match="input-quality action"):
         predict_cases(checkpoint, cases, out, resume=True, quality_action="refuse", **FAST)
     s = predict_cases(checkpoint, cases, out, resume=True, **FAST)  # same settings: goes on
@@ -235,7 +260,13 @@ def test_cli_over_a_manifest_mixing_every_kind(checkpoint, tmp_path) -> None:
             assert set(r["read"]) == set(TASKS)
     assert "multi-page TIFF (3 pages)" in records["pages"]["error"]
     assert "empty.npy: empty array" in records["closing[/red]tag"]["error"]
-    for literal in ("pt[bold]7", "closing[/red]tag", "missing[2]", "scan[red]missing.png", "yes (input_quality)"):
+    for literal in (
+        "pt[bold]7",
+        "closing[/red]tag",
+        "missing[2]",
+        "scan[red]missing.png",
+        "yes (input_quality)",
+    ):
         assert literal in text, literal
     assert "9 ok, 3 failed, 3 referred for input quality" in text, text[-3000:]
 
@@ -251,11 +282,32 @@ def test_cli_output_path_errors_are_one_line_with_exit_10(checkpoint, tmp_path) 
         "export": ["export", str(checkpoint), "--out", str(afile), "--onnx"],
         "bench": ["bench", str(checkpoint), "--out", str(afile)],
         "check": ["check", str(checkpoint), str(checkpoint), "--data", "synthetic", "--out", str(afile)],
-        "predict-dir": ["predict", str(checkpoint), "-i", f"derm={d}", "-i", f"blood={b}", "--out", str(tmp_path)],
-        "predict-under-file": ["predict", str(checkpoint), "-i", f"derm={d}", "-i", f"blood={b}", "--out", str(afile / "p.jsonl")],
+        "predict-dir": [
+            "predict",
+            str(checkpoint),
+            "-i",
+            f"derm={d}",
+            "-i",
+            f"blood={b}",
+            "--out",
+            str(tmp_path),
+        ],
+        "predict-under-file": [
+            "predict",
+            str(checkpoint),
+            "-i",
+            f"derm={d}",
+            "-i",
+            f"blood={b}",
+            "--out",
+            str(afile / "p.jsonl"),
+        ],
     }
     for name, args in commands.items():
         proc = subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 10, (name, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") <= 2, (name, proc.stderr)
-        assert str(afile if "dir" not in name else tmp_path) in proc.stderr.replace("\n", ""), (name, proc.stderr)
+        assert str(afile if "dir" not in name else tmp_path) in proc.stderr.replace("\n", ""), (
+            name,
+            proc.stderr,
+        )
