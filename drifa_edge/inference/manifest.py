@@ -57,6 +57,8 @@ class Case:
 def read_manifest(path: str | Path, tasks: Sequence[str]) -> list[Case]:
     """Cases of a CSV manifest, in file order; see the module docstring."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"manifest {path} is a folder; pass the CSV file (case_id and one column per task)")
     if not path.is_file():
         raise ConfigError(f"manifest {path} not found")
     try:
