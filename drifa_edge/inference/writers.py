@@ -136,14 +136,20 @@ class JsonlWriter:
             stream.write(line)
             stream.flush()
             return
-        self._file.write(line.encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(line.encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:  # disk full, device gone: name the file (write errors carry no path)
+            raise _with_path(e, self.path) from e
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as e:  # the last buffered bytes could not be written
+                raise _with_path(e, self.path) from e
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -234,6 +240,13 @@ def write_csv(path: Path, records: Iterable[Mapping[str, Any]], classes: Mapping
     _atomic_write(path, buffer.getvalue())
 
 
+def _with_path(e: OSError, path: Path) -> OSError:
+    """``e`` with ``path`` as its file name, so the message can name the file."""
+    if e.filename is not None:
+        return e
+    return type(e)(e.errno, e.strerror or str(e), str(path))
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -243,6 +256,8 @@ def _atomic_write(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise _with_path(e, path) from e
     finally:
         if tmp.exists():
             tmp.unlink()

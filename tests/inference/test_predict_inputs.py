@@ -303,11 +303,15 @@ def test_cli_output_path_errors_are_one_line_with_exit_10(checkpoint, tmp_path) 
             str(afile / "p.jsonl"),
         ],
     }
+    if Path("/dev/full").exists():  # every write fails with ENOSPC: a full disk
+        commands["predict-disk-full"] = [
+            *("predict", str(checkpoint), "-i", f"derm={d}", "-i", f"blood={b}", "--out", "/dev/full")
+        ]
     for name, args in commands.items():
         proc = subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 10, (name, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") <= 2, (name, proc.stderr)
-        assert str(afile if "dir" not in name else tmp_path) in proc.stderr.replace("\n", ""), (
-            name,
-            proc.stderr,
+        path = {"predict-dir": str(tmp_path), "predict-disk-full": "/dev/full: no space left"}.get(
+            name, str(afile)
         )
+        assert path in proc.stderr.replace("\n", ""), (name, proc.stderr)
