@@ -43,8 +43,10 @@ META_FIELDS = (
     "device",
     "samples",
     "seed",
+    "seed_policy",
     "mc_seed",
     "ensemble_size",
+    "input_quality_action",
     "drifa_edge_version",
 )
 
