@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.data.preprocess import preprocess, to_channels
 from drifa_edge.data.quality import check_quality
 from drifa_edge.data.readers import decode_image

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import BadInputError, ConfigError, suggest
 from drifa_edge.inference.case_inputs import TaskInput, accepted_channels, read_task_input
 

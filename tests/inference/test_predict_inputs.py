@@ -14,7 +14,7 @@ import pytest
 from inference_helpers import write_good_case, write_png
 from PIL import Image
 
-from drifa_edge.card import read_card
+from drifa_edge.artifact.card import read_card
 from drifa_edge.errors import ConfigError
 from drifa_edge.inference.case_inputs import read_task_input
 from drifa_edge.inference.engine import EngineConfig

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drifa_edge.drift import metrics as M
+from drifa_edge import metrics as M
 from drifa_edge.errors import BadInputError, ProbabilityError
-from drifa_edge.inference.uncertainty import summarize
+from drifa_edge.metrics.uncertainty import summarize
 
 LABELS = np.array([0, 1, 1, 0])
 LOGITS = np.array([[2.0, -1.0], [0.5, 3.0], [-2.0, 1.0], [4.0, 0.1]])
