@@ -10,6 +10,7 @@ import pytest
 from drifa_edge.drift import check as check_module
 from drifa_edge.errors import ArtifactError
 from drifa_edge.inference.predictor import choose_runtime
+from drifa_edge.runtimes.base import probe_runtime
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_auto_runtime_of_check(artifacts, tmp_path):
     export = tmp_path / "export"
     (export / "openvino-int8").mkdir(parents=True)
     (export / "model_card.json").write_text((artifacts.reference / "model_card.json").read_text())
-    expected = "openvino" if check_module.probe_runtime("openvino").get("available") else None
+    expected = "openvino" if probe_runtime("openvino").get("available") else None
     if expected:
         assert choose_runtime(export, "auto", "int8") == "openvino"
     with pytest.raises(ArtifactError, match="neither a checkpoint"):
