@@ -181,9 +181,9 @@ def bench_table(result: BenchResult) -> Table:
     for row in result.rows:
         flat = flat_row(row, result.tasks)
         line = [
-            flat["runtime"],
-            flat["precision"],
-            str(flat["device"]),
+            escape(str(flat["runtime"])),
+            escape(str(flat["precision"])),
+            escape(str(flat["device"])),
             _status(row, footnotes),
             _num(flat["size_mb"], ".1f"),
             _num(flat["load_s"], ".2f"),
@@ -204,7 +204,7 @@ def bench_table(result: BenchResult) -> Table:
         table.add_row(*line)
     caption = [f"[{i}] {escape(reason)}" for i, reason in enumerate(footnotes, 1)]
     if quality and len(result.tasks) > 1:
-        caption.append("accuracy, macro-F1, ECE per task: " + " / ".join(result.tasks))
+        caption.append("accuracy, macro-F1, ECE per task: " + escape(" / ".join(result.tasks)))
     if caption:
         table.caption = "\n".join(caption)
         table.caption_justify = "left"
@@ -233,7 +233,7 @@ def sweep_table(result: BenchResult) -> Table | None:
                 continue
             up = "" if c.get("speedup") is None else f" ({c['speedup']:.1f}x)"
             values.append(f"{c['cases_per_s']:.2f}{up}")
-        table.add_row(row["row_id"], *values)
+        table.add_row(escape(str(row["row_id"])), *values)
     return table
 
 
@@ -248,4 +248,6 @@ def print_bench(result: BenchResult, console: Console | None = None) -> None:
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.json_path is not None:
-        console.print(f"wrote {result.json_path} and {result.csv_path}", highlight=False)
+        console.print(
+            f"wrote {escape(str(result.json_path))} and {escape(str(result.csv_path))}", highlight=False
+        )

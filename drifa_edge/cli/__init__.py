@@ -3,7 +3,9 @@
 Exit codes: 0 success; 1 unexpected error; 2 bad option or configuration;
 3 bad input file; 4 missing dependency or unsupported runtime; 5 artifact
 missing or tampered; 6 export failed; 7 parity check failed; 8 drift gate
-failed; 9 some cases of a batch failed (the others were written).
+failed; 9 some cases of a batch failed (the others were written); 10 a file or
+folder could not be read or written (exists, not a folder, no permission, disk
+full: the message names the path).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from drifa_edge.cli import info as _info  # noqa: E402,F401
 from drifa_edge.cli import predict as _predict  # noqa: E402,F401
 from drifa_edge.cli import train as _train  # noqa: E402,F401
 from drifa_edge.cli.app import app
-from drifa_edge.errors import PARTIAL_FAILURE_EXIT, DrifaError
+from drifa_edge.errors import PARTIAL_FAILURE_EXIT, DrifaError, file_system_error
 
 __all__ = ["PARTIAL_FAILURE_EXIT", "app", "main"]
 
@@ -33,5 +35,14 @@ def main() -> None:
     try:
         app()  # standalone: click handles usage errors (exit 2) and Ctrl-C itself
     except DrifaError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
-        sys.exit(e.exit_code)
+        _fail(e)
+    except OSError as e:  # any file or folder a command could not read or write
+        _fail(file_system_error(e))
+
+
+def _fail(e: DrifaError) -> None:
+    from rich.text import Text
+
+    # soft_wrap: one line whatever the terminal width, so scripts and logs keep the whole message
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
+    sys.exit(e.exit_code)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.text import plain, require_folder
 
 
 @app.command()
@@ -64,7 +65,8 @@ def bench(
         of = f" (round {row['round']}/{row['rounds']})" if row.get("rounds", 1) > 1 else ""
         err.print(f"  {row['row_id']}{of}: {status}", highlight=False, markup=False)
 
-    err.print(f"benchmarking {artifact} (one subprocess per row)...", highlight=False)
+    require_folder(out)
+    err.print(f"benchmarking {plain(artifact)} (one subprocess per row)...", highlight=False)
     result = run_bench(
         artifact,
         runtimes=runtimes or None,

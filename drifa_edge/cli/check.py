@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.drift.check import run_check
 from drifa_edge.drift.gate import DriftReport
 from drifa_edge.drift.policy import load_policy
@@ -27,15 +28,15 @@ def print_report(report: DriftReport, console: Console) -> None:
     for c in report.criteria:
         verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
         values = (format_value(c.noise), format_value(c.value), format_value(c.threshold))
-        table.add_row(c.task, c.name, *values, verdict)
+        table.add_row(plain(c.task), plain(c.name), *(plain(v) for v in values), verdict)
     console.print(table)
     for c in report.failures:
-        console.print(f"[red]{c.task}: {c.name}[/] {c.detail}", highlight=False)
+        console.print(f"[red]{plain(c.task)}: {plain(c.name)}[/] {plain(c.detail)}", highlight=False)
     recal = report.meta.get("recalibration")
     if recal:
         for task, r in recal.items():
             console.print(
-                f"recalibrated {task}: T {r['temperature_before']:.3f} -> {r['temperature_after']:.3f}, "
+                f"recalibrated {plain(task)}: T {r['temperature_before']:.3f} -> {r['temperature_after']:.3f}, "
                 f"ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}"
             )
 
@@ -86,6 +87,7 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
+    require_folder(out)
     options = dict(
         policy=load_policy(policy),
         samples=samples,
@@ -111,7 +113,7 @@ def check(
         console = Console()
         print_report(report, console)
         if out is not None:
-            console.print(f"report written to {out}/report.md")
+            console.print(f"report written to {plain(out)}/report.md", highlight=False)
     if not report.passed:
         failed = ", ".join(f"{c.task}: {c.name}" for c in report.failures)
         raise DriftExceededError(f"the candidate drifts beyond policy '{report.policy.name}' ({failed})")
@@ -135,11 +137,13 @@ def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, opt
             table.add_column(col, overflow="fold")
         for k, row in enumerate(summary["runs"]):
             verdict = "[green]pass[/]" if row["verdict"] == "pass" else "[bold red]FAIL[/]"
-            table.add_row(str(k), str(row["seed"]), verdict, ", ".join(row["failures"]))
+            table.add_row(str(k), str(row["seed"]), verdict, plain(", ".join(row["failures"])))
         console = Console()
         console.print(table)
         if out is not None:
-            console.print(f"reports written to {out}/repeat-*/ and {out}/summary.json")
+            console.print(
+                f"reports written to {plain(out)}/repeat-*/ and {plain(out)}/summary.json", highlight=False
+            )
     n_pass, policy_name = summary["passed_runs"], reports[0].policy.name
     if not passed:
         raise DriftExceededError(

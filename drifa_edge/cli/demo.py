@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.text import plain, require_folder
 
 
 @app.command()
@@ -21,8 +22,11 @@ def demo(
     """Train, export (ONNX + OpenVINO), quantize to INT8, check drift, predict and bench, end to end."""
     from drifa_edge.demo import run_demo
 
+    require_folder(out)
     console = Console()
-    result = run_demo(out, epochs=epochs, samples=samples, log=lambda m: console.print(f"[bold cyan]{m}[/]"))
+    result = run_demo(
+        out, epochs=epochs, samples=samples, log=lambda m: console.print(f"[bold cyan]{plain(m)}[/]")
+    )
     if result.bench is not None:
         from drifa_edge.bench.table import bench_table
 
@@ -32,6 +36,6 @@ def demo(
         table.add_column(col)
     for step, info in result.steps.items():
         detail = {k: v for k, v in info.items() if k not in ("seconds", "checks")}
-        table.add_row(step, str(info["seconds"]), json.dumps(detail, default=str)[:160])
+        table.add_row(plain(step), str(info["seconds"]), plain(json.dumps(detail, default=str)[:160]))
     console.print(table)
     (out / "demo_summary.json").write_text(json.dumps(result.steps, indent=2, default=str))

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.errors import ConfigError
 
 
@@ -138,7 +139,14 @@ def print_checks(checks: dict[str, list[dict]], console: Console) -> None:
     for member, results in checks.items():
         for r in results:
             verdict = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/]"
-            table.add_row(member, r["runtime"], r["name"], f"{r['value']:.3g}", f"{r['limit']:.3g}", verdict)
+            table.add_row(
+                plain(member),
+                plain(r["runtime"]),
+                plain(r["name"]),
+                f"{r['value']:.3g}",
+                f"{r['limit']:.3g}",
+                verdict,
+            )
     console.print(table)
 
 
@@ -224,6 +232,7 @@ def export(
         raise ConfigError(
             "--int8 needs calibration data: --calib NAME=PATH (once per task) or --calib synthetic"
         )
+    require_folder(out)
     if onnx and not overwrite and ((out / CARD_FILE).exists() or (out / "ensemble.json").exists()):
         raise ConfigError(f"{out} already holds an export; choose another --out or pass --overwrite")
     summary: dict = {"out": str(out)}

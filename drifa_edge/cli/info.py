@@ -30,10 +30,10 @@ def info(as_json: bool = typer.Option(False, "--json", help="print JSON instead 
         table.add_column(col)
     for name, r in data["runtimes"].items():
         table.add_row(
-            name,
+            escape(name),
             "yes" if r.get("available") else "no",
-            str(r.get("version", "")),
-            ", ".join(r.get("devices", [])),
+            escape(str(r.get("version", ""))),
+            escape(", ".join(r.get("devices", []))),
             escape(str(r.get("reason", r.get("note", "")))),
         )
     Console().print(table)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.text import plain, require_file
 
 _SHOWN = 20  # rows of the summary table; the file has everything
 
@@ -46,6 +47,12 @@ def predict(
         False, "--convert-channels", help="accept gray files for RGB tasks and vice versa (converted)"
     ),
     case_id: str = typer.Option(None, help="case id of the --input case (default: the first file's name)"),
+    input_quality: str = typer.Option(
+        "refer",
+        "--input-quality",
+        help="a case whose image fails the input-quality check (too small, extreme aspect ratio, "
+        "near-constant, saturated): refer (predict, refer = true, reason input_quality) | refuse (error line)",
+    ),
 ) -> None:
     """Predict every case with MC dropout: probabilities, uncertainty and a referral flag per task.
 
@@ -63,6 +70,7 @@ def predict(
         raise ConfigError(
             "give either --input TASK=PATH (one case) or --manifest cases.csv, not both or none"
         )
+    require_file(out)
     tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
     cases = read_manifest(manifest, tasks) if manifest is not None else [parse_inputs(inputs, tasks, case_id)]
     err = Console(stderr=True)
@@ -92,6 +100,7 @@ def predict(
             allow_channel_conversion=convert_channels,
             force=force,
             on_record=progress,
+            quality_action=input_quality,
         )
     # with JSON on stdout the table goes to stderr, so stdout stays parseable
     print_summary(summary, err if out is None else Console())
@@ -101,22 +110,27 @@ def predict(
 
 def print_summary(summary, console: Console) -> None:
     table = Table(
-        title=f"{summary.runtime} {summary.precision} on {summary.device}, T={summary.samples}, "
-        f"{summary.ensemble_size} member(s), model {summary.model_sha256[:12]}"
+        title=plain(
+            f"{summary.runtime} {summary.precision} on {summary.device}, T={summary.samples}, "
+            f"{summary.ensemble_size} member(s), model {summary.model_sha256[:12]}"
+        )
     )
     for col in ("case", "task", "predicted", "confidence", "MI", "refer"):
         table.add_column(col, justify="right" if col in ("confidence", "MI") else "left")
     for record in summary.preview[:_SHOWN]:
         if record["status"] != "ok":
-            table.add_row(record["case_id"], "", "[red]error[/]", "", "", "", end_section=True)
+            table.add_row(plain(record["case_id"]), "", "[red]error[/]", "", "", "", end_section=True)
             continue
         items = list(record["tasks"].items())
         for j, (task, r) in enumerate(items):
             refer = {True: "[yellow]yes[/]", False: "no", None: "-"}[r["refer"]]
+            reason = (r.get("referral") or {}).get("reason")
+            if r["refer"] and reason == "input_quality":
+                refer = "[yellow]yes (input_quality)[/]"
             table.add_row(
-                record["case_id"] if j == 0 else "",
-                task,
-                r["predicted"],
+                plain(record["case_id"]) if j == 0 else "",
+                plain(task),
+                plain(r["predicted"]),
                 f"{r['confidence']:.3f}",
                 f"{r['mutual_information']:.4f}",
                 refer,
@@ -126,12 +140,13 @@ def print_summary(summary, console: Console) -> None:
     shown = min(len(summary.preview), _SHOWN)
     written = summary.ok + summary.failed
     if written > shown:
-        console.print(f"... {written - shown} more case(s) in {summary.out_path}", highlight=False)
+        console.print(f"... {written - shown} more case(s) in {plain(summary.out_path)}", highlight=False)
     console.print(
         f"{summary.ok} ok, {summary.failed} failed"
+        + (f", {summary.quality_referred} referred for input quality" if summary.quality_referred else "")
         + (f", {summary.skipped} already done (resumed)" if summary.skipped else "")
-        + (f"; written to {summary.csv_path or summary.out_path}" if summary.out_path else ""),
+        + (f"; written to {plain(summary.csv_path or summary.out_path)}" if summary.out_path else ""),
         highlight=False,
     )
     for case_id, message in summary.errors[:_SHOWN]:
-        console.print(f"[red]{case_id}[/]: {message}", highlight=False)
+        console.print(f"[red]{plain(case_id)}[/]: {plain(message)}", highlight=False)

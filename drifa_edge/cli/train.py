@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.errors import ConfigError
 
 
@@ -40,7 +41,7 @@ def print_result(out: Path, console: Console) -> None:
     for task, m in summary(metrics).items():
         cases = metrics["test"][task].get("cases", "")
         table.add_row(
-            task,
+            plain(task),
             str(cases),
             f"{m['accuracy']:.3f}",
             f"{m['macro_f1']:.3f}",
@@ -90,6 +91,7 @@ def train(
         "max_train_pairs": max_pairs,
         "threads": threads,
     }
+    require_folder(out)
     cfg = load_config(recipe, overrides)
     if not data and recipe is not None:
         data = read_recipe(recipe).get("data")

@@ -1,68 +1,131 @@
-"""Read one image file into an (H, W, C) float32 array in [0, 1], C = 1 (gray) or 3 (RGB).
+"""Read one image file into an (H, W, C) float32 array in [0, 1], C = 1 (gray) or 3 (RGB),
+and record how it was read.
 
-Formats: PNG, JPEG, BMP, GIF, TIFF (8/16 bit; via tifffile when installed), NPY and DICOM.
-numpy and PIL only at import; tifffile and pydicom are imported when a file needs them.
-Every failure is a :class:`BadInputError` naming the file and what to do, so a batch can
-report the file and go on. Limits guard against decompression bombs and absurd arrays.
+Formats: PNG, JPEG, BMP, GIF, WebP (Pillow; EXIF orientation honoured, any mode at any bit
+depth), TIFF (tifffile: Orientation tag and photometric interpretation honoured, multi-page
+files refused), NPY (``np.load(mmap_mode="r", allow_pickle=False)``) and DICOM (pydicom >= 3
+pixel helpers, see :mod:`drifa_edge.data.dicom_reader`). numpy and Pillow only at import;
+tifffile and pydicom are imported when a file needs them.
+
+:func:`decode_image` returns the pixels and a :class:`ReadInfo` (decoder, what was stored,
+every transform applied, and whether an RGB file holds a gray image) so an output line can
+say how each input was read. Every failure is a :class:`BadInputError` naming the file and
+what to do, so a batch can report the file and go on. Limits guard against decompression
+bombs and absurd arrays.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from drifa_edge.errors import BadInputError, missing_dependency
+from drifa_edge.errors import BadInputError
 
 MAX_PIXELS = 50_000_000  # per image (H * W); a 7,000 x 7,000 slide crop still fits
 MAX_NPY_BYTES = 1 << 30  # 1 GiB of array data
+# A JPEG of a gray image stored as RGB decodes with channel differences of a few levels
+# (YCbCr rounding); measured max 2/255 at quality 50-100 on smooth and noisy images.
+GRAY_RGB_TOLERANCE_JPEG = 3 / 255
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 NPY_SUFFIXES = (".npy",)
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = PIL_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES + DICOM_SUFFIXES
+_LOSSY_FORMATS = ("JPEG", "WEBP", "MPO")
+
+
+@dataclass(frozen=True)
+class ReadInfo:
+    """How a file was read: the decoder, what the file stored, the transforms applied in
+    order, and ``gray_as_rgb`` ("exact" or a tolerance) when its three channels hold one
+    gray image (``None`` otherwise, and for 1-channel images)."""
+
+    decoder: str
+    stored: str
+    steps: tuple[str, ...] = ()
+    gray_as_rgb: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decoder": self.decoder, "stored": self.stored, "steps": list(self.steps)}
+        if self.gray_as_rgb is not None:
+            out["gray_as_rgb"] = self.gray_as_rgb
+        return out
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """(H, W, C) float32 pixels in [0, 1] and how they were read."""
+
+    pixels: np.ndarray
+    info: ReadInfo
+    source: str = field(default="")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode ``path`` into (H, W, C) float32 in [0, 1]; see the module docstring."""
+    """Decode ``path`` into (H, W, C) float32 in [0, 1]; see :func:`decode_image`."""
+    return decode_image(path).pixels
+
+
+def decode_image(path: str | Path) -> DecodedImage:
+    """Decode ``path`` and record how; raises :class:`BadInputError` naming the file."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
     if not path.is_file():
         raise BadInputError(f"{path}: is a directory or special file, not an image file")
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read the file ({e.strerror or e}); check its permissions") from e
+    if size == 0:
         raise BadInputError(f"{path}: empty file (0 bytes); re-copy or re-export the image")
     suffix = path.suffix.lower()
-    if suffix in NPY_SUFFIXES:
-        image = _read_npy(path)
-    elif suffix in DICOM_SUFFIXES or _has_dicom_magic(path):
-        image = _read_dicom(path)
-    elif suffix in TIFF_SUFFIXES:
-        image = _read_tiff(path)
-    elif suffix in PIL_SUFFIXES:
-        image = _read_pil(path)
-    else:
-        raise BadInputError(
-            f"{path}: unknown image type {suffix or '(no extension)'!r}; "
-            f"supported: {', '.join(IMAGE_SUFFIXES)}; convert the file to PNG or NPY"
-        )
-    return _finish(image, path)
+    try:
+        if suffix in NPY_SUFFIXES:
+            pixels, info = _read_npy(path)
+        elif suffix in DICOM_SUFFIXES or _has_dicom_magic(path):
+            from drifa_edge.data.dicom_reader import read_dicom
+
+            pixels, info = read_dicom(path, MAX_PIXELS)
+        elif suffix in TIFF_SUFFIXES:
+            pixels, info = _read_tiff(path)
+        elif suffix in PIL_SUFFIXES:
+            pixels, info = _read_pil(path)
+        else:
+            raise BadInputError(
+                f"{path}: unknown image type {suffix or '(no extension)'!r}; "
+                f"supported: {', '.join(IMAGE_SUFFIXES)}; convert the file to PNG or NPY"
+            )
+    except PermissionError as e:
+        raise BadInputError(f"{path}: permission denied; make the file readable (chmod +r)") from e
+    pixels = _finish(pixels, path)
+    lossy = info.decoder.upper().endswith(_LOSSY_FORMATS) or "JPEG" in info.stored.upper()
+    return DecodedImage(pixels, _with_gray_check(info, pixels, lossy), str(path))
 
 
 def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> np.ndarray:
     """Turn a 2-D/3-D uint8, uint16, bool or float array into (H, W, C) float32 in [0, 1].
 
     (C, H, W) with C in 1, 3, 4 is transposed; a 4th (alpha) channel is dropped. Float data must be
-    finite and already in [0, 1]. Used for NPY files and in-memory arrays (npz datasets)."""
-    a = np.asarray(array)
+    finite and already in [0, 1]. Any byte order. Used for NPY files and in-memory arrays (npz)."""
+    return _finish(_array_to_unit(np.asarray(array), source, []), source)
+
+
+def _array_to_unit(a: np.ndarray, source: str | Path, steps: list[str]) -> np.ndarray:
+    if a.size == 0:
+        raise BadInputError(f"{source}: empty array of shape {a.shape} (no pixels); save one image per file")
     if a.ndim == 2:
         a = a[:, :, None]
     elif a.ndim == 3:
         if a.shape[-1] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
             a = np.transpose(a, (1, 2, 0))
+            steps.append("(C, H, W) -> (H, W, C)")
         if a.shape[-1] not in (1, 3, 4):
             raise BadInputError(
                 f"{source}: array shape {a.shape} has no channel axis of size 1, 3 or 4; "
@@ -77,17 +140,21 @@ def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> np.ndar
         raise BadInputError(f"{source}: {a.shape[0]}x{a.shape[1]} exceeds the {MAX_PIXELS:,}-pixel limit")
     if a.shape[-1] == 4:
         a = a[..., :3]
-    return _finish(_scale(a, source), source)
+        steps.append("4th (alpha) channel dropped")
+    return _scale(a, source, steps)
 
 
-def _scale(a: np.ndarray, source: str | Path) -> np.ndarray:
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    if a.dtype == np.bool_:
+def _scale(a: np.ndarray, source: str | Path, steps: list[str] | None = None) -> np.ndarray:
+    """uint8 / 255, uint16 / 65535 (either byte order), bool as 0/1, float kept (must lie in [0, 1])."""
+    steps = steps if steps is not None else []
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if kind == "u" and size in (1, 2):
+        top = 255.0 if size == 1 else 65535.0
+        steps.append(f"uint{8 * size} / {top:.0f}")
+        return a.astype(np.float32) / np.float32(top)
+    if kind == "b":
         return a.astype(np.float32)
-    if np.issubdtype(a.dtype, np.floating):
+    if kind == "f":
         f = a.astype(np.float32)
         if not np.isfinite(f).all():
             raise BadInputError(f"{source}: contains NaN or Inf values; fix or drop the image")
@@ -99,17 +166,40 @@ def _scale(a: np.ndarray, source: str | Path) -> np.ndarray:
             )
         return np.clip(f, 0.0, 1.0)
     raise BadInputError(
-        f"{source}: unsupported dtype {a.dtype}; use uint8, uint16 or float in [0, 1] "
-        "(for CT values, window them first)"
+        f"{source}: unsupported dtype {a.dtype.name} ({a.dtype.str}); use uint8, uint16, bool or float in [0, 1] "
+        "(for CT values or signed data, window them into one of those first)"
     )
 
 
 def _finish(image: np.ndarray, source: str | Path) -> np.ndarray:
+    if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise BadInputError(f"{source}: image has zero size {image.shape}")
     if not np.isfinite(image).all():
         raise BadInputError(f"{source}: contains NaN or Inf values; fix or drop the image")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise BadInputError(f"{source}: image has zero size {image.shape}")
     return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def gray_as_rgb(pixels: np.ndarray, lossy: bool) -> str | None:
+    """ "exact" when the three channels of ``pixels`` are equal, "within N/255" when they differ by
+    at most :data:`GRAY_RGB_TOLERANCE_JPEG` and the format is lossy, else None."""
+    if pixels.shape[-1] != 3:
+        return None
+    diff = max(
+        float(np.abs(pixels[..., 0] - pixels[..., 1]).max()),
+        float(np.abs(pixels[..., 0] - pixels[..., 2]).max()),
+    )
+    if diff == 0.0:
+        return "exact"
+    if lossy and diff <= GRAY_RGB_TOLERANCE_JPEG + 1e-7:
+        return f"within {GRAY_RGB_TOLERANCE_JPEG * 255:.0f}/255 (lossy format)"
+    return None
+
+
+def _with_gray_check(info: ReadInfo, pixels: np.ndarray, lossy: bool) -> ReadInfo:
+    kind = gray_as_rgb(pixels, lossy)
+    if kind is None:
+        return info
+    return ReadInfo(info.decoder, info.stored, info.steps, kind)
 
 
 def _has_dicom_magic(path: Path) -> bool:
@@ -121,44 +211,66 @@ def _has_dicom_magic(path: Path) -> bool:
         return False
 
 
-def _read_npy(path: Path) -> np.ndarray:
+# ------------------------------------------------------------------ NPY
+
+
+def _read_npy(path: Path) -> tuple[np.ndarray, ReadInfo]:
+    """numpy parses the header (any version, dtype, byte order); memory-mapped, so the size limit
+    is checked before any pixel is read. Pickles are never loaded."""
     try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except (ValueError, OSError, EOFError) as e:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise BadInputError(
+                f"{path}: holds Python objects (pickled); refused for safety. "
+                "Save a plain numeric array with numpy.save(path, array)"
+            ) from e
+        raise BadInputError(f"{path}: cannot read the .npy file ({e}); it may be truncated") from e
+    except (OSError, EOFError) as e:
         raise BadInputError(f"{path}: not a valid .npy file ({e}); save it with numpy.save") from e
-    if dtype.hasobject:
-        raise BadInputError(
-            f"{path}: holds Python objects (pickled); refused for safety. "
-            "Save a plain numeric array with numpy.save(path, array)"
-        )
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not isinstance(array, np.ndarray):  # np.load returns an NpzFile for a zip
+        raise BadInputError(f"{path}: not a .npy array (an .npz archive?); save one array with numpy.save")
+    shape = array.shape
     pixels = int(np.prod(shape[:2], dtype=np.int64)) if len(shape) >= 2 else 0
     if len(shape) == 3 and shape[-1] not in (1, 3, 4) and shape[0] in (1, 3, 4):
         pixels = int(shape[1]) * int(shape[2])
-    if nbytes > MAX_NPY_BYTES or pixels > MAX_PIXELS:
+    if array.nbytes > MAX_NPY_BYTES or pixels > MAX_PIXELS:
         raise BadInputError(
-            f"{path}: array shape {tuple(shape)} ({nbytes:,} bytes) exceeds the limit of "
+            f"{path}: array shape {tuple(shape)} ({array.nbytes:,} bytes) exceeds the limit of "
             f"{MAX_PIXELS:,} pixels / {MAX_NPY_BYTES:,} bytes per image"
         )
+    steps: list[str] = []
+    stored = f"NPY {array.dtype.str} {tuple(shape)}"
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise BadInputError(f"{path}: cannot read the .npy file ({e}); it may be truncated") from e
-    return array_to_image(array, path)
+        image = _array_to_unit(np.asarray(array), path, steps)
+    finally:
+        del array  # release the memory map
+    return image, ReadInfo(f"numpy {np.__version__}", stored, tuple(steps))
 
 
-def _read_pil(path: Path) -> np.ndarray:
+# ------------------------------------------------------------------ Pillow
+
+
+_PNG_COLOUR_TYPES = {0: "gray", 2: "RGB", 3: "palette", 4: "gray + alpha", 6: "RGBA"}
+
+
+def _png_color_type(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, or None for another format."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(29)
+    except OSError:
+        return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _read_pil(path: Path) -> tuple[np.ndarray, ReadInfo]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            warnings.simplefilter(
-                "ignore", UserWarning
-            )  # e.g. 'Corrupt EXIF data': reported as an error below
+            warnings.simplefilter("ignore", UserWarning)  # e.g. 'Corrupt EXIF data': reported as an error
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
@@ -167,25 +279,49 @@ def _read_pil(path: Path) -> np.ndarray:
                         "(possible decompression bomb); crop or downscale the image"
                     )
                 im.load()
-                ImageOps.exif_transpose(im, in_place=True)  # phone/dermatoscope photos carry an orientation
-                return _pil_to_array(im, path)
+                fmt = im.format or path.suffix.lstrip(".").upper()
+                steps: list[str] = []
+                orientation = im.getexif().get(0x0112)
+                if orientation not in (None, 1):
+                    steps.append(f"EXIF orientation {orientation} applied")
+                im = ImageOps.exif_transpose(im)
+                stored = f"{fmt} mode {im.mode}"
+                png = _png_color_type(path) if fmt == "PNG" else None
+                if png is not None:
+                    stored = f"PNG {png[0]}-bit {_PNG_COLOUR_TYPES.get(png[1], png[1])}"
+                    if png[0] == 16 and png[1] in (2, 6):
+                        steps.append("Pillow decodes 16-bit RGB at 8-bit precision")
+                if png is not None and png[1] == 4 and png[0] == 16:
+                    # Pillow decodes 16-bit gray + alpha as RGBA with R = G = B (8-bit precision):
+                    # it is gray, whatever the bit depth
+                    steps.append("alpha dropped; Pillow decodes 16-bit gray + alpha at 8-bit precision")
+                    pixels = np.asarray(im.getchannel("R"), dtype=np.float32)[:, :, None] / 255.0
+                else:
+                    pixels = _pil_to_array(im, path, steps)
+                from PIL import __version__ as pil_version
+
+                return pixels, ReadInfo(f"pillow {pil_version} {fmt}", stored, tuple(steps))
     except BadInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadInputError(f"{path}: image too large (possible decompression bomb): {e}") from e
+    except PermissionError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadInputError(
             f"{path}: cannot decode the image ({e}); the file is corrupt or not an image"
         ) from e
 
 
-def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
+def _pil_to_array(im: Image.Image, path: Path, steps: list[str]) -> np.ndarray:
     mode = im.mode
     if mode in ("1", "L"):
         return np.asarray(im.convert("L"), dtype=np.float32)[:, :, None] / 255.0
-    if mode == "LA":
+    if mode in ("LA", "La"):
+        steps.append("alpha dropped")
         return np.asarray(im.getchannel("L"), dtype=np.float32)[:, :, None] / 255.0
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        steps.append("uint16 / 65535")
         return np.asarray(im).astype(np.float32)[:, :, None] / 65535.0
     if mode == "I":
         a = np.asarray(im)
@@ -194,12 +330,22 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
                 f"{path}: 32-bit integer image with values in [{a.min()}, {a.max()}]; "
                 "save it as 8- or 16-bit, or as a float .npy in [0, 1]"
             )
+        steps.append("int32 / 65535")
         return a.astype(np.float32)[:, :, None] / 65535.0
     if mode == "F":
         return _scale(np.asarray(im, dtype=np.float32)[:, :, None], path)
-    if mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "La"):
+    if mode.startswith("P"):
+        steps.append("palette applied")
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
+        steps.append("alpha dropped")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        steps.append(f"{mode} -> RGB (Pillow)")
+    if mode in ("RGB", "RGBA", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     raise BadInputError(f"{path}: unsupported PIL mode {mode!r}; convert the image to 8-bit RGB or gray")
+
+
+# ------------------------------------------------------------------ TIFF
 
 
 def _has_tifffile() -> bool:
@@ -210,105 +356,28 @@ def _has_tifffile() -> bool:
     return True
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    """tifffile for plain gray/RGB pages (exact at 16 bit, where PIL reduces RGB to 8 bit);
-    PIL for palette, YCbCr, JPEG-compressed and other pages tifffile would return raw."""
-    if not _has_tifffile():
-        return _read_pil(path)
-    import tifffile
+def _read_tiff(path: Path) -> tuple[np.ndarray, ReadInfo]:
+    if not _has_tifffile():  # the [tiff] extra is absent: Pillow reads one page, honours Orientation
+        pixels, info = _read_pil(path)
+        return pixels, _refuse_pil_multipage(path, info)
+    from drifa_edge.data.tiff_reader import read_tiff
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            shape = tuple(page.shape)
-            if int(np.prod(shape[:2])) > MAX_PIXELS:
-                raise BadInputError(f"{path}: TIFF page {shape} exceeds the {MAX_PIXELS:,}-pixel limit")
-            if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
-                return _read_pil(path)
-            array = page.asarray()
-    except BadInputError:
-        raise
-    except Exception as e:  # tifffile raises many types for damaged or exotic files; PIL may still cope
-        try:
-            return _read_pil(path)
-        except BadInputError:
-            raise BadInputError(
-                f"{path}: cannot decode the TIFF ({type(e).__name__}: {e}); the file is corrupt"
-            ) from e
-    return array_to_image(array, path)
+    result = read_tiff(path, MAX_PIXELS)
+    if result is None:  # a page tifffile would return raw (palette, YCbCr, JPEG, CMYK): Pillow renders it
+        pixels, info = _read_pil(path)
+        return pixels, _refuse_pil_multipage(path, info)
+    array, stored, steps, decoder = result
+    steps = list(steps)
+    image = _array_to_unit(array, path, steps)
+    return image, ReadInfo(decoder, stored, tuple(steps))
 
 
-def _read_dicom(path: Path) -> np.ndarray:
-    try:
-        import pydicom
-    except ImportError as e:
-        raise missing_dependency("pydicom", "dicom") from e
-    try:
-        ds = pydicom.dcmread(path, force=True, defer_size="1 MB")
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except Exception as e:  # pydicom raises many types for damaged files
-        raise BadInputError(f"{path}: cannot read the DICOM header ({type(e).__name__}: {e})") from e
-    if rows * cols > MAX_PIXELS:
-        raise BadInputError(f"{path}: {cols}x{rows} pixels exceeds the {MAX_PIXELS:,}-pixel limit")
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+def _refuse_pil_multipage(path: Path, info: ReadInfo) -> ReadInfo:
+    with Image.open(path) as im:
+        pages = getattr(im, "n_frames", 1)
+    if pages > 1:
         raise BadInputError(
-            f"{path}: multi-frame DICOM ({ds.NumberOfFrames} frames); export one frame per file"
+            f"{path}: multi-page TIFF ({pages} pages); drifa-edge reads one image per file and will not "
+            "guess which page you mean. Save the page to predict as its own file"
         )
-    try:
-        pixels = ds.pixel_array
-    except Exception as e:
-        raise BadInputError(
-            f"{path}: cannot decode the DICOM pixel data ({type(e).__name__}: {e}); compressed transfer "
-            "syntaxes need a decoder such as pylibjpeg or gdcm"
-        ) from e
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if pixels.ndim == 3 and pixels.shape[-1] == 3:
-        bits = int(getattr(ds, "BitsStored", 8) or 8)
-        if photometric.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
-            # pydicom >= 3 already returns RGB for YBR data; 2.x returns YBR
-            from pydicom.pixel_data_handlers.util import convert_color_space
-
-            pixels = convert_color_space(pixels, photometric, "RGB")
-        return pixels.astype(np.float32) / float(2**bits - 1)
-    if pixels.ndim != 2:
-        raise BadInputError(f"{path}: DICOM pixel array has shape {pixels.shape}; expected one 2-D frame")
-    return dicom_to_unit(
-        pixels,
-        slope=float(getattr(ds, "RescaleSlope", 1.0) or 1.0),
-        intercept=float(getattr(ds, "RescaleIntercept", 0.0) or 0.0),
-        center=_first(getattr(ds, "WindowCenter", None)),
-        width=_first(getattr(ds, "WindowWidth", None)),
-        invert=photometric == "MONOCHROME1",
-    )[:, :, None]
-
-
-def _first(value) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, str) else float(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def dicom_to_unit(
-    stored: np.ndarray,
-    slope: float = 1.0,
-    intercept: float = 0.0,
-    center: float | None = None,
-    width: float | None = None,
-    invert: bool = False,
-) -> np.ndarray:
-    """Stored values -> [0, 1]: modality LUT (slope, intercept), then the DICOM linear VOI window
-    (PS3.3 C.11.2.1.2) when center/width are given, else min-max over the image."""
-    x = stored.astype(np.float64) * slope + intercept
-    if center is not None and width is not None and width > 1:
-        y = np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
-    elif center is not None and width == 1:
-        y = (x > center - 0.5).astype(np.float64)  # a one-value window is a threshold
-    else:
-        lo, hi = float(x.min()), float(x.max())
-        y = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    if invert:
-        y = 1.0 - y
-    return y.astype(np.float32)
+    return info

@@ -8,14 +8,8 @@ case is reported as an error, the others run. Problems with the manifest as a
 whole (a missing column, a duplicated or empty case id) are a ConfigError
 before anything runs.
 
-:func:`load_case` turns a case's files into model inputs as the card says.
-Channels: a file whose channel count differs from the card's (gray for an RGB
-task, RGB for a gray one) is reported, not converted, because for a medical
-model a gray dermoscopy image usually means a wrong file. It is converted (gray
-repeated to RGB, RGB to BT.601 luma) only when the card lists that count in
-``data["accepted_channels"][task]`` or the caller allows conversion
-(``--convert-channels``); the output line then records it. The reader drops an
-alpha channel.
+:func:`load_case` turns a case's files into model inputs as the card says
+(channels, gray stored as RGB, input quality: see :mod:`drifa_edge.inference.case_inputs`).
 """
 
 from __future__ import annotations
@@ -29,9 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from drifa_edge.artifact.card import ModelCard
-from drifa_edge.data.preprocess import preprocess
-from drifa_edge.data.readers import read_image
 from drifa_edge.errors import BadInputError, ConfigError, suggest
+from drifa_edge.inference.case_inputs import TaskInput, accepted_channels, read_task_input
+
+__all__ = [
+    "Case",
+    "accepted_channels",
+    "case_seed",
+    "load_case",
+    "load_case_inputs",
+    "parse_inputs",
+    "read_manifest",
+]
 
 CASE_ID = "case_id"
 
@@ -54,14 +57,24 @@ class Case:
 def read_manifest(path: str | Path, tasks: Sequence[str]) -> list[Case]:
     """Cases of a CSV manifest, in file order; see the module docstring."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"manifest {path} is a folder; pass the CSV file (case_id and one column per task)")
     if not path.is_file():
         raise ConfigError(f"manifest {path} not found")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate Excel's BOM
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows, lines = [], []
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)  # the file's own line: blank lines are skipped, not counted
             header = list(rows[0].keys()) if rows else _header(path)
     except (UnicodeDecodeError, csv.Error) as e:
         raise ConfigError(f"manifest {path}: not a readable UTF-8 CSV file ({e})") from e
+    except OSError as e:
+        raise ConfigError(
+            f"manifest {path}: cannot read it ({e.strerror or e}); check its permissions"
+        ) from e
     expected = [CASE_ID, *tasks]
     for col in expected:
         if col not in header:
@@ -73,7 +86,7 @@ def read_manifest(path: str | Path, tasks: Sequence[str]) -> list[Case]:
         raise ConfigError(f"manifest {path}: no cases (only a header)")
     base = path.parent.resolve()  # absolute, so output lines and messages are unambiguous
     cases, seen = [], {}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
+    for line, row in zip(lines, rows, strict=True):
         case_id = (row.get(CASE_ID) or "").strip()
         if not case_id:
             raise ConfigError(f"manifest {path}, line {line}: empty case_id")
@@ -112,41 +125,26 @@ def parse_inputs(items: Sequence[str], tasks: Sequence[str], case_id: str | None
     return Case(case_id or first.stem, inputs)
 
 
-def accepted_channels(card: ModelCard, task: str) -> set[int]:
-    """Channel counts a task takes: its own, plus those the card's data section allows."""
-    extra = (card.data.get("accepted_channels") or {}).get(task, [])
-    return {card.preprocess[task].channels, *(int(c) for c in extra)}
+def load_case_inputs(
+    case: Case, card: ModelCard, allow_channel_conversion: bool = False
+) -> dict[str, TaskInput]:
+    """Every task's model input, read record and quality problems for one case."""
+    missing = case.missing(card.task_names)
+    if missing:
+        raise BadInputError(f"missing modality {', '.join(missing)}: no file given for this case")
+    return {
+        task: read_task_input(case.inputs[task], task, card, allow_channel_conversion)
+        for task in card.task_names
+    }
 
 
 def load_case(
     case: Case, card: ModelCard, allow_channel_conversion: bool = False
 ) -> tuple[list[np.ndarray], dict[str, str]]:
     """Model inputs (C, S, S) per task of one case, and the channel conversions applied."""
-    missing = case.missing(card.task_names)
-    if missing:
-        raise BadInputError(f"missing modality {', '.join(missing)}: no file given for this case")
-    arrays, converted = [], {}
-    for task in card.task_names:
-        path = case.inputs[task]
-        spec = card.preprocess[task]
-        try:
-            image = read_image(path)
-        except BadInputError as e:
-            raise BadInputError(f"{task}: {e}") from e
-        have = image.shape[-1]
-        if have != spec.channels:
-            if not (allow_channel_conversion or have in accepted_channels(card, task)):
-                raise BadInputError(
-                    f"{task}: {path}: {_channels(have)} image, the model takes {_channels(spec.channels)}; "
-                    "check that this is the right file, or pass --convert-channels to convert it"
-                )
-            converted[task] = f"{_channels(have)}->{_channels(spec.channels)}"
-        arrays.append(preprocess(image, spec))
-    return arrays, converted
-
-
-def _channels(c: int) -> str:
-    return {1: "gray", 3: "RGB"}.get(c, f"{c}-channel")
+    inputs = load_case_inputs(case, card, allow_channel_conversion)
+    converted = {t: x.conversion for t, x in inputs.items() if x.conversion}
+    return [x.array for x in inputs.values()], converted
 
 
 def case_seed(seed: int, case_id: str) -> int:

@@ -9,12 +9,22 @@ every finished case and ``resume`` runs only the others (cases that ended in an
 error are tried again). ``PredictSummary.exit_code`` is 9 when any case failed.
 
 Channels: a file whose channel count differs from the card's is reported, not
-converted, unless the card or the caller allows it (see ``manifest.load_case``).
+converted, unless the card or the caller allows it; a gray image stored as RGB is gray
+(see ``inference.case_inputs``). Every line records per task how its file was read
+(``read``: decoder, what was stored, transforms) and its input quality; a case whose image
+fails the input-quality check is referred with reason ``input_quality`` (or, with
+``quality_action="refuse"``, an error line).
+
+Resume: every line carries the run's settings (model/build sha256, runtime, precision, T,
+seed policy, ensemble size, input-quality action: ``predictor.run_settings``); a resume
+whose settings differ from the file's is refused, naming each difference, so one file
+never mixes two kinds of numbers.
 Seeds: see :mod:`drifa_edge.inference.predictor`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,6 +72,7 @@ class PredictSummary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0  # already in the output file (resume)
+    quality_referred: int = 0  # ok cases referred because an image failed the input-quality check
     errors: list[tuple[str, str]] = field(default_factory=list)
     preview: list[dict[str, Any]] = field(default_factory=list)  # the first records written
 
@@ -83,8 +94,23 @@ def _paths(out_path: Path | None, fmt: str) -> tuple[Path | None, Path | None]:
     return out_path.with_suffix(".jsonl"), out_path
 
 
-def _done_cases(jsonl: Path, resume: bool, force: bool, sha: str) -> set[str]:
-    """Case ids already finished in ``jsonl``; on resume, error lines are removed to run again."""
+_SETTING_NAMES = {
+    "model_sha256": "model/build sha256",
+    "runtime": "runtime",
+    "precision": "precision",
+    "samples": "T (--samples)",
+    "seed_policy": "seed policy",
+    "ensemble_size": "ensemble members",
+    "input_quality_action": "input-quality action",
+}
+
+
+def _done_cases(jsonl: Path, resume: bool, force: bool, settings: dict[str, Any]) -> set[str]:
+    """Case ids already finished in ``jsonl``; on resume, error lines are removed to run again.
+
+    A resume is refused when the file was written with other settings (see
+    ``predictor.run_settings``); keys a line lacks (an older version wrote it) are not compared."""
+    sha = settings["model_sha256"]
     if not jsonl.exists() or jsonl.stat().st_size == 0:
         return set()
     if force:
@@ -101,6 +127,18 @@ def _done_cases(jsonl: Path, resume: bool, force: bool, sha: str) -> set[str]:
         raise ConfigError(
             f"{jsonl} holds predictions of another model (sha256 {sorted(map(str, other))[0][:12]}...); "
             f"this model is {sha[:12]}...; resume with the same artifact or write to another --out"
+        )
+    differences = []
+    for key, name in _SETTING_NAMES.items():
+        theirs = {json.dumps(r[key]) for r in records if key in r} - {json.dumps(settings[key])}
+        if theirs:
+            differences.append(
+                f"{name}: file {', '.join(sorted(theirs))}, this run {json.dumps(settings[key])}"
+            )
+    if differences:
+        raise ConfigError(
+            f"--resume: {jsonl} was written with other settings ({'; '.join(differences)}); "
+            "resume with the same settings, or write to another --out (or --force to overwrite)"
         )
     ok = [r for r in records if r.get("status") == "ok"]
     if len(ok) != len(records):
@@ -121,12 +159,14 @@ def predict_cases(
     allow_channel_conversion: bool = False,
     force: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    quality_action: str = "refer",
 ) -> PredictSummary:
     """Predict every case of ``cases`` with the model (or ensemble) in ``artifact``.
 
     ``out_path`` None streams JSON Lines to stdout. With ``fmt="csv"`` the JSON Lines
     go to ``out_path`` with the suffix ``.jsonl`` (the journal that ``resume`` reads)
-    and the CSV view is written at the end.
+    and the CSV view is written at the end. ``quality_action`` ("refer" or "refuse") says
+    what happens to a case whose image fails the input-quality check.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -136,9 +176,11 @@ def predict_cases(
     jsonl, csv_path = _paths(out_path, fmt)
     if resume and jsonl is None:
         raise ConfigError("--resume needs --out FILE (the file to continue)")
-    with Predictor.open(artifact, runtime, options, cfg, allow_channel_conversion) as predictor:
+    with Predictor.open(
+        artifact, runtime, options, cfg, allow_channel_conversion, quality_action
+    ) as predictor:
         card = predictor.card
-        done = _done_cases(jsonl, resume, force, predictor.sha256) if jsonl is not None else set()
+        done = _done_cases(jsonl, resume, force, predictor.settings) if jsonl is not None else set()
         summary = PredictSummary(
             jsonl, csv_path, predictor.runtime, options.precision, predictor.device, cfg.samples, cfg.seed,
             predictor.ensemble_size, predictor.sha256,
@@ -162,6 +204,8 @@ def predict_cases(
 def _count(summary: PredictSummary, record: dict[str, Any]) -> None:
     if record["status"] == "ok":
         summary.ok += 1
+        if any((t.get("referral") or {}).get("reason") == "input_quality" for t in record["tasks"].values()):
+            summary.quality_referred += 1
     else:
         summary.failed += 1
         summary.errors.append((record["case_id"], record["error"]))

@@ -5,7 +5,11 @@ Two steps, so a service can run them in different places:
 - :func:`prepare_case` reads and preprocesses one case's files as the model card says
   (no runtime; the result is picklable, so it can be made in a worker process or on
   another Ray node). A bad file never raises: the error is kept in the
-  :class:`PreparedCase` and becomes the case's error record.
+  :class:`PreparedCase` and becomes the case's error record. It also records per task
+  how each file was read (decoder, what was stored, transforms) and checks its input
+  quality (:mod:`drifa_edge.data.quality`): a failing image is referred (``refer = true``,
+  ``referral.reason = "input_quality"``) or, with ``quality_action="refuse"``, the case is
+  an error.
 - :class:`Predictor` holds the opened runtime(s) of one model or ensemble and turns
   prepared cases into the JSON records that ``drifa-edge predict`` writes, one per
   case, in the order given (same schema and, for the same seed, the same values).
@@ -36,15 +40,17 @@ from drifa_edge.artifact.builds import list_builds
 from drifa_edge.artifact.card import ModelCard, ReferralRule
 from drifa_edge.artifact.checkpoint import WEIGHTS_FILE
 from drifa_edge.artifact.ensemble import ensemble_referral, resolve_members
+from drifa_edge.data.quality import QUALITY_ACTIONS
 from drifa_edge.errors import (
     ArtifactError,
+    ConfigError,
     DrifaError,
     MissingDependencyError,
     UnsupportedBackendError,
     suggest,
 )
 from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc
-from drifa_edge.inference.manifest import Case, case_seed, load_case
+from drifa_edge.inference.manifest import Case, case_seed, load_case_inputs
 from drifa_edge.inference.writers import ensemble_sha256, model_sha256, task_result
 from drifa_edge.metrics.uncertainty import summarize
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime, runtime_names
@@ -61,28 +67,85 @@ class PreparedCase:
 
     ``arrays`` holds one (C, S, S) float32 array per task in the card's task order, or
     is None when the case could not be read; ``error`` then says why (file and fix).
-    ``converted`` lists channel conversions applied (task -> "gray->RGB")."""
+    ``converted`` lists channel conversions applied (task -> "gray->RGB"); ``read`` says per
+    task how its file was read and its input-quality verdict (the record's ``read``);
+    ``quality`` holds the input-quality problems of the tasks that have any."""
 
     case: Case
     arrays: list[np.ndarray] | None = None
     converted: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    read: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quality: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def prepare_case(case: Case, card: ModelCard, allow_conversion: bool = False) -> PreparedCase:
-    """Decode and preprocess ``case`` as ``card`` says; errors are captured, never raised.
+def prepare_case(
+    case: Case, card: ModelCard, allow_conversion: bool = False, quality_action: str = "refer"
+) -> PreparedCase:
+    """Decode, quality-check and preprocess ``case`` as ``card`` says; errors are captured,
+    never raised.
 
     ``allow_conversion`` accepts gray files for RGB tasks and vice versa (converted and
-    recorded), see :func:`drifa_edge.inference.manifest.load_case`."""
+    recorded), see :mod:`drifa_edge.inference.case_inputs`. ``quality_action`` "refer"
+    (default) keeps a case whose image fails the input-quality check (it is referred),
+    "refuse" makes it an error naming the file and the problem."""
+    _check_quality_action(quality_action)
     try:
-        arrays, converted = load_case(case, card, allow_conversion)
+        inputs = load_case_inputs(case, card, allow_conversion)
     except Exception as e:  # a bad file must never stop the batch
         return PreparedCase(case, error=error_message(e))
-    return PreparedCase(case, arrays, converted)
+    read = {
+        task: x.read | {"input_quality": {"ok": not x.quality_issues, "issues": x.quality_issues}}
+        for task, x in inputs.items()
+    }
+    quality = {task: x.quality_issues for task, x in inputs.items() if x.quality_issues}
+    if quality and quality_action == "refuse":
+        error = "input_quality: " + "; ".join(
+            f"{task}: {inputs[task].read['file']}: {', '.join(issues)}" for task, issues in quality.items()
+        )
+        return PreparedCase(case, error=error, read=read, quality=quality)
+    converted = {t: x.conversion for t, x in inputs.items() if x.conversion}
+    return PreparedCase(case, [x.array for x in inputs.values()], converted, read=read, quality=quality)
+
+
+def _check_quality_action(action: str) -> None:
+    if action not in QUALITY_ACTIONS:
+        raise ConfigError(
+            f"input-quality action must be one of {QUALITY_ACTIONS}, got {action!r}"
+            + suggest(action, QUALITY_ACTIONS)
+        )
+
+
+def run_settings(
+    sha256: str,
+    runtime: str,
+    precision: str,
+    cfg: EngineConfig,
+    runtimes: Sequence[Runtime],
+    quality_action: str,
+) -> dict[str, Any]:
+    """What makes two runs' numbers comparable; every record carries it and ``--resume``
+    refuses a file written with other values (see ``inference.predict``)."""
+    seedable = all(rt.seedable for rt in runtimes)
+    if cfg.seed is None:
+        policy = "unseeded"
+    elif seedable:
+        policy = f"per-case (seed, case_id), seed {cfg.seed}"
+    else:
+        policy = "in-graph random (not seedable)"
+    return {
+        "model_sha256": sha256,
+        "runtime": runtime,
+        "precision": precision,
+        "samples": cfg.samples,
+        "seed_policy": policy,
+        "ensemble_size": len(runtimes),
+        "input_quality_action": quality_action,
+    }
 
 
 def error_message(e: BaseException) -> str:
@@ -176,7 +239,10 @@ class Predictor:
         options: RuntimeOptions,
         engine_cfg: EngineConfig,
         allow_conversion: bool = False,
+        quality_action: str = "refer",
     ) -> None:
+        _check_quality_action(quality_action)
+        self.quality_action = quality_action
         self.artifact = artifact
         self.runtime = runtime
         self.runtimes = runtimes
@@ -189,15 +255,13 @@ class Predictor:
             model_sha256(self.card) if len(runtimes) == 1 else ensemble_sha256([rt.card for rt in runtimes])
         )
         self.per_case_seed = engine_cfg.seed is not None and all(rt.seedable for rt in runtimes)
-        # the run metadata every record ends with
-        self.meta: dict[str, Any] = {
-            "model_sha256": self.sha256,
-            "runtime": runtime,
-            "precision": options.precision,
+        # the run metadata every record ends with; ``settings`` is what --resume compares
+        self.settings = run_settings(
+            self.sha256, runtime, options.precision, engine_cfg, runtimes, quality_action
+        )
+        self.meta: dict[str, Any] = self.settings | {
             "device": runtimes[0].device,
-            "samples": engine_cfg.samples,
             "seed": engine_cfg.seed,
-            "ensemble_size": len(runtimes),
             "rows_per_call": rows_per_call(engine_cfg, self.card.model, options.precision),
             "drifa_edge_version": __version__,
         }
@@ -210,6 +274,7 @@ class Predictor:
         options: RuntimeOptions | None = None,
         engine_cfg: EngineConfig | None = None,
         allow_conversion: bool = False,
+        quality_action: str = "refer",
     ) -> Predictor:
         """Open ``artifact`` (checkpoint, export or ensemble folder) with ``runtime``
         ("auto": torch for a checkpoint, else an installed runtime the export has a build for)."""
@@ -219,7 +284,7 @@ class Predictor:
         name = choose_runtime(artifact, runtime, options.precision)
         runtimes = open_members(artifact, name, options)
         try:
-            return cls(artifact, name, runtimes, options, engine_cfg, allow_conversion)
+            return cls(artifact, name, runtimes, options, engine_cfg, allow_conversion, quality_action)
         except BaseException:
             for rt in runtimes:
                 rt.close()
@@ -234,8 +299,8 @@ class Predictor:
         return len(self.runtimes)
 
     def prepare(self, case: Case) -> PreparedCase:
-        """:func:`prepare_case` with this predictor's card and channel setting."""
-        return prepare_case(case, self.card, self.allow_conversion)
+        """:func:`prepare_case` with this predictor's card, channel and input-quality settings."""
+        return prepare_case(case, self.card, self.allow_conversion, self.quality_action)
 
     def predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
         """One record per case, in order (prepared here, then run together)."""
@@ -278,7 +343,7 @@ class Predictor:
         return [
             (
                 {
-                    task: task_result(self.card, task, s, i, self.rules.get(task))
+                    task: task_result(self.card, task, s, i, self.rules.get(task), good[i].quality.get(task))
                     for task, s in summaries.items()
                 },
                 None if seeds is None else seeds[i],
@@ -297,6 +362,8 @@ class Predictor:
             "tasks": tasks,
             "inputs": {t: None if p is None else str(p) for t, p in case.inputs.items()},
         }
+        if it.read:
+            record["read"] = it.read
         if it.converted:
             record["channel_conversion"] = it.converted
         record["mc_seed"] = mc_seed

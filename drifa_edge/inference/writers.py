@@ -7,7 +7,10 @@ is a finished case. The CSV is derived from the JSON Lines file, never the
 other way round, and replaces its previous version in one rename.
 
 Numbers are written with 6 significant digits. ``refer`` is null when the card
-has no fitted threshold for the task (undecided, not "do not refer"). The model
+has no fitted threshold for the task (undecided, not "do not refer"), and true with
+``referral.reason = "input_quality"`` when the task's image failed the input-quality
+check (whatever the uncertainty); ``referral.reason`` is "uncertainty" for a referral by
+the fitted threshold and null otherwise. The model
 hash is the sha256 of the one file a card vouches for (``sha256sum
 model.safetensors``), or of the ``sha256sum``-style listing of all of them (an
 export folder), or for an ensemble of its members' hashes.
@@ -41,8 +44,10 @@ META_FIELDS = (
     "device",
     "samples",
     "seed",
+    "seed_policy",
     "mc_seed",
     "ensemble_size",
+    "input_quality_action",
     "drifa_edge_version",
 )
 
@@ -55,9 +60,15 @@ def _num(x: float) -> float:
 
 
 def task_result(
-    card: ModelCard, task: str, summary: Mapping[str, np.ndarray], i: int, rule: ReferralRule | None
+    card: ModelCard,
+    task: str,
+    summary: Mapping[str, np.ndarray],
+    i: int,
+    rule: ReferralRule | None,
+    quality_issues: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON result of one task for case ``i`` of a summarized batch."""
+    """The JSON result of one task for case ``i`` of a summarized batch; ``quality_issues``
+    (the input-quality problems of its image) force a referral with reason ``input_quality``."""
     classes = card.model.tasks[card.task_names.index(task)].classes
     out = {
         "predicted": classes[int(summary["predicted"][i])],
@@ -75,6 +86,11 @@ def task_result(
         score = float(referral_score(summary, rule.metric)[i])
         out["refer"] = bool(refer(np.array([score]), rule.threshold)[0])
         out["referral"] = {"metric": rule.metric, "threshold": _num(rule.threshold), "score": _num(score)}
+    out["referral"]["reason"] = "uncertainty" if out["refer"] else None
+    if quality_issues:
+        out["refer"] = True
+        out["referral"]["reason"] = "input_quality"
+        out["referral"]["input_quality"] = list(quality_issues)
     return out
 
 
@@ -123,14 +139,20 @@ class JsonlWriter:
             stream.write(line)
             stream.flush()
             return
-        self._file.write(line.encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(line.encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:  # disk full, device gone: name the file (write errors carry no path)
+            raise _with_path(e, self.path) from e
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as e:  # the last buffered bytes could not be written
+                raise _with_path(e, self.path) from e
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -172,7 +194,10 @@ def read_jsonl(path: Path, repair: bool = True) -> list[dict[str, Any]]:
 
 def rewrite_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Replace ``path`` with ``records`` atomically (temp file + fsync + rename)."""
-    atomic_write(path, "".join(dumps(r) + "\n" for r in records))
+    try:
+        atomic_write(path, "".join(dumps(r) + "\n" for r in records))
+    except OSError as e:
+        raise _with_path(e, path) from e
 
 
 def csv_columns(classes: Mapping[str, Sequence[str]]) -> list[str]:
@@ -180,7 +205,12 @@ def csv_columns(classes: Mapping[str, Sequence[str]]) -> list[str]:
     cols = ["case_id", "status", "error"]
     for task, names in classes.items():
         cols += [f"{task}_{f}" for f in TASK_FIELDS]
-        cols += [f"{task}_refer", f"{task}_referral_metric", f"{task}_referral_threshold"]
+        cols += [
+            f"{task}_refer",
+            f"{task}_refer_reason",
+            f"{task}_referral_metric",
+            f"{task}_referral_threshold",
+        ]
         cols += [f"{task}_p_{c}" for c in names] + [f"{task}_std_{c}" for c in names]
     return cols + list(META_FIELDS)
 
@@ -195,6 +225,7 @@ def record_to_row(record: Mapping[str, Any], classes: Mapping[str, Sequence[str]
         for f in TASK_FIELDS:
             row[f"{task}_{f}"] = t.get(f)
         row[f"{task}_refer"] = t.get("refer")
+        row[f"{task}_refer_reason"] = (t.get("referral") or {}).get("reason")
         row[f"{task}_referral_metric"] = (t.get("referral") or {}).get("metric")
         row[f"{task}_referral_threshold"] = (t.get("referral") or {}).get("threshold")
         for c in names:
@@ -212,4 +243,14 @@ def write_csv(path: Path, records: Iterable[Mapping[str, Any]], classes: Mapping
     writer.writeheader()
     for record in records:
         writer.writerow({k: "" if v is None else v for k, v in record_to_row(record, classes).items()})
-    atomic_write(path, buffer.getvalue())
+    try:
+        atomic_write(path, buffer.getvalue())
+    except OSError as e:  # disk full, read-only: name the file
+        raise _with_path(e, path) from e
+
+
+def _with_path(e: OSError, path: Path) -> OSError:
+    """``e`` with ``path`` as its file name, so the message can name the file."""
+    if e.filename is not None:
+        return e
+    return type(e)(e.errno, e.strerror or str(e), str(path))

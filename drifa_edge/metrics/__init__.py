@@ -18,7 +18,7 @@ constant, no cases) or are ``None`` where the docstring says so. Log-probabiliti
 clipped at ``EPS`` = 1e-12.
 """
 
-from drifa_edge.metrics._checks import EPS, UNSCORED, scored
+from drifa_edge.metrics._checks import EPS, PROB_TOLERANCE, UNSCORED, check_probabilities, scored
 from drifa_edge.metrics.agreement import kl_divergence, spearman
 from drifa_edge.metrics.calibration import (
     adaptive_ece,
@@ -50,7 +50,7 @@ from drifa_edge.metrics.uncertainty import (
 )
 
 __all__ = [
-    "EPS", "UNSCORED", "accuracy", "accuracy_at_coverage", "adaptive_ece", "aupr", "auroc",
+    "EPS", "PROB_TOLERANCE", "UNSCORED", "accuracy", "check_probabilities", "accuracy_at_coverage", "adaptive_ece", "aupr", "auroc",
     "balanced_accuracy", "bin_index", "brier", "confusion_matrix", "ece", "ece_from_parts", "entropy",
     "fit_calibration", "fit_referral_threshold", "fit_temperature", "kl_divergence", "macro_f1",
     "macro_f1_from_confusion", "mc_nll", "mce", "metric_deltas", "nll", "pair_metrics", "per_case_kl",

@@ -1,13 +1,47 @@
-"""Input checks and conventions shared by the metrics (see :mod:`drifa_edge.metrics`)."""
+"""Input checks and conventions shared by the metrics (see :mod:`drifa_edge.metrics`).
+
+Every function taking probabilities checks them (:func:`check_probabilities`): finite, in
+[0, 1] and each row summing to 1, both within ``PROB_TOLERANCE`` = 1e-3 (float16 softmax
+outputs and 6-digit JSON round-off pass; logits and percentages do not). A violation raises
+:class:`~drifa_edge.errors.ProbabilityError` saying what was received.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from drifa_edge.errors import BadInputError
+from drifa_edge.errors import BadInputError, ProbabilityError
 
 EPS = 1e-12
 UNSCORED = -1
+PROB_TOLERANCE = 1e-3
+
+
+def check_probabilities(probs: np.ndarray, name: str = "probs") -> np.ndarray:
+    """``probs`` as float64 if every row (last axis) is a probability vector, else
+    :class:`ProbabilityError` naming the values or row sums received."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.size == 0:
+        return probs
+    if not np.isfinite(probs).all():
+        bad = int((~np.isfinite(probs)).any(axis=-1).sum()) if probs.ndim else 1
+        raise ProbabilityError(f"{name} contain NaN or Inf ({bad} row(s)); pass finite class probabilities")
+    lo, hi = float(probs.min()), float(probs.max())
+    if lo < -PROB_TOLERANCE or hi > 1 + PROB_TOLERANCE:
+        raise ProbabilityError(
+            f"{name} must be probabilities in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+            "logits? apply softmax first (percentages: divide by 100)"
+        )
+    sums = probs.sum(axis=-1)
+    deviation = np.abs(sums - 1.0)
+    if float(deviation.max()) > PROB_TOLERANCE:
+        k = int(np.argmax(deviation))
+        raise ProbabilityError(
+            f"{name}: rows must sum to 1 (within {PROB_TOLERANCE:g}), got row sums in "
+            f"[{float(sums.min()):.4g}, {float(sums.max()):.4g}] (row {k}: {float(sums.flat[k]):.4g}); "
+            "pass softmax outputs, one row per case"
+        )
+    return probs
 
 
 def _check_labels(y: np.ndarray, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
@@ -30,8 +64,7 @@ def _check_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise BadInputError(f"probs must be shaped (cases, classes >= 2), got {probs.shape}")
-    if not np.isfinite(probs).all():
-        raise BadInputError("probs contain NaN or Inf")
+    probs = check_probabilities(probs)
     labels = _check_labels(labels, probs.shape[1])
     if labels.shape[0] != probs.shape[0]:
         raise BadInputError(f"{probs.shape[0]} rows of probs but {labels.shape[0]} labels")

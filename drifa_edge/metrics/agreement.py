@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from drifa_edge.errors import BadInputError
-from drifa_edge.metrics._checks import EPS
+from drifa_edge.metrics._checks import EPS, check_probabilities
 from drifa_edge.metrics.ranks import rankdata
 
 
@@ -17,8 +17,7 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     if p.shape != q.shape or p.ndim != 2:
         raise BadInputError(f"KL needs two (cases, classes) arrays of one shape, got {p.shape} and {q.shape}")
-    if not (np.isfinite(p).all() and np.isfinite(q).all()):
-        raise BadInputError("KL: probabilities contain NaN or Inf")
+    p, q = check_probabilities(p, "KL p"), check_probabilities(q, "KL q")
     ratio = np.log(np.clip(p, EPS, 1.0)) - np.log(np.clip(q, EPS, 1.0))
     return np.maximum(np.sum(np.where(p > 0, p * ratio, 0.0), axis=1), 0.0)
 

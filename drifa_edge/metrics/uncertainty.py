@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from drifa_edge.artifact.card import REFERRAL_METRICS
-from drifa_edge.errors import BadInputError, ConfigError, suggest
+from drifa_edge.errors import BadInputError, ConfigError, ProbabilityError, suggest
 
 _EPS = 1e-12
 
@@ -42,8 +42,12 @@ def summarize(samples: np.ndarray) -> dict[str, np.ndarray]:
         raise BadInputError(f"MC samples must be shaped (cases, samples, classes), got {samples.shape}")
     if not np.isfinite(samples).all():
         raise BadInputError("MC samples contain NaN or Inf")
-    if samples.min() < 0 or not np.allclose(samples.sum(axis=-1), 1.0, atol=1e-4):
-        raise BadInputError("MC samples must be probabilities (each row >= 0, summing to 1); got logits?")
+    if samples.min() < 0 or samples.max() > 1 or not np.allclose(samples.sum(axis=-1), 1.0, atol=1e-4):
+        raise ProbabilityError(
+            f"MC samples must be probabilities (each row in [0, 1], summing to 1 within 1e-4); got values in "
+            f"[{samples.min():.4g}, {samples.max():.4g}], row sums in "
+            f"[{samples.sum(-1).min():.4g}, {samples.sum(-1).max():.4g}]; logits? apply softmax first"
+        )
     mean = samples.mean(axis=1)  # (B, C)
     predictive = entropy(mean)
     expected = entropy(samples).mean(axis=1)

