@@ -17,7 +17,7 @@ POINTS = (
     "before_ack",  # just before the handler returns success
     "after_ack",  # the C-STORE response has been sent
     "during_inference",  # case INFERRING, result not yet written
-    "after_result_commit",  # result written and case DONE, SR/outbox not yet made
+    "after_result_commit",  # result committed (case DONE) and audited, SR/outbox not yet made
     "before_send",  # just before a C-STORE to a destination
     "after_send",  # destination acknowledged, outbox not yet marked sent
 )
@@ -26,8 +26,12 @@ _lock = threading.Lock()
 _counts: dict[str, int] = {}
 
 
-def crash_point(name: str) -> None:
-    """Exit the process at once if ``DRIFA_EDGE_CRASH_AT`` names this point (see module doc)."""
+def crash_point(name: str, after_s: float = 0.0) -> None:
+    """Exit the process if ``DRIFA_EDGE_CRASH_AT`` names this point (see module doc).
+
+    ``after_s`` > 0: return now and exit from another thread after that many seconds, for
+    points just *after* something the caller is about to do (pynetdicom announces a
+    response before it writes it to the socket)."""
     wanted = os.environ.get("DRIFA_EDGE_CRASH_AT")
     if not wanted:
         return
@@ -37,7 +41,13 @@ def crash_point(name: str) -> None:
     with _lock:
         _counts[name] = _counts.get(name, 0) + 1
         hit = _counts[name] >= int(nth or 1)
-    if hit:
-        sys.stderr.write(f"drifa-edge: test crash point {name!r} reached, exiting\n")
-        sys.stderr.flush()
-        os._exit(EXIT_CODE)
+    if hit and after_s:
+        threading.Timer(after_s, _exit, (name,)).start()
+    elif hit:
+        _exit(name)
+
+
+def _exit(name: str) -> None:
+    sys.stderr.write(f"drifa-edge: test crash point {name!r} reached, exiting\n")
+    sys.stderr.flush()
+    os._exit(EXIT_CODE)

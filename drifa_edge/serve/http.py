@@ -28,6 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drifa_edge.errors import missing_dependency
+
+try:  # this module is imported only when the HTTP API is enabled
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+except ImportError:  # pragma: no cover - reported by build_app
+    FastAPI = None  # type: ignore[assignment,misc]
+
 from drifa_edge.serve.ingest import Refused, atomic_write
 from drifa_edge.serve.store import Instance
 
@@ -40,11 +47,8 @@ OPEN_PATHS = ("/health/live", "/health/ready")
 
 def build_app(service: Service) -> Any:
     """The FastAPI application of one service."""
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, PlainTextResponse
-    except ImportError as e:
-        raise missing_dependency("fastapi", "serve") from e
+    if FastAPI is None:
+        raise missing_dependency("fastapi", "serve")
 
     app = FastAPI(title="drifa-edge serve", docs_url=None, redoc_url=None, openapi_url=None)
     token = service.cfg.http.bearer_token()

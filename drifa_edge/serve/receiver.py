@@ -111,4 +111,4 @@ class Receiver:
 
     def _on_sent(self, event: Any) -> None:
         if type(event.message).__name__ == "C_STORE_RSP":
-            crash_point("after_ack")
+            crash_point("after_ack", after_s=0.2)

@@ -133,7 +133,6 @@ class Worker:
         path = self.results_dir / case.case_id / f"v{version}.json"
         atomic_write(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
         committed, state = self.store.finish(case.case_id, case.ready_generation or case.generation, record, str(path))
-        crash_point("after_result_commit")
         self.inferred += 1
         tasks = record.get("tasks") or {}
         self.audit.write(
@@ -144,6 +143,7 @@ class Worker:
             runtime=record.get("runtime"), precision=record.get("precision"), samples=record.get("samples"),
             latency_s=round(time.time() - case.last_at, 3), batch_size=batch,
         )  # fmt: skip
+        crash_point("after_result_commit")
         if record["status"] == "ok" and self.on_result is not None:
             try:
                 self.on_result(case.case_id, committed, record)

@@ -143,6 +143,7 @@ def send(datasets: list, port: int, ae_title: str = SCU_AE, called: str = "DRIFA
     from pynetdicom import AE
 
     ae = AE(ae_title=ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     for ds in datasets:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
@@ -151,6 +152,9 @@ def send(datasets: list, port: int, ae_title: str = SCU_AE, called: str = "DRIFA
     statuses = []
     try:
         for ds in datasets:
+            if not assoc.is_established:  # the peer went away (a crash point): no answer
+                statuses.append(None)
+                continue
             status = assoc.send_c_store(ds)
             statuses.append(int(status.Status) if status else None)
     finally:
