@@ -1,0 +1,316 @@
+"""C-STORE of due outbox rows to the configured destinations (PACS), with pynetdicom.
+
+:meth:`Sender.run_once` lists what is due, opens one association per destination, sends
+each file, and records every outcome in the outbox: an acknowledgement with a Success or
+Warning status (e.g. 0xB000 coercion) is ``mark_sent``; a Failure status, a missing
+response (DIMSE timeout, abort), a rejected or unreachable association each become
+``mark_failed`` with the status and a reason that says which destination and why. A file
+that is gone is given up at once (``DEAD``): no retry can bring it back. Delivery is at
+least once (see ``drifa_edge.serve.outbox``).
+
+DICOM TLS: a destination with :class:`DicomTls` is reached through pynetdicom's
+``tls_args`` (an ``ssl.SSLContext`` verifying the peer against ``ca_file``, with an
+optional client certificate for mutual TLS).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drifa_edge.errors import ConfigError, missing_dependency
+from drifa_edge.serve.outbox import Outbox, OutboxItem
+
+log = logging.getLogger(__name__)
+
+# the outcomes one attempt can have, for counting and the audit log
+SENT_OK, FAILED, GAVE_UP = "sent", "failed", "dead"
+
+
+def _check_ae(title: str, what: str) -> None:
+    if not title or len(title) > 16 or "\\" in title or not title.isascii() or title != title.strip():
+        raise ConfigError(
+            f"{what} {title!r} is not a valid AE title (1-16 ASCII characters, no backslash, "
+            "no leading or trailing spaces)"
+        )
+
+
+@dataclass(frozen=True)
+class DicomTls:
+    """TLS for one destination: trust ``ca_file``; ``cert_file``/``key_file`` for mutual TLS."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise ConfigError(f"DICOM TLS {name} {value} does not exist; give the path of a PEM file")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("DICOM TLS: give both cert_file and key_file (mutual TLS) or neither")
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        ctx.check_hostname = self.check_hostname
+        if self.cert_file is not None:
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return ctx
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A C-STORE SCP to send results to. ``name`` is the key used in the outbox."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    tls: DicomTls | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"destination name {self.name!r} must be alphanumeric (with - or _)")
+        _check_ae(self.ae_title, f"destination {self.name}: AE title")
+        if not 0 < int(self.port) < 65536:
+            raise ConfigError(f"destination {self.name}: port must be 1-65535, got {self.port}")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.ae_title}@{self.host}:{self.port}{' TLS' if self.tls else ''})"
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """Who we are and how long to wait (seconds)."""
+
+    destinations: tuple[Destination, ...]
+    calling_ae_title: str = "DRIFA_EDGE"
+    connection_timeout_s: float = 10.0
+    acse_timeout_s: float = 30.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 60.0
+    batch_limit: int = 100  # rows per run_once
+
+    def __post_init__(self) -> None:
+        _check_ae(self.calling_ae_title, "calling AE title")
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"destination names must be unique, got {names}")
+        for key in ("connection_timeout_s", "acse_timeout_s", "dimse_timeout_s", "network_timeout_s"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.batch_limit < 1:
+            raise ConfigError(f"batch_limit must be >= 1, got {self.batch_limit}")
+
+    def destination(self, name: str) -> Destination | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What happened to one outbox row in one run."""
+
+    item: OutboxItem
+    outcome: str  # SENT_OK, FAILED or GAVE_UP (FAILED rows that reached give-up are GAVE_UP)
+    status: int | None
+    reason: str | None
+    seconds: float
+
+
+@dataclass
+class SendReport:
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(a.outcome == outcome for a in self.attempts)
+
+    @property
+    def sent(self) -> int:
+        return self.count(SENT_OK)
+
+    @property
+    def failed(self) -> int:
+        return self.count(FAILED) + self.count(GAVE_UP)
+
+
+def _crash_point(name: str) -> None:
+    """Test-only: ``DRIFA_EDGE_CRASH_AT=<name>`` exits here (same contract as the service's
+    ``drifa_edge.serve.crash``; kept local so this module stands alone)."""
+    if os.environ.get("DRIFA_EDGE_CRASH_AT", "").partition(":")[0] == name:
+        sys.stderr.write(f"drifa-edge: test crash point {name!r} reached, exiting\n")
+        sys.stderr.flush()
+        os._exit(137)
+
+
+class Sender:
+    """Delivers due outbox rows; one instance per process (see the outbox's at-least-once note).
+
+    ``on_attempt`` is called after each recorded outcome (for the audit log and metrics)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        config: SenderConfig,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> None:
+        try:
+            import pynetdicom  # noqa: F401
+        except ImportError as e:
+            raise missing_dependency("pynetdicom", "serve") from e
+        self.outbox = outbox
+        self.config = config
+        self.on_attempt = on_attempt
+
+    def run_once(self, now: float | None = None) -> SendReport:
+        """Send every row due at ``now``; returns what happened. Never raises for a send
+        failure (it is recorded); raises only for programming or database errors."""
+        now = time.time() if now is None else now
+        report = SendReport()
+        by_destination: dict[str, list[OutboxItem]] = {}
+        for item in self.outbox.due(now, limit=self.config.batch_limit):
+            by_destination.setdefault(item.destination, []).append(item)
+        for name, items in by_destination.items():
+            dest = self.config.destination(name)
+            if dest is None:
+                reason = f"destination {name!r} is not in the configuration (known: {[d.name for d in self.config.destinations]})"
+                for item in items:
+                    self._record(report, item, None, reason, now, 0.0)
+                continue
+            self._send_to(dest, items, report, now)
+        return report
+
+    # -------------------------------------------------------------- one destination
+
+    def _send_to(self, dest: Destination, items: list[OutboxItem], report: SendReport, now: float) -> None:
+        ready = []
+        for item in items:
+            if not item.file_path.is_file():
+                self.outbox.mark_dead(item.id, f"file {item.file_path} is gone; rebuild the result", now)
+                self._notify(report, Attempt(self.outbox.get(item.id), GAVE_UP, None, "file missing", 0.0))
+            else:
+                ready.append(item)
+        if not ready:
+            return
+        started = time.monotonic()
+        assoc, reason = self._associate(dest, ready)
+        if assoc is None:
+            for item in ready:
+                self._record(report, item, None, reason, now, time.monotonic() - started)
+            return
+        try:
+            for item in ready:
+                t0 = time.monotonic()
+                status, why = self._store(assoc, dest, item)
+                self._record(report, item, status, why, now, time.monotonic() - t0)
+                if not assoc.is_established:  # aborted mid-way: the rest fail now, retried later
+                    for rest in ready[ready.index(item) + 1 :]:
+                        self._record(report, rest, None, f"{dest}: association lost", now, 0.0)
+                    break
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _associate(self, dest: Destination, items: Sequence[OutboxItem]):
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom import AE, evt
+
+        cfg = self.config
+        ae = AE(ae_title=cfg.calling_ae_title)
+        ae.connection_timeout = cfg.connection_timeout_s
+        ae.acse_timeout = cfg.acse_timeout_s
+        ae.dimse_timeout = cfg.dimse_timeout_s
+        ae.network_timeout = cfg.network_timeout_s
+        for sop_class in sorted({i.sop_class_uid for i in items})[:128]:
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        rejected: list[str] = []
+        connected: list[bool] = []
+
+        def on_rejected(event) -> None:
+            p = event.primitive
+            rejected.append(f"{p.result_str}: {p.reason_str} (source {p.source_str})")
+
+        tls_args = None
+        if dest.tls is not None:
+            try:
+                tls_args = (dest.tls.context(), dest.host)
+            except (OSError, ssl.SSLError) as e:
+                return None, f"{dest}: TLS setup failed ({e})"
+        try:
+            assoc = ae.associate(
+                dest.host,
+                int(dest.port),
+                ae_title=dest.ae_title,
+                tls_args=tls_args,
+                evt_handlers=[
+                    (evt.EVT_REJECTED, on_rejected),
+                    (evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
+                ],
+            )
+        except (OSError, ssl.SSLError) as e:
+            return None, f"{dest}: cannot connect ({e})"
+        if assoc.is_established:
+            return assoc, None
+        if not connected:
+            return None, (
+                f"{dest}: cannot connect (refused, unreachable or no answer within "
+                f"{cfg.connection_timeout_s} s)"
+            )
+        if assoc.is_rejected:
+            return None, f"{dest}: association rejected ({'; '.join(rejected) or 'no reason given'})"
+        if assoc.is_aborted:
+            return None, f"{dest}: association aborted by the peer"
+        return (
+            None,
+            f"{dest}: no association (connection refused or timed out after {cfg.connection_timeout_s} s)",
+        )
+
+    def _store(self, assoc, dest: Destination, item: OutboxItem) -> tuple[int | None, str | None]:
+        from pynetdicom.status import code_to_category
+
+        _crash_point("before_send")
+        started = time.monotonic()
+        try:
+            response = assoc.send_c_store(item.file_path)
+        except (ValueError, RuntimeError, OSError) as e:  # no accepted context, unreadable file
+            return None, f"{dest}: C-STORE of {item.file_path.name} not sent ({e})"
+        if "Status" not in response:
+            waited = time.monotonic() - started
+            if waited < self.config.dimse_timeout_s:  # the peer ended the association (A-ABORT)
+                return None, f"{dest}: association aborted by the peer during C-STORE, not stored"
+            return None, f"{dest}: no C-STORE response within {self.config.dimse_timeout_s} s"
+        status = int(response.Status)
+        _crash_point("after_send")
+        category = code_to_category(status)
+        if category in ("Success", "Warning"):
+            return status, None
+        comment = response.get("ErrorComment", "")
+        return (
+            status,
+            f"{dest}: C-STORE status 0x{status:04X} ({category}{': ' + comment if comment else ''})",
+        )
+
+    # -------------------------------------------------------------- recording
+
+    def _record(self, report, item, status, reason, now, seconds) -> None:
+        if reason is None:
+            self.outbox.mark_sent(item.id, status or 0, now)
+            attempt = Attempt(self.outbox.get(item.id), SENT_OK, status, None, seconds)
+        else:
+            updated = self.outbox.mark_failed(item.id, reason, status, now)
+            outcome = GAVE_UP if updated.state == "DEAD" else FAILED
+            log.warning("send %s to %s failed: %s", item.sop_instance_uid, item.destination, reason)
+            attempt = Attempt(updated, outcome, status, reason, seconds)
+        self._notify(report, attempt)
+
+    def _notify(self, report: SendReport, attempt: Attempt) -> None:
+        report.attempts.append(attempt)
+        if self.on_attempt is not None:
+            self.on_attempt(attempt)
