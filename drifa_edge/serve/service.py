@@ -43,6 +43,7 @@ class Service:
         self.cfg = cfg
         self.started_at: float | None = None
         self.receiver = self.http = self.watcher = self.retention = self.outbox = None
+        self.assembler = self.worker = None
         self._stopped = threading.Event()
 
     # -------------------------------------------------------------- life cycle
@@ -97,12 +98,8 @@ class Service:
         return self
 
     def stop(self) -> None:
-        for part in (self.http, self.watcher, self.receiver):
-            if part is not None:
-                part.stop()
-        if self.outbox is not None:
-            self.outbox.stop()
-        for part in (self.retention, self.assembler, self.worker):
+        # the ways in first, then what is behind them; the outbox last (the worker feeds it)
+        for part in (self.http, self.watcher, self.receiver, self.retention, self.assembler, self.worker, self.outbox):
             if part is not None:
                 part.stop()
         self.predictor.close()
@@ -118,7 +115,8 @@ class Service:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        self._stopped.wait()
+        while not self._stopped.wait(0.5):  # a timed wait lets the signal handler run promptly
+            pass
         self._stopped.clear()
         self.stop()
 
@@ -170,8 +168,12 @@ class Service:
     # -------------------------------------------------------------- results (SR + outbox)
 
     def _start_results(self) -> None:
-        """Wire the results module (SR) and the outbox when they are installed (branch ``results``)."""
-        self._results_hook = None
+        """SR writing, outbox and sender (``results_wiring``); reconciles DONE cases first."""
+        from drifa_edge.serve.results_wiring import ResultsPipeline
+
+        self.outbox = ResultsPipeline(self.cfg, self.store, self.audit, self.predictor.card)
+        self.outbox.start()
+        self._results_hook = self.outbox.on_result
 
     def _on_result(self, case_id: str, version: int, record: dict[str, Any]) -> None:
         self.metrics.cases_inferred.labels(record.get("status", "error")).inc()

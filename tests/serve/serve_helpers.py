@@ -91,7 +91,8 @@ def make_instance(pixels: np.ndarray, study_uid: str, series_uid: str, sop_uid: 
     ds.SeriesInstanceUID = series_uid
     ds.PatientName = "Test^Patient"
     ds.PatientID = patient_id
-    ds.StudyDate = "20260101"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "120000", "ACC1", "1"
+    ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "", "O", ""
     ds.Modality = "OT"
     ds.SeriesDescription = description
     ds.SeriesNumber = series_number
@@ -138,12 +139,13 @@ def write_files(datasets: list, folder: Path) -> list[Path]:
 # ------------------------------------------------------------------ senders
 
 
-def send(datasets: list, port: int, ae_title: str = SCU_AE, called: str = "DRIFA_EDGE") -> list[int | None]:
+def send(datasets: list, port: int, ae_title: str = SCU_AE, called: str = "DRIFA_EDGE",
+         timeout: float = 10.0) -> list[int | None]:  # fmt: skip
     """C-STORE each dataset over one association with pynetdicom; the statuses (None: no answer)."""
     from pynetdicom import AE
 
     ae = AE(ae_title=ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for ds in datasets:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
@@ -249,6 +251,14 @@ class ServeProcess:
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         return self.proc.wait(timeout)
+
+    def kill(self) -> int:
+        """kill -9 (also a crash: the store must not care)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait()
+        self._log.close()
+        return code
 
     def stop(self) -> int:
         if self.proc.poll() is None:

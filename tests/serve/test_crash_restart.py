@@ -1,7 +1,7 @@
 """Crash points (``DRIFA_EDGE_CRASH_AT``): the real ``drifa-edge serve`` subprocess exits at
 a named point, is restarted, and the sender re-sends what was not acknowledged (as a
 modality does). Every acknowledged instance survives, and the study gets exactly one
-result version. Two points run by default; the others are marked slow (each restart
+result version. One point runs by default; the others are marked slow (each restart
 loads the model again, ~5 s here)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from drifa_edge.serve.audit import read_audit
 from drifa_edge.serve.crash import EXIT_CODE
 from drifa_edge.serve.store import Store
 
-FAST = ("after_store_commit", "during_inference")
-SLOW = ("after_instance_fsync", "before_ack", "after_ack", "after_result_commit")
+FAST = ("after_store_commit",)
+SLOW = ("after_instance_fsync", "before_ack", "after_ack", "during_inference", "after_result_commit")
 
 
 def _run_crash(tiny_model, tmp_path, point):
@@ -22,7 +22,7 @@ def _run_crash(tiny_model, tmp_path, point):
     study = make_study(0)
     svc = ServeProcess(tiny_model, config, crash_at=point)
     try:
-        statuses = send(study, svc.dicom_port)
+        statuses = send(study, svc.dicom_port, timeout=2.0)  # the peer dies: do not wait long
         assert svc.wait_exit(60) == EXIT_CODE
     finally:
         svc.stop()
@@ -48,7 +48,7 @@ def _run_crash(tiny_model, tmp_path, point):
         finally:
             store.close()
     finally:
-        assert svc.stop() in (0, -15)
+        svc.kill()
     events = [e["event"] for e in read_audit(tmp_path / "root" / "audit.jsonl")]
     assert events.count("inferred") == 1
     return statuses, events
@@ -57,8 +57,7 @@ def _run_crash(tiny_model, tmp_path, point):
 @pytest.mark.parametrize("point", FAST)
 def test_crash_point_restart(tiny_model, tmp_path, point):
     statuses, events = _run_crash(tiny_model, tmp_path, point)
-    if point == "during_inference":
-        assert statuses == [0, 0] and "recovered" in events
+    assert statuses[0] is None  # the first instance was stored but never acknowledged
 
 
 @pytest.mark.slow
@@ -69,3 +68,5 @@ def test_crash_point_restart_slow(tiny_model, tmp_path, point):
         assert statuses[0] is None and "recovered_instance" in events
     if point == "after_ack":
         assert statuses[0] == 0
+    if point == "during_inference":
+        assert statuses == [0, 0] and "recovered" in events
