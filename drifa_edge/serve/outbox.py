@@ -186,32 +186,34 @@ class Outbox:
         self,
         case_id: str,
         result_version: int,
-        file_path: str | Path,
+        file_path: str | Path | Sequence[str | Path],
         destinations: Iterable[str],
         now: float | None = None,
     ) -> list[int]:
-        """Add one PENDING row per destination for the DICOM file ``file_path``; returns the
-        row ids. Idempotent: a (SOP Instance UID, destination) already present is left as
-        it is (whatever its state) and its id returned."""
+        """Add one PENDING row per (file, destination) for the DICOM file(s) ``file_path``;
+        returns the row ids, file by file. Several files go in one transaction, so after a
+        crash a case has all its rows or none. Idempotent: a (SOP Instance UID,
+        destination) already present is left as it is (whatever its state), its id returned."""
         now = time.time() if now is None else now
         destinations = list(dict.fromkeys(destinations))
         if not destinations:
             raise ConfigError(f"case {case_id}: enqueue needs at least one destination")
-        sop_uid, sop_class = dicom_identity(file_path)
-        path = str(Path(file_path).resolve())
+        paths = [file_path] if isinstance(file_path, (str, Path)) else list(file_path)
+        files = [(str(Path(p).resolve()), *dicom_identity(p)) for p in paths]  # read before locking
         ids = []
         with self._tx() as db:
-            for dest in destinations:
-                db.execute(
-                    "INSERT OR IGNORE INTO outbox (case_id, result_version, destination, file_path, "
-                    "sop_instance_uid, sop_class_uid, state, created_at, next_attempt_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'PENDING', ?, ?)",
-                    (str(case_id), int(result_version), dest, path, sop_uid, sop_class, now, now),
-                )
-                row = db.execute(
-                    "SELECT id FROM outbox WHERE sop_instance_uid=? AND destination=?", (sop_uid, dest)
-                ).fetchone()
-                ids.append(int(row[0]))
+            for path, sop_uid, sop_class in files:
+                for dest in destinations:
+                    db.execute(
+                        "INSERT OR IGNORE INTO outbox (case_id, result_version, destination, file_path, "
+                        "sop_instance_uid, sop_class_uid, state, created_at, next_attempt_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'PENDING', ?, ?)",
+                        (str(case_id), int(result_version), dest, path, sop_uid, sop_class, now, now),
+                    )
+                    row = db.execute(
+                        "SELECT id FROM outbox WHERE sop_instance_uid=? AND destination=?", (sop_uid, dest)
+                    ).fetchone()
+                    ids.append(int(row[0]))
         return ids
 
     def mark_sent(self, item_id: int, status: int = 0, now: float | None = None) -> None:

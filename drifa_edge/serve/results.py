@@ -1,6 +1,6 @@
 """DICOM results of one case: a Comprehensive 3D SR (TID 1500 Measurement Report) made
-with highdicom, and an optional Secondary Capture summary image, both deterministic in
-their UIDs so that a retry never makes a second result.
+with highdicom, and an optional Secondary Capture summary image (``summary_image``), both
+deterministic in their UIDs so that a retry never makes a second result.
 
 What the SR holds (one TID 1501 "Measurements and qualitative evaluations" group per task):
 
@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
@@ -68,8 +68,6 @@ MANUFACTURER = "drifa-edge"
 UNIT_NAT = ("{nat}", "UCUM", "nat (natural-log information unit, dimensionless)")
 UID_NAMESPACE = "drifa-edge/result/1"  # change only with a new UID scheme: it moves every UID
 SR_SERIES_NUMBER = 9901
-SC_SERIES_NUMBER = 9902
-NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSTIC USE"
 # (record key, code value, code meaning) of the uncertainty measurements, in nats
 _ENTROPIES = (
     ("mutual_information", "MI", "Mutual information (MC dropout, epistemic)"),
@@ -78,7 +76,8 @@ _ENTROPIES = (
 )
 
 
-def _hd():
+def import_highdicom():
+    """highdicom, or the error naming the extra to install."""
     try:
         import highdicom
     except ImportError as e:
@@ -130,15 +129,17 @@ def result_uids(study_uid: str, case_id: str, result_version: int, model_sha256:
 # ------------------------------------------------------------------ checks
 
 
-def _flatten(sources: Mapping[str, Any]) -> dict[str, list[Any]]:
+def sources_by_task(sources: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{task: Dataset or [Dataset, ...]}`` as ``{task: [Dataset, ...]}``."""
     out = {}
     for task, ds in sources.items():
         out[task] = list(ds) if isinstance(ds, (list, tuple)) else [ds]
     return out
 
 
-def _check(record: Mapping[str, Any], sources: dict[str, list[Any]], card: ModelCard) -> str:
-    """Validate the inputs; returns the study UID."""
+def check_inputs(record: Mapping[str, Any], sources: dict[str, list[Any]], card: ModelCard) -> str:
+    """The study UID of a result, after checking the record (``ok``, the card's tasks and
+    classes) and the sources (UIDs present, one study); :class:`BadInputError` otherwise."""
     case = record.get("case_id", "?")
     if record.get("status") != "ok" or not isinstance(record.get("tasks"), Mapping):
         raise BadInputError(
@@ -165,10 +166,20 @@ def _check(record: Mapping[str, Any], sources: dict[str, list[Any]], card: Model
                     "(at most 64 characters, no backslash); rename it in the model card"
                 )
     if not any(sources.values()):
-        raise BadInputError(f"case {case}: no source instances; an SR must reference its images")
+        raise BadInputError(
+            f"case {case}: no source DICOM instances; an SR joins the study of its images, so a case "
+            "that did not arrive as DICOM gets the JSON record only"
+        )
     unknown = set(sources) - tasks
     if unknown:
         raise BadInputError(f"case {case}: sources for unknown tasks {sorted(unknown)}")
+    for task, dss in sources.items():
+        for ds in dss:
+            if not ds.get("StudyInstanceUID") or not ds.get("SOPInstanceUID") or not ds.get("SOPClassUID"):
+                raise BadInputError(
+                    f"case {case}, task {task}: a source instance lacks its Study/SOP Instance/SOP Class "
+                    "UID; pass the datasets as received (stop_before_pixels is fine)"
+                )
     studies = {str(ds.StudyInstanceUID) for dss in sources.values() for ds in dss}
     if len(studies) != 1:
         raise BadInputError(
@@ -182,7 +193,7 @@ def _check(record: Mapping[str, Any], sources: dict[str, list[Any]], card: Model
 
 
 def _code(value: str, meaning: str, scheme: str = SCHEME):
-    return _hd().sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+    return import_highdicom().sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
 def class_code(task: str, name: str):
@@ -208,22 +219,19 @@ def model_name(card: ModelCard) -> str:
 def algorithm_parameters(
     record: Mapping[str, Any], task_result: Mapping[str, Any], version: int
 ) -> list[str]:
-    params = [
-        f"model_sha256={record.get('model_sha256')}",
-        f"runtime={record.get('runtime')}",
-        f"precision={record.get('precision')}",
-        f"samples={record.get('samples')}",
-        f"ensemble_size={record.get('ensemble_size')}",
-        f"device={record.get('device')}",
-        f"mc_seed={record.get('mc_seed')}",
-        f"result_version={version}",
-    ]
+    """``key=value`` strings of the TID 4019 Algorithm Parameters (JSON ``null`` for None)."""
+    keys = ("model_sha256", "runtime", "precision", "samples", "ensemble_size", "device", "mc_seed")
+    params = [f"{key}={_text(record.get(key))}" for key in keys] + [f"result_version={version}"]
     rule = task_result.get("referral") or {}
     if rule.get("threshold") is not None:
         params.append(f"referral={rule['metric']} > {rule['threshold']} (score {rule['score']})")
     else:
         params.append(f"referral=undecided (no fitted threshold for {rule.get('metric')})")
     return params
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)
 
 
 def _task_group(hd, codes, task, result, record, sources, card, uids, version):
@@ -282,11 +290,11 @@ def build_sr(
     :class:`BadInputError` for a failed record, tasks or classes not on the card, or
     sources from more than one study.
     """
-    hd = _hd()
+    hd = import_highdicom()
     from pydicom.sr.codedict import codes
 
-    srcs = _flatten(sources)
-    study_uid = _check(record, srcs, card)
+    srcs = sources_by_task(sources)
+    study_uid = check_inputs(record, srcs, card)
     version = int(result_version if result_version is not None else record.get("result_version", 1))
     uids = result_uids(study_uid, str(record["case_id"]), version, str(record.get("model_sha256") or ""))
     groups = [
@@ -332,87 +340,6 @@ def build_sr(
         ],
     )
     return sr
-
-
-# ------------------------------------------------------------------ summary image
-
-
-def summary_lines(record: Mapping[str, Any], version: int) -> list[str]:
-    """The text burned into the summary image."""
-    lines = [NOT_FOR_DIAGNOSTIC_USE_LINE, f"case {record.get('case_id')}  result v{version}", ""]
-    for task, r in (record.get("tasks") or {}).items():
-        refer = {None: "undecided", True: "REFER", False: "no"}[r.get("refer")]
-        lines += [
-            f"{task}: {r['predicted']}  p={r['confidence']:.3f}",
-            f"   MI={r['mutual_information']:.4f}  H={r['predictive_entropy']:.4f} nat  refer: {refer}",
-        ]
-    lines += [
-        "",
-        f"model {str(record.get('model_sha256'))[:16]}  {record.get('runtime')}/{record.get('precision')}",
-        f"T={record.get('samples')}  drifa-edge {record.get('drifa_edge_version')}",
-        NOT_FOR_DIAGNOSTIC_USE_LINE,
-    ]
-    return lines
-
-
-NOT_FOR_DIAGNOSTIC_USE_LINE = f"*** {NOT_FOR_DIAGNOSIS} - AI RESULT, UNVERIFIED ***"
-
-
-def _render(lines: Sequence[str], size: int = 512):
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
-
-    img = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    for i, line in enumerate(lines):
-        draw.text((10, 10 + 18 * i), line, fill=255, font=font)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def build_summary_image(
-    record: Mapping[str, Any],
-    sources: Mapping[str, Any],
-    card: ModelCard,
-    result_version: int | None = None,
-):
-    """A Secondary Capture image with the result as burned-in text, marked not for diagnostic
-    use (BurnedInAnnotation YES, ImageComments, the series description and the text itself).
-    Viewers that render SR poorly still show this. Same checks as :func:`build_sr`."""
-    hd = _hd()
-    srcs = _flatten(sources)
-    study_uid = _check(record, srcs, card)
-    version = int(result_version if result_version is not None else record.get("result_version", 1))
-    uids = result_uids(study_uid, str(record["case_id"]), version, str(record.get("model_sha256") or ""))
-    first = next(ds for dss in srcs.values() for ds in dss)
-    sc = hd.sc.SCImage(
-        pixel_array=_render(summary_lines(record, version)),
-        photometric_interpretation="MONOCHROME2",
-        bits_allocated=8,
-        coordinate_system="PATIENT",
-        study_instance_uid=study_uid,
-        series_instance_uid=uids.sc_series,
-        series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=uids.sc_instance,
-        instance_number=version,
-        manufacturer=MANUFACTURER,
-        patient_id=first.get("PatientID"),
-        patient_name=first.get("PatientName"),
-        patient_birth_date=first.get("PatientBirthDate"),
-        patient_sex=first.get("PatientSex") or None,
-        accession_number=first.get("AccessionNumber"),
-        study_id=first.get("StudyID"),
-        study_date=first.get("StudyDate") or None,
-        study_time=first.get("StudyTime") or None,
-        referring_physician_name=first.get("ReferringPhysicianName"),
-        patient_orientation=("L", "F"),  # required by highdicom; emptied below (type 2: unknown)
-        series_description=f"drifa-edge summary v{version} - {NOT_FOR_DIAGNOSIS}",
-        software_versions=str(record.get("drifa_edge_version") or __version__),
-    )
-    sc.PatientOrientation = None
-    sc.BurnedInAnnotation = "YES"
-    sc.ImageComments = f"{NOT_FOR_DIAGNOSIS}: rendered summary of an unverified AI result"
-    return sc
 
 
 # ------------------------------------------------------------------ files
@@ -473,6 +400,8 @@ def write_results(
     sr_path = write_dataset(sr, out_dir / f"sr-v{version}.dcm")
     summary_path = None
     if summary_image:
+        from drifa_edge.serve.summary_image import build_summary_image
+
         sc = build_summary_image(record, sources, card, version)
         summary_path = write_dataset(sc, out_dir / f"summary-v{version}.dcm")
     uids = result_uids(

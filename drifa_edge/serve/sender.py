@@ -19,6 +19,7 @@ import logging
 import os
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +151,29 @@ def _crash_point(name: str) -> None:
         os._exit(137)
 
 
+class _TransportErrors(logging.Handler):
+    """Collects pynetdicom's transport error lines while installed (pynetdicom reports a
+    refused connection or a failed TLS handshake only in its log)."""
+
+    LOGGER = "pynetdicom.transport"
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Association request failed" not in message:  # the generic line; keep the cause
+            self.messages.append(message)
+
+    def __enter__(self) -> _TransportErrors:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
 class Sender:
     """Delivers due outbox rows; one instance per process (see the outbox's at-least-once note).
 
@@ -180,12 +204,23 @@ class Sender:
         for name, items in by_destination.items():
             dest = self.config.destination(name)
             if dest is None:
-                reason = f"destination {name!r} is not in the configuration (known: {[d.name for d in self.config.destinations]})"
+                known = [d.name for d in self.config.destinations]
+                reason = f"destination {name!r} is not in the configuration (known: {known})"
                 for item in items:
                     self._record(report, item, None, reason, now, 0.0)
                 continue
             self._send_to(dest, items, report, now)
         return report
+
+    def run_forever(self, stop: threading.Event, interval_s: float = 1.0) -> None:
+        """Call :meth:`run_once` every ``interval_s`` seconds until ``stop`` is set (for the
+        service's sender thread). A database error is logged and retried, not raised."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # keep the thread alive; the rows stay in the outbox
+                log.exception("sender run failed; trying again in %.1f s", interval_s)
+            stop.wait(interval_s)
 
     # -------------------------------------------------------------- one destination
 
@@ -243,34 +278,31 @@ class Sender:
                 tls_args = (dest.tls.context(), dest.host)
             except (OSError, ssl.SSLError) as e:
                 return None, f"{dest}: TLS setup failed ({e})"
-        try:
-            assoc = ae.associate(
-                dest.host,
-                int(dest.port),
-                ae_title=dest.ae_title,
-                tls_args=tls_args,
-                evt_handlers=[
-                    (evt.EVT_REJECTED, on_rejected),
-                    (evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
-                ],
-            )
-        except (OSError, ssl.SSLError) as e:
-            return None, f"{dest}: cannot connect ({e})"
+        handlers = [
+            (evt.EVT_REJECTED, on_rejected),
+            (evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
+        ]
+        with _TransportErrors() as errors:  # pynetdicom logs why a connection failed (TLS, refused)
+            try:
+                assoc = ae.associate(
+                    dest.host,
+                    int(dest.port),
+                    ae_title=dest.ae_title,
+                    tls_args=tls_args,
+                    evt_handlers=handlers,
+                )
+            except (OSError, ssl.SSLError) as e:
+                return None, f"{dest}: cannot connect ({e})"
         if assoc.is_established:
             return assoc, None
         if not connected:
-            return None, (
-                f"{dest}: cannot connect (refused, unreachable or no answer within "
-                f"{cfg.connection_timeout_s} s)"
-            )
+            why = errors.messages[-1] if errors.messages else f"no answer within {cfg.connection_timeout_s} s"
+            return None, f"{dest}: cannot connect ({why})"
         if assoc.is_rejected:
             return None, f"{dest}: association rejected ({'; '.join(rejected) or 'no reason given'})"
         if assoc.is_aborted:
             return None, f"{dest}: association aborted by the peer"
-        return (
-            None,
-            f"{dest}: no association (connection refused or timed out after {cfg.connection_timeout_s} s)",
-        )
+        return None, f"{dest}: no association (no A-ASSOCIATE answer within {cfg.acse_timeout_s} s)"
 
     def _store(self, assoc, dest: Destination, item: OutboxItem) -> tuple[int | None, str | None]:
         from pynetdicom.status import code_to_category
@@ -279,11 +311,11 @@ class Sender:
         started = time.monotonic()
         try:
             response = assoc.send_c_store(item.file_path)
-        except (ValueError, RuntimeError, OSError) as e:  # no accepted context, unreadable file
+        except Exception as e:  # no accepted context, unreadable or corrupt file: record, go on
             return None, f"{dest}: C-STORE of {item.file_path.name} not sent ({e})"
         if "Status" not in response:
             waited = time.monotonic() - started
-            if waited < self.config.dimse_timeout_s:  # the peer ended the association (A-ABORT)
+            if waited < 0.9 * self.config.dimse_timeout_s:  # too early for our timeout: the peer aborted
                 return None, f"{dest}: association aborted by the peer during C-STORE, not stored"
             return None, f"{dest}: no C-STORE response within {self.config.dimse_timeout_s} s"
         status = int(response.Status)

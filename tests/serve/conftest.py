@@ -165,7 +165,8 @@ class RecordingReceiver:
     """A C-STORE SCP (pynetdicom) in a thread that counts deliveries per SOP Instance UID.
 
     Every delivery is counted, duplicates included, and the dataset of the last one kept.
-    ``status`` is the C-STORE status it answers (set it to a failure to test rejection)."""
+    ``status`` is the C-STORE status it answers (set it to a failure to test rejection);
+    ``delay_s`` delays the answer (a slow PACS that stores, then answers too late)."""
 
     def __init__(self, port: int | None = None, ssl_context=None) -> None:
         self.port = port or free_port()
@@ -174,6 +175,7 @@ class RecordingReceiver:
         self.deliveries: Counter[str] = Counter()
         self.datasets: dict = {}
         self.status = 0x0000
+        self.delay_s = 0.0  # answer this late (a slow PACS), to test timeouts
         self._lock = threading.Lock()
         self._server = None
 
@@ -195,6 +197,7 @@ class RecordingReceiver:
             self._server = None
 
     def _on_store(self, event) -> int:
+        time.sleep(self.delay_s)
         ds = event.dataset
         ds.file_meta = event.file_meta
         with self._lock:

@@ -125,3 +125,20 @@ def test_bad_inputs_are_clear(tmp_path):
         ob.list("LOST")
     with pytest.raises(ConfigError, match="base_s"):
         BackoffPolicy(base_s=0)
+
+
+def test_enqueue_several_files_all_or_nothing(written, tmp_path):
+    ob = Outbox(tmp_path / "serve.db")
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom")
+    with pytest.raises(BadInputError, match="junk.dcm"):
+        ob.enqueue("case-001", 1, [written.sr_path, junk], ["pacs"], now=T0)
+    assert ob.list() == []  # the good file was not enqueued alone
+    ids = ob.enqueue("case-001", 1, written.paths, ["pacs", "archive"], now=T0)
+    rows = [ob.get(i) for i in ids]
+    assert [(r.sop_instance_uid, r.destination) for r in rows] == [
+        (written.uids.sr_instance, "pacs"),
+        (written.uids.sr_instance, "archive"),
+        (written.uids.sc_instance, "pacs"),
+        (written.uids.sc_instance, "archive"),
+    ]

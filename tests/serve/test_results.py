@@ -14,7 +14,7 @@ hd = pytest.importorskip("highdicom", reason="highdicom not installed: pip insta
 from pydicom.sr.codedict import codes  # noqa: E402
 
 from drifa_edge.errors import BadInputError  # noqa: E402
-from drifa_edge.serve import results  # noqa: E402
+from drifa_edge.serve import results, summary_image  # noqa: E402
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"  # DICOM PS3.4 B.5
 
@@ -154,8 +154,8 @@ def test_summary_image_marked_not_for_diagnosis(result_case, tmp_path):
     assert "NOT FOR DIAGNOSTIC USE" in sc.ImageComments and "NOT FOR DIAGNOSTIC USE" in sc.SeriesDescription
     pixels = sc.pixel_array
     assert pixels.shape == (512, 512) and (pixels > 128).sum() > 500 and (pixels == 0).mean() > 0.5  # text
-    lines = results.summary_lines(result_case.record, 1)
-    assert lines[0] == lines[-1] == results.NOT_FOR_DIAGNOSTIC_USE_LINE
+    lines = summary_image.summary_lines(result_case.record, 1)
+    assert lines[0] == lines[-1] == summary_image.NOT_FOR_DIAGNOSTIC_USE_LINE
     assert any(result_case.record["tasks"]["blood"]["predicted"] in line for line in lines)
 
 
@@ -179,3 +179,51 @@ def test_sources_from_two_studies_refused(result_case):
     sources["chest"] = other
     with pytest.raises(BadInputError, match="2 studies"):
         results.build_sr(result_case.record, sources, result_case.card)
+
+
+def test_sources_from_disk_without_pixels_non_ascii_names_several_per_task(result_case, tmp_path):
+    """As the service has them: files read back with stop_before_pixels, a UTF-8 patient name
+    (Icelandic letters), two instances for one task. Both results keep the character set."""
+    name = "Þórðardóttir^Guðrún"
+    for task, ds in result_case.sources.items():
+        ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", name
+        ds.save_as(tmp_path / f"{task}.dcm", enforce_file_format=True)
+    second = copy.deepcopy(result_case.sources["blood"])
+    second.SOPInstanceUID = pydicom.uid.generate_uid()
+    second.save_as(tmp_path / "blood-2.dcm", enforce_file_format=True)
+    read = {p.stem: pydicom.dcmread(p, stop_before_pixels=True) for p in tmp_path.glob("*.dcm")}
+    sources = {"blood": [read["blood"], read["blood-2"]], "chest": read["chest"]}
+    files = results.write_results(tmp_path / "out", result_case.record, sources, result_case.card)
+    for path in files.paths:
+        ds = pydicom.dcmread(path)
+        assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == name
+    sr = hd.sr.srread(files.sr_path)
+    blood = read_sr_values(sr)["blood"]
+    assert blood["sources"] == [str(read["blood"].SOPInstanceUID), str(second.SOPInstanceUID)]
+
+
+def test_no_dicom_sources_or_incomplete_ones_refused(result_case):
+    with pytest.raises(BadInputError, match="JSON record only"):
+        results.build_sr(result_case.record, {}, result_case.card)
+    broken = copy.deepcopy(result_case.sources["chest"])
+    del broken.SOPInstanceUID
+    with pytest.raises(BadInputError, match="task chest: a source instance lacks"):
+        results.build_sr(result_case.record, {**result_case.sources, "chest": broken}, result_case.card)
+
+
+def test_dcmtk_reads_the_sr_without_complaint(result_case, tmp_path):
+    """A third-party SR parser (dcmtk's dsrdump) reads the file: no warning, no error, and
+    the tree shows the class and the referral."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dsrdump") is None:
+        pytest.skip("dcmtk is not installed (apt-get install dcmtk; .ci/run does)")
+    files = results.write_results(tmp_path, result_case.record, result_case.sources, result_case.card)
+    proc = subprocess.run(["dsrdump", str(files.sr_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("Comprehensive 3D SR Document")
+    blood = result_case.record["tasks"]["blood"]
+    assert f'(blood/{blood["predicted"]},99DRIFA,"{blood["predicted"]}")' in proc.stdout
+    assert 'CODE:(,,"Refer to a human reader")=(373068000,SCT,"Undetermined")' in proc.stdout  # chest
+    assert '"mc_seed=null"' in proc.stdout

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ def test_outage_backs_off_then_delivers_exactly_once(orthanc, recorder, written,
     orthanc.stop()
     recorder.stop()
     first = sender.run_once(now=T0)
-    assert first.failed == 2 and all("cannot connect" in a.reason for a in first.attempts)
+    assert first.failed == 2 and all("Connection refused" in a.reason for a in first.attempts)
     assert {a.item.next_attempt_at for a in first.attempts} == {T0 + 60}
     second = sender.run_once(now=T0 + 61)
     assert second.failed == 2 and {a.item.next_attempt_at for a in second.attempts} == {T0 + 61 + 120}
@@ -230,9 +231,67 @@ def test_dicom_tls_delivery_and_untrusted_peer(tls_files, written, tmp_path):
         untrusted = Destination("secure", "RECORDER", "127.0.0.1", receiver.port, tls=DicomTls(other_ca))
         attempt = sender_for(outbox, untrusted).run_once(now=T0).attempts[0]
         assert attempt.outcome == "failed" and receiver.total() == 0
+        assert "certificate verify failed" in attempt.reason.lower(), attempt.reason
         trusted = Destination("secure", "RECORDER", "127.0.0.1", receiver.port, tls=DicomTls(cert))
         report = sender_for(outbox, trusted).run_once(now=T0 + 10**6)
         assert report.sent == 1, [a.reason for a in report.attempts]
         assert receiver.deliveries == {written.uids.sr_instance: 1} and outbox.get(item_id).state == SENT
     finally:
         receiver.stop()
+
+
+def test_run_forever_thread_delivers_and_stops(recorder, written, tmp_path):
+    import threading
+
+    outbox = Outbox(tmp_path / "serve.db")
+    stop = threading.Event()
+    thread = threading.Thread(target=sender_for(outbox, to_recorder(recorder)).run_forever, args=(stop, 0.05))
+    thread.start()
+    try:
+        outbox.enqueue("case-001", 1, written.sr_path, ["recorder"])  # while the thread runs
+        for _ in range(200):
+            if outbox.case_state("case-001", 1) == SENT:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert outbox.case_state("case-001", 1) == SENT and recorder.deliveries == {written.uids.sr_instance: 1}
+
+
+def test_resent_result_is_kept_once_by_orthanc(orthanc, result_case, written, tmp_path):
+    """The premise of at-least-once: a rebuilt result has the same UIDs, and Orthanc stores a
+    re-sent SOP Instance UID once (and still acknowledges it, so the row is SENT)."""
+    rebuilt = results.write_results(
+        tmp_path / "rebuilt", result_case.record, result_case.sources, result_case.card
+    )
+    assert rebuilt.uids == written.uids
+    for k, files in enumerate((written, rebuilt)):  # two outboxes: as if mark_sent was lost in a crash
+        outbox = Outbox(tmp_path / f"serve-{k}.db")
+        outbox.enqueue("case-001", 1, files.sr_path, ["orthanc"], now=T0)
+        report = sender_for(outbox, to_orthanc(orthanc)).run_once(now=T0)
+        assert report.sent == 1, [a.reason for a in report.attempts]
+    assert orthanc.instance_count() == 1
+    check_sr_matches(hd.sr.srread(io.BytesIO(orthanc.instance_file(written.uids.sr_instance))), result_case)
+
+
+def test_dimse_timeout_recorded_then_resent_same_uid(recorder, written, tmp_path):
+    """A PACS that stores but answers after the DIMSE timeout: the attempt fails with the
+    timeout as reason and the next one re-sends the same UID (the at-least-once case)."""
+    recorder.delay_s = 2.0
+    outbox = Outbox(tmp_path / "serve.db", BackoffPolicy(base_s=60))
+    (item_id,) = outbox.enqueue("case-001", 1, written.sr_path, ["recorder"], now=T0)
+    slow = Sender(
+        outbox, SenderConfig((to_recorder(recorder),), calling_ae_title=TEST_SCU_AE, dimse_timeout_s=0.5)
+    )
+    attempt = slow.run_once(now=T0).attempts[0]
+    assert attempt.outcome == "failed" and "no C-STORE response within 0.5 s" in attempt.reason
+    assert outbox.get(item_id).state == PENDING
+    recorder.delay_s = 0.0
+    for _ in range(40):  # the late answer's store completes in the receiver's thread
+        if recorder.total():
+            break
+        time.sleep(0.1)
+    assert sender_for(outbox, to_recorder(recorder)).run_once(now=T0 + 60).sent == 1
+    assert recorder.deliveries == {written.uids.sr_instance: 2} and outbox.get(item_id).state == SENT
