@@ -32,8 +32,13 @@ def serve(
     service = Service(artifact, cfg).start()
     typer.echo(
         json.dumps(
-            {"event": "ready", "dicom_port": service.dicom_port, "http_port": service.http_port,
-             "root": str(cfg.root), "build_sha256": service.predictor.model_sha256}  # fmt: skip
+            {
+                "event": "ready",
+                "dicom_port": service.dicom_port,
+                "http_port": service.http_port,
+                "root": str(cfg.root),
+                "build_sha256": service.predictor.model_sha256,
+            }  # fmt: skip
         ),
         err=True,
     )

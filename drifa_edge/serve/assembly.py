@@ -55,20 +55,27 @@ def choose_instance(instances: Sequence[Instance], multi_series: str, multi_imag
             raise Ambiguous("ambiguous_series", f"{len(series)} series match this task")
         heads = {uid: max(items, key=_latest_key) for uid, items in series.items()}
         if multi_series == "thinnest":
+
             def key(uid: str) -> tuple[float, tuple[int, float]]:
                 thick = heads[uid].slice_thickness
                 return (-(thick if thick is not None else float("inf")), _latest_key(heads[uid]))
         else:
+
             def key(uid: str) -> tuple[int, float]:
                 return _latest_key(heads[uid])
+
         chosen = series[max(series, key=key)]
     else:
         chosen = next(iter(series.values()))
     if len(chosen) == 1:
         return chosen[0]
     if multi_image == "refuse":
-        raise Ambiguous("multi_image_series", f"the series has {len(chosen)} images; one per task is expected")
-    ordered = sorted(chosen, key=lambda i: (i.instance_number if i.instance_number is not None else 0, i.received_at))
+        raise Ambiguous(
+            "multi_image_series", f"the series has {len(chosen)} images; one per task is expected"
+        )
+    ordered = sorted(
+        chosen, key=lambda i: (i.instance_number if i.instance_number is not None else 0, i.received_at)
+    )
     index = {"first": 0, "last": len(ordered) - 1, "middle": len(ordered) // 2}[multi_image]
     return ordered[index]
 
@@ -81,7 +88,9 @@ class Decision:
     detail: str | None = None
 
 
-def decide(case: CaseRow, instances: Sequence[Instance], tasks: Sequence[str], cfg: AssemblyConfig, now: float) -> Decision:
+def decide(
+    case: CaseRow, instances: Sequence[Instance], tasks: Sequence[str], cfg: AssemblyConfig, now: float
+) -> Decision:
     """What to do with one RECEIVING case at time ``now`` (seconds since the epoch)."""
     quiet = now - case.last_at >= cfg.quiet_seconds
     if not quiet:
@@ -90,10 +99,14 @@ def decide(case: CaseRow, instances: Sequence[Instance], tasks: Sequence[str], c
     missing = [t for t, items in by_task.items() if not items]
     if missing:
         if now - case.created >= cfg.max_wait_seconds:
-            return Decision("fail", reason="missing_task", detail=f"no image for task(s) {', '.join(missing)}")
+            return Decision(
+                "fail", reason="missing_task", detail=f"no image for task(s) {', '.join(missing)}"
+            )
         return Decision("wait")
     try:
-        chosen = {t: choose_instance(items, cfg.multi_series, cfg.multi_image) for t, items in by_task.items()}
+        chosen = {
+            t: choose_instance(items, cfg.multi_series, cfg.multi_image) for t, items in by_task.items()
+        }
     except Ambiguous as a:
         return Decision("fail", reason=a.reason, detail=a.detail)
     return Decision("ready", inputs=chosen)
@@ -104,7 +117,9 @@ class Assembler:
 
     TICK_S = 0.25
 
-    def __init__(self, store: Store, audit: AuditLog, cfg: AssemblyConfig, tasks: Sequence[str], on_ready=None) -> None:
+    def __init__(
+        self, store: Store, audit: AuditLog, cfg: AssemblyConfig, tasks: Sequence[str], on_ready=None
+    ) -> None:
         self.store, self.audit, self.cfg, self.tasks = store, audit, cfg, tuple(tasks)
         self.on_ready = on_ready
         self._wake = threading.Event()

@@ -33,7 +33,9 @@ def _positive(section: str, **values: float) -> None:
 
 def _choice(section: str, name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"[{section}] {name} must be one of {list(choices)}, got {value!r}" + suggest(value, choices))
+        raise ConfigError(
+            f"[{section}] {name} must be one of {list(choices)}, got {value!r}" + suggest(value, choices)
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -113,12 +115,16 @@ class RouteRule:
         if not self.task:
             raise ConfigError("[[assembly.routes]] every rule needs a task")
         if all(getattr(self, t) is None for t in ROUTE_TAGS):
-            raise ConfigError(f"[[assembly.routes]] rule for {self.task!r} matches nothing: give at least one of {list(ROUTE_TAGS)}")
+            raise ConfigError(
+                f"[[assembly.routes]] rule for {self.task!r} matches nothing: give at least one of {list(ROUTE_TAGS)}"
+            )
         if self.series_description is not None:
             try:
                 re.compile(self.series_description)
             except re.error as e:
-                raise ConfigError(f"[[assembly.routes]] series_description {self.series_description!r}: {e}") from e
+                raise ConfigError(
+                    f"[[assembly.routes]] series_description {self.series_description!r}: {e}"
+                ) from e
 
     def matches(self, tags: dict[str, str]) -> bool:
         """``tags``: modality, body_part, series_description, photometric, sop_class (strings)."""
@@ -193,7 +199,9 @@ class HttpConfig:
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < 16:
-            raise ConfigError("[http] token must be at least 16 characters (use a random one: openssl rand -hex 32)")
+            raise ConfigError(
+                "[http] token must be at least 16 characters (use a random one: openssl rand -hex 32)"
+            )
         if self.enabled and not is_loopback(self.host) and not (self.token or self.token_file):
             raise ConfigError(
                 f"[http] host {self.host!r} is not loopback: set token or token_file "
@@ -233,7 +241,9 @@ class RetentionConfig:
     interval_s: float = 300.0
 
     def __post_init__(self) -> None:
-        _positive("retention", max_age_hours=self.max_age_hours, max_gb=self.max_gb, interval_s=self.interval_s)
+        _positive(
+            "retention", max_age_hours=self.max_age_hours, max_gb=self.max_gb, interval_s=self.interval_s
+        )
 
 
 @dataclass(frozen=True)
@@ -309,7 +319,8 @@ def _build(kind: type, data: Any, where: str) -> Any:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                f"unknown setting {key!r} in [{where or 'top level'}]; known: {sorted(fields)}" + suggest(key, fields)
+                f"unknown setting {key!r} in [{where or 'top level'}]; known: {sorted(fields)}"
+                + suggest(key, fields)
             )
         sub = _NESTED.get((kind, key))
         path = f"{where}.{key}" if where else key
@@ -364,7 +375,9 @@ def load_config(path: str | Path | None = None) -> ServeConfig:
         return ServeConfig()
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config {path} not found; print a documented example with: drifa-edge serve-ctl example-config")
+        raise ConfigError(
+            f"config {path} not found; print a documented example with: drifa-edge serve-ctl example-config"
+        )
     cfg = ServeConfig.from_dict(_toml_loads(path.read_text(encoding="utf-8"), str(path)))
     if not Path(cfg.storage.root).is_absolute():
         cfg = cfg.with_root(path.parent.resolve() / cfg.storage.root)

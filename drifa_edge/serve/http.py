@@ -66,7 +66,9 @@ def build_app(service: Service) -> Any:
         else:
             return await call_next(request)
         peer = request.client.host if request.client else None
-        service.audit.write("http_unauthorized", reason=reason, path=request.url.path, method=request.method, peer=peer)
+        service.audit.write(
+            "http_unauthorized", reason=reason, path=request.url.path, method=request.method, peer=peer
+        )
         service.metrics.http_unauthorized.inc()
         return JSONResponse({"error": "unauthorized", "reason": reason}, status_code=401,
                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
@@ -78,7 +80,10 @@ def build_app(service: Service) -> Any:
     @app.get("/health/ready")
     async def ready():
         checks = service.readiness()
-        return JSONResponse({"ready": all(checks.values()), "checks": checks}, status_code=200 if all(checks.values()) else 503)
+        return JSONResponse(
+            {"ready": all(checks.values()), "checks": checks},
+            status_code=200 if all(checks.values()) else 503,
+        )
 
     @app.get("/status")
     async def status():
@@ -102,14 +107,17 @@ def build_app(service: Service) -> Any:
         tasks = service.tasks
         case_id = str(form.get("case_id") or f"http-{uuid.uuid4().hex[:16]}")
         if not CASE_ID.match(case_id):
-            return JSONResponse({"error": f"case_id {case_id!r}: use 1-64 of A-Z a-z 0-9 . _ -"}, status_code=400)
+            return JSONResponse(
+                {"error": f"case_id {case_id!r}: use 1-64 of A-Z a-z 0-9 . _ -"}, status_code=400
+            )
         files = {k: v for k, v in form.multi_items() if k != "case_id"}
         unknown = sorted(set(files) - set(tasks))
         missing = [t for t in tasks if t not in files]
         if unknown or missing:
             detail = f"unknown field(s) {unknown}; " if unknown else ""
             return JSONResponse(
-                {"error": f"{detail}send one file field per task {list(tasks)}; missing {missing}"}, status_code=400
+                {"error": f"{detail}send one file field per task {list(tasks)}; missing {missing}"},
+                status_code=400,
             )
         try:
             service.ingestor.check_disk()
@@ -122,7 +130,9 @@ def build_app(service: Service) -> Any:
             try:
                 service.ingestor.check_size(len(data))
             except Refused as r:
-                service.audit.write("rejected", reason=r.reason, detail=r.detail, source="http", case_id=case_id, task=task)
+                service.audit.write(
+                    "rejected", reason=r.reason, detail=r.detail, source="http", case_id=case_id, task=task
+                )
                 return JSONResponse({"error": r.detail, "reason": r.reason}, status_code=413)
             blobs[task] = (Path(files[task].filename or task).suffix.lower(), data)
         try:
@@ -157,10 +167,18 @@ def submit_files(service: Service, case_id: str, blobs: dict[str, tuple[str, byt
         atomic_write(path, data)
         digest = hashlib.sha256(data).hexdigest()
         inputs[task] = str(path)
-        instances.append(Instance(f"{source}:{case_id}:{task}:{digest[:16]}", case_id, digest, str(path), len(data), task=task))
+        instances.append(
+            Instance(
+                f"{source}:{case_id}:{task}:{digest[:16]}", case_id, digest, str(path), len(data), task=task
+            )
+        )
     service.store.create_ready_case(case_id, source, inputs, instances)
     service.audit.write(
-        "received", case_id=case_id, source=source, tasks=sorted(blobs), bytes=sum(len(d) for _, d in blobs.values())
+        "received",
+        case_id=case_id,
+        source=source,
+        tasks=sorted(blobs),
+        bytes=sum(len(d) for _, d in blobs.values()),
     )
     service.audit.write("case_ready", case_id=case_id, source=source)
     service.worker.poke()
@@ -187,7 +205,12 @@ class HttpServer:
             raise missing_dependency("uvicorn", "serve") from e
         cfg = service.cfg.http
         config = uvicorn.Config(
-            build_app(service), host=cfg.host, port=cfg.port, log_level="warning", lifespan="off", access_log=False
+            build_app(service),
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="drifa-http", daemon=True)

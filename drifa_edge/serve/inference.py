@@ -84,7 +84,15 @@ class CasePredictor:
             self.cfg.seed, len(self.runtimes), self.model_sha256,
         )  # fmt: skip
         writer = _Collect()
-        run = _Run(self.runtimes, self.rules, self.engine_cfg, writer, summary, self.cfg.allow_channel_conversion, None)
+        run = _Run(
+            self.runtimes,
+            self.rules,
+            self.engine_cfg,
+            writer,
+            summary,
+            self.cfg.allow_channel_conversion,
+            None,
+        )
         items = [run.prepare(case) for case in cases]
         run.run_batch(items)
         by_id = {r["case_id"]: r for r in writer.records}
@@ -117,6 +125,8 @@ class CasePredictor:
             rt.close()
 
 
-def open_predictor(artifact: str | Path, cfg: InferenceConfig, cache_dir: Path | None = None) -> CasePredictor:
+def open_predictor(
+    artifact: str | Path, cfg: InferenceConfig, cache_dir: Path | None = None
+) -> CasePredictor:
     """Load the model once (see the module doc for the switch to ``Predictor.open``)."""
     return CasePredictor(artifact, cfg, cache_dir)

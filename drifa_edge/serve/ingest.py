@@ -132,7 +132,12 @@ class Ingestor:
     """Checks, writes and records instances; calls ``on_stored(case_id)`` after each commit."""
 
     def __init__(
-        self, cfg: ServeConfig, store: Store, audit: AuditLog, key: bytes, on_stored: Callable[[str], None] | None = None
+        self,
+        cfg: ServeConfig,
+        store: Store,
+        audit: AuditLog,
+        key: bytes,
+        on_stored: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg, self.store, self.audit, self.key = cfg, store, audit, key
         self.on_stored = on_stored
@@ -144,7 +149,9 @@ class Ingestor:
     def check_disk(self) -> None:
         free_mb = shutil.disk_usage(self.cfg.root).free / 2**20
         if free_mb < self.cfg.storage.disk_floor_mb:
-            raise Refused("disk_floor", f"{free_mb:.0f} MB free, floor {self.cfg.storage.disk_floor_mb:.0f} MB")
+            raise Refused(
+                "disk_floor", f"{free_mb:.0f} MB free, floor {self.cfg.storage.disk_floor_mb:.0f} MB"
+            )
 
     def check_size(self, n_bytes: int) -> None:
         limit = self.cfg.dicom.max_instance_mb * 2**20
@@ -170,7 +177,9 @@ class Ingestor:
         if by == "series":
             return "series:" + _tag_str(ds, "SeriesInstanceUID")
         if by == "patient_date":
-            return f"patient:{pseudonym(self.key, _tag_str(ds, 'PatientID')) or '-'}:{_tag_str(ds, 'StudyDate')}"
+            return (
+                f"patient:{pseudonym(self.key, _tag_str(ds, 'PatientID')) or '-'}:{_tag_str(ds, 'StudyDate')}"
+            )
         return "study:" + _tag_str(ds, "StudyInstanceUID")
 
     def case_id_of(self, ds: Any) -> str:
@@ -201,7 +210,9 @@ class Ingestor:
 
     # -------------------------------------------------------------- the path in
 
-    def ingest(self, encoded: bytes, ds: Any = None, calling_ae: str | None = None, source: str = "dicom") -> Outcome:
+    def ingest(
+        self, encoded: bytes, ds: Any = None, calling_ae: str | None = None, source: str = "dicom"
+    ) -> Outcome:
         """Check, write and record one instance (``encoded``: a DICOM Part 10 file's bytes).
 
         ``ds`` may be given already decoded (the C-STORE handler); it is parsed from
@@ -223,7 +234,9 @@ class Ingestor:
             sop_uid = _tag_str(ds, "SOPInstanceUID") or None
             if not sop_class or not is_image_sop_class(sop_class):
                 raise Refused("not_image", f"SOP class {sop_class or '(none)'} is not an image storage class")
-            missing = [n for n in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not _tag_str(ds, n)]
+            missing = [
+                n for n in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not _tag_str(ds, n)
+            ]
             if missing:
                 raise Refused("missing_uid", f"no {', '.join(missing)}")
             content = self.content_hash(ds)
@@ -235,7 +248,9 @@ class Ingestor:
             )  # fmt: skip
             return Outcome(STATUS_OF[r.reason], "rejected", r.reason, sop_uid=sop_uid)
 
-    def _store(self, encoded: bytes, ds: Any, content: str, calling_ae: str | None, source: str, t0: float) -> Outcome:
+    def _store(
+        self, encoded: bytes, ds: Any, content: str, calling_ae: str | None, source: str, t0: float
+    ) -> Outcome:
         sop_uid = _tag_str(ds, "SOPInstanceUID")
         old = self.store.find_instance(sop_uid)
         if old is not None:
@@ -273,7 +288,13 @@ class Ingestor:
 
     def _repeat(self, old: Instance, content: str, calling_ae: str | None, source: str) -> Outcome:
         if old.content_sha256 == content:
-            self.audit.write("duplicate", case_id=old.case_id, sop_instance_uid=old.sop_uid, calling_ae=calling_ae, source=source)
+            self.audit.write(
+                "duplicate",
+                case_id=old.case_id,
+                sop_instance_uid=old.sop_uid,
+                calling_ae=calling_ae,
+                source=source,
+            )
             return Outcome(SUCCESS, "duplicate", case_id=old.case_id, sop_uid=old.sop_uid)
         self.audit.write(
             "rejected", reason="uid_conflict", case_id=old.case_id, sop_instance_uid=old.sop_uid, calling_ae=calling_ae,

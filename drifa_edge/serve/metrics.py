@@ -25,9 +25,15 @@ class Metrics:
             "drifa_store_ack_seconds", "Check + atomic write + store commit of one instance", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )  # fmt: skip
-        self.batch_seconds = Histogram("drifa_inference_batch_seconds", "One micro-batch of inference", registry=r)
-        self.cases_inferred = Counter("drifa_cases_inferred_total", "Results committed", ["status"], registry=r)
-        self.http_unauthorized = Counter("drifa_http_unauthorized_total", "HTTP requests refused (token)", registry=r)
+        self.batch_seconds = Histogram(
+            "drifa_inference_batch_seconds", "One micro-batch of inference", registry=r
+        )
+        self.cases_inferred = Counter(
+            "drifa_cases_inferred_total", "Results committed", ["status"], registry=r
+        )
+        self.http_unauthorized = Counter(
+            "drifa_http_unauthorized_total", "HTTP requests refused (token)", registry=r
+        )
         self.cases = Gauge("drifa_cases", "Cases per state", ["state"], registry=r)
         self.outbox = Gauge("drifa_outbox", "Outbox items per state", ["state"], registry=r)
         self.ready = Gauge("drifa_ready", "1 when /health/ready passes", registry=r)

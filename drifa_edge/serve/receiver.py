@@ -72,7 +72,10 @@ class Receiver:
             (evt.EVT_DIMSE_SENT, self._on_sent),
         ]
         self.server = ae.start_server(
-            (self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers, ssl_context=_ssl_context(self.cfg)
+            (self.cfg.host, self.cfg.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=_ssl_context(self.cfg),
         )
         log.info("DICOM receiver %s listening on %s:%s", self.cfg.ae_title, self.cfg.host, self.port)
 

@@ -85,7 +85,9 @@ class ResultsPipeline:
             log.exception("SR of %s v%d", case_id, version)
             reason = f"sr_failed: {type(e).__name__}: {e}"
             self.store.set_state(case_id, "FAILED", reason, ("DONE",))
-            self.audit.write("failed", case_id=case_id, result_version=version, reason="sr_failed", detail=reason)
+            self.audit.write(
+                "failed", case_id=case_id, result_version=version, reason="sr_failed", detail=reason
+            )
             return
         if self.destinations:
             for path in files.paths:
@@ -101,7 +103,9 @@ class ResultsPipeline:
         by_uid = {i.sop_uid: i for i in self.store.instances_of(case_id)}
         sources = {t: pydicom.dcmread(by_uid[uid].path, stop_before_pixels=True) for t, uid in uids.items()}
         out = self.cfg.root / "results" / case_id
-        files = write_results(out, record, sources, self.card, version, summary_image=self.cfg.results.secondary_capture)
+        files = write_results(
+            out, record, sources, self.card, version, summary_image=self.cfg.results.secondary_capture
+        )
         self.audit.write(
             "sr_written", case_id=case_id, result_version=version, sr_sop_instance_uid=files.uids.sr_instance,
             sr_series_instance_uid=files.uids.sr_series, study_instance_uid=record["dicom"]["study_instance_uid"],
@@ -117,7 +121,10 @@ class ResultsPipeline:
             if self.destinations and self.outbox.case_state(case.case_id, case.version) is not None:
                 self._update_case(case.case_id, case.version)
                 continue
-            if not self.destinations and (self.cfg.root / "results" / case.case_id / f"sr-v{case.version}.dcm").is_file():
+            if (
+                not self.destinations
+                and (self.cfg.root / "results" / case.case_id / f"sr-v{case.version}.dcm").is_file()
+            ):
                 continue
             try:
                 self.on_result(case.case_id, case.version, record)
@@ -167,7 +174,9 @@ def outbox_items(cfg: ServeConfig, store: Store) -> list[dict[str, Any]]:
 
     outbox = open_outbox(cfg)
     try:
-        return [{k: str(v) if isinstance(v, Path) else v for k, v in asdict(i).items()} for i in outbox.list()]
+        return [
+            {k: str(v) if isinstance(v, Path) else v for k, v in asdict(i).items()} for i in outbox.list()
+        ]
     finally:
         outbox.close()
 

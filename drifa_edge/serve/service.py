@@ -99,7 +99,15 @@ class Service:
 
     def stop(self) -> None:
         # the ways in first, then what is behind them; the outbox last (the worker feeds it)
-        for part in (self.http, self.watcher, self.receiver, self.retention, self.assembler, self.worker, self.outbox):
+        for part in (
+            self.http,
+            self.watcher,
+            self.receiver,
+            self.retention,
+            self.assembler,
+            self.worker,
+            self.outbox,
+        ):
             if part is not None:
                 part.stop()
         self.predictor.close()
@@ -110,6 +118,7 @@ class Service:
 
     def run_forever(self) -> None:
         """Block until SIGTERM or SIGINT, then stop cleanly."""
+
         def _stop(signum, frame) -> None:
             self._stopped.set()
 
@@ -160,7 +169,9 @@ class Service:
                 # written and fsynced but never recorded nor acknowledged: record it now (same name)
                 data = path.read_bytes()
                 outcome = self.ingestor.ingest(data, source="recovery")
-                self.audit.write("recovered_instance", sop_instance_uid=outcome.sop_uid, outcome=outcome.event)
+                self.audit.write(
+                    "recovered_instance", sop_instance_uid=outcome.sop_uid, outcome=outcome.event
+                )
 
     def _on_ready(self) -> None:
         self.worker.poke()
@@ -196,7 +207,9 @@ class Service:
             "model_warm": bool(self.predictor.warm),
             "store_writable": store_ok,
             "disk_above_floor": free_mb >= self.cfg.storage.disk_floor_mb,
-            "receiver_listening": self.receiver.listening if self.receiver is not None else not self.cfg.dicom.enabled,
+            "receiver_listening": self.receiver.listening
+            if self.receiver is not None
+            else not self.cfg.dicom.enabled,
             "worker_alive": self.worker.alive,
         }
 

@@ -176,7 +176,9 @@ class Store:
         """
         now = inst.received_at or time.time()
         with self.transaction() as db:
-            old = db.execute("SELECT content_sha256, case_id FROM instances WHERE sop_uid = ?", (inst.sop_uid,)).fetchone()
+            old = db.execute(
+                "SELECT content_sha256, case_id FROM instances WHERE sop_uid = ?", (inst.sop_uid,)
+            ).fetchone()
             if old is not None:
                 outcome = "duplicate" if old["content_sha256"] == inst.content_sha256 else "conflict"
                 return outcome, self._case(db, old["case_id"])
@@ -219,7 +221,9 @@ class Store:
 
     # ------------------------------------------------------------ cases
 
-    def create_ready_case(self, case_id: str, source: str, inputs: dict[str, str], instances: list[Instance]) -> CaseRow:
+    def create_ready_case(
+        self, case_id: str, source: str, inputs: dict[str, str], instances: list[Instance]
+    ) -> CaseRow:
         """A case whose inputs are already known (HTTP upload, watch sub-folder): straight to READY.
 
         An existing case_id that is not in flight is re-run (next result version); one in flight
@@ -290,7 +294,9 @@ class Store:
             )
             return cur.rowcount == 1
 
-    def set_state(self, case_id: str, state: str, reason: str | None = None, from_states: tuple[str, ...] = ()) -> bool:
+    def set_state(
+        self, case_id: str, state: str, reason: str | None = None, from_states: tuple[str, ...] = ()
+    ) -> bool:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         sql = "UPDATE cases SET state=?, reason=?, updated=? WHERE case_id=?"
@@ -309,10 +315,14 @@ class Store:
             ).fetchall()
             now = time.time()
             for r in rows:
-                db.execute("UPDATE cases SET state='INFERRING', updated=? WHERE case_id=?", (now, r["case_id"]))
+                db.execute(
+                    "UPDATE cases SET state='INFERRING', updated=? WHERE case_id=?", (now, r["case_id"])
+                )
             return [_case_row(r) for r in rows]
 
-    def finish(self, case_id: str, ready_generation: int, record: dict[str, Any], path: str | None) -> tuple[int, str]:
+    def finish(
+        self, case_id: str, ready_generation: int, record: dict[str, Any], path: str | None
+    ) -> tuple[int, str]:
         """Commit one result (the next version) and move the case on, in one transaction.
 
         The case goes DONE (record ok) or FAILED (record error), unless instances arrived since
@@ -372,7 +382,9 @@ class Store:
 
     def results(self, case_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT record FROM results WHERE case_id=? ORDER BY version", (case_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT record FROM results WHERE case_id=? ORDER BY version", (case_id,)
+            ).fetchall()
         return [json.loads(r["record"]) for r in rows]
 
     # ------------------------------------------------------------ helpers

@@ -193,7 +193,9 @@ class Watcher:
             if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in tasks:
                 by_task.setdefault(p.stem, []).append(p)
         if any(len(v) > 1 for v in by_task.values()):
-            self._reject(folder, f"more than one file for task(s) {[t for t, v in by_task.items() if len(v) > 1]}")
+            self._reject(
+                folder, f"more than one file for task(s) {[t for t, v in by_task.items() if len(v) > 1]}"
+            )
             return
         from drifa_edge.serve.http import CASE_ID, submit_files
 

@@ -23,8 +23,8 @@ from drifa_edge.inference.manifest import Case
 from drifa_edge.serve.audit import AuditLog
 from drifa_edge.serve.config import InferenceConfig
 from drifa_edge.serve.crash import crash_point
-from drifa_edge.serve.ingest import atomic_write
 from drifa_edge.serve.inference import CasePredictor
+from drifa_edge.serve.ingest import atomic_write
 from drifa_edge.serve.store import CaseRow, Store
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,9 @@ class Worker:
         except Exception as e:  # the predictor isolates bad cases; this is the runtime itself failing
             log.exception("inference failed for %d case(s)", len(claimed))
             for c in claimed:
-                if self.store.mark_failed(c.case_id, f"inference_error: {type(e).__name__}: {e}", ("INFERRING",)):
+                if self.store.mark_failed(
+                    c.case_id, f"inference_error: {type(e).__name__}: {e}", ("INFERRING",)
+                ):
                     self.audit.write("failed", case_id=c.case_id, reason="inference_error", detail=str(e))
             return len(claimed)
         seconds = time.perf_counter() - t0
@@ -132,7 +134,9 @@ class Worker:
         }
         path = self.results_dir / case.case_id / f"v{version}.json"
         atomic_write(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
-        committed, state = self.store.finish(case.case_id, case.ready_generation or case.generation, record, str(path))
+        committed, state = self.store.finish(
+            case.case_id, case.ready_generation or case.generation, record, str(path)
+        )
         self.inferred += 1
         tasks = record.get("tasks") or {}
         self.audit.write(

@@ -44,7 +44,9 @@ def make_tiny_checkpoint(folder: Path) -> Path:
     with torch.no_grad():
         for head in model.heads:
             head.weight.mul_(20.0)
-    save_checkpoint(model, default_card(cfg, referral={"derm": ReferralRule("mutual_information", 1e-3, 0.1)}), folder)
+    save_checkpoint(
+        model, default_card(cfg, referral={"derm": ReferralRule("mutual_information", 1e-3, 0.1)}), folder
+    )
     return folder
 
 
@@ -120,8 +122,15 @@ def make_study(index: int, patient_id: str | None = None) -> list:
     out = []
     for n, task in enumerate(TASKS, start=1):
         out.append(
-            make_instance(task_pixels(task, index), study, generate_uid(), generate_uid(), task,
-                          patient_id or f"PAT-{index}", series_number=n)  # fmt: skip
+            make_instance(
+                task_pixels(task, index),
+                study,
+                generate_uid(),
+                generate_uid(),
+                task,
+                patient_id or f"PAT-{index}",
+                series_number=n,
+            )  # fmt: skip
         )
     return out
 
@@ -237,7 +246,9 @@ class ServeProcess:
                 if line.startswith("{") and '"event": "ready"' in line:
                     return json.loads(line)
             if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.1)
         raise RuntimeError(f"serve not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
 
@@ -282,9 +293,3 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """The tiny checkpoint, made once per session."""
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("serve-model") / "model")

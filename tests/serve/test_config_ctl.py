@@ -22,7 +22,9 @@ from drifa_edge.serve.store import Instance, Store
 def _cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     code = "import sys; from drifa_edge.cli import main; sys.argv[0] = 'drifa-edge'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_example_config_loads_and_keeps_safe_defaults(tmp_path):
@@ -63,7 +65,9 @@ def test_example_config_printed_by_cli():
 def _done_case(store, case_id, tmp_path, age_s=0.0):
     f = tmp_path / f"{case_id}.png"
     f.write_bytes(b"x" * 1000)
-    store.create_ready_case(case_id, "http", {"derm": str(f)}, [Instance(f"u-{case_id}", case_id, "h", str(f), 1000, task="derm")])
+    store.create_ready_case(
+        case_id, "http", {"derm": str(f)}, [Instance(f"u-{case_id}", case_id, "h", str(f), 1000, task="derm")]
+    )
     (claimed,) = store.claim_ready(1)
     store.finish(case_id, claimed.ready_generation, {"case_id": case_id, "status": "ok"}, None)
     with store.transaction() as db:
@@ -71,7 +75,9 @@ def _done_case(store, case_id, tmp_path, age_s=0.0):
 
 
 def test_retention_oldest_first_never_in_flight(tmp_path):
-    cfg = ServeConfig.from_dict({"storage": {"root": str(tmp_path)}, "retention": {"max_age_hours": 1.0, "max_gb": 10}})
+    cfg = ServeConfig.from_dict(
+        {"storage": {"root": str(tmp_path)}, "retention": {"max_age_hours": 1.0, "max_gb": 10}}
+    )
     store = Store(tmp_path / "store.sqlite")
     audit = AuditLog(tmp_path / "audit.jsonl")
     try:
@@ -109,9 +115,13 @@ def test_serve_ctl_list_outbox_and_retry_dead(tmp_path):
     outbox.mark_dead(row, "gave up")
     outbox.close()
     store.close()
-    listed = [json.loads(line) for line in _cli("serve-ctl", "list", "--root", str(tmp_path)).stdout.splitlines()]
+    listed = [
+        json.loads(line) for line in _cli("serve-ctl", "list", "--root", str(tmp_path)).stdout.splitlines()
+    ]
     assert [(c["case_id"], c["state"]) for c in listed] == [("c1", "DEAD")]
-    items = [json.loads(line) for line in _cli("serve-ctl", "outbox", "--root", str(tmp_path)).stdout.splitlines()]
+    items = [
+        json.loads(line) for line in _cli("serve-ctl", "outbox", "--root", str(tmp_path)).stdout.splitlines()
+    ]
     assert [(i["case_id"], i["state"]) for i in items] == [("c1", "DEAD")]
     run = _cli("serve-ctl", "retry", "--root", str(tmp_path))
     assert json.loads(run.stdout) == {"retried": 1}, run.stderr

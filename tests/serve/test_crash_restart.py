@@ -7,7 +7,7 @@ loads the model again, ~5 s here)."""
 from __future__ import annotations
 
 import pytest
-from serve_helpers import ServeProcess, make_study, send, serve_config, tiny_model, wait_for  # noqa: F401
+from serve_helpers import ServeProcess, make_study, send, serve_config, wait_for
 
 from drifa_edge.serve.audit import read_audit
 from drifa_edge.serve.crash import EXIT_CODE
@@ -44,7 +44,9 @@ def _run_crash(tiny_model, tmp_path, point):
             (case,) = store.cases()
             results = store.results(case.case_id)
             assert [r["result_version"] for r in results] == [1], f"{point}: {len(results)} results"
-            assert {i.sop_uid for i in store.instances_of(case.case_id)} == {ds.SOPInstanceUID for ds in study}
+            assert {i.sop_uid for i in store.instances_of(case.case_id)} == {
+                ds.SOPInstanceUID for ds in study
+            }
         finally:
             store.close()
     finally:

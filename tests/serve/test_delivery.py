@@ -4,9 +4,8 @@ delivery per result; an Orthanc outage queues results that are delivered once it
 from __future__ import annotations
 
 import pydicom
-import pytest
 from conftest import TEST_SCU_AE
-from serve_helpers import SCU_AE, make_study, send, serve_config, start_service, tiny_model, wait_for  # noqa: F401
+from serve_helpers import SCU_AE, make_study, send, serve_config, start_service, wait_for
 
 from drifa_edge.serve.audit import read_audit
 from drifa_edge.serve.results import result_uids
@@ -55,7 +54,9 @@ def test_orthanc_outage_results_queue_then_deliver(tiny_model, tmp_path, orthanc
     try:
         orthanc.stop()
         send(make_study(0), svc.dicom_port, SCU_AE, TEST_SCU_AE)
-        wait_for(lambda: any(e["event"] == "send_failed" for e in read_audit(svc.cfg.root / "audit.jsonl")), 60)
+        wait_for(
+            lambda: any(e["event"] == "send_failed" for e in read_audit(svc.cfg.root / "audit.jsonl")), 60
+        )
         (case,) = svc.store.cases()
         assert svc.store.get_case(case.case_id).state == "DONE"  # waiting for Orthanc
         orthanc.start()

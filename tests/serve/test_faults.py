@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 from pydicom.uid import generate_uid
-from serve_helpers import SCU_AE, make_instance, make_study, send, serve_config, start_service, tiny_model, wait_for  # noqa: F401
+from serve_helpers import SCU_AE, make_instance, make_study, send, serve_config, start_service, wait_for
 
 from drifa_edge.serve.audit import read_audit
 from drifa_edge.serve.ingest import DOES_NOT_MATCH, SOP_CLASS_NOT_SUPPORTED, UID_CONFLICT
@@ -45,7 +45,9 @@ def _encoded(ds) -> bytes:
 def test_wrong_sop_class_missing_pixels_and_truncated_are_refused(service):
     study = make_study(0)
     sr = make_study(1)[0]
-    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = (
+        "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    )
     no_pixels = make_study(2)[0]
     del no_pixels.PixelData
     statuses = send([sr, no_pixels], service.dicom_port)
@@ -106,13 +108,17 @@ def test_late_instance_reruns_with_a_new_result_version(service):
                          "blood", series_number=5)  # fmt: skip
     assert send([late], service.dicom_port) == [0]
     (case,) = service.store.cases()
-    wait_for(lambda: len(service.store.results(case.case_id)) == 2 and service.store.counts()["DONE"] == 1, 30)
+    wait_for(
+        lambda: len(service.store.results(case.case_id)) == 2 and service.store.counts()["DONE"] == 1, 30
+    )
     v1, v2 = service.store.results(case.case_id)
     assert (v1["result_version"], v2["result_version"]) == (1, 2)
     assert v2["dicom"]["sop_instance_uids"]["blood"] == late.SOPInstanceUID  # multi_series = latest
     assert v1["dicom"]["sop_instance_uids"]["blood"] == study[1].SOPInstanceUID  # v1 kept, not overwritten
     assert (service.cfg.root / "results" / case.case_id / "v1.json").is_file()
-    assert [e["event"] for e in _audit(service) if e.get("sop_instance_uid") == late.SOPInstanceUID] == ["late"]
+    assert [e["event"] for e in _audit(service) if e.get("sop_instance_uid") == late.SOPInstanceUID] == [
+        "late"
+    ]
 
 
 def test_size_limit_and_disk_floor(tiny_model, tmp_path):

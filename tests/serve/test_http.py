@@ -8,7 +8,7 @@ import io
 import httpx
 import pytest
 from PIL import Image
-from serve_helpers import serve_config, start_service, task_pixels, tiny_model  # noqa: F401
+from serve_helpers import serve_config, start_service, task_pixels
 
 from drifa_edge.errors import ConfigError
 from drifa_edge.serve.audit import read_audit
@@ -58,7 +58,10 @@ def test_post_case_with_a_missing_task_or_a_bad_file(service):
                       data={"case_id": "bad"})  # fmt: skip
         assert r.status_code == 422 and r.json()["state"] == "FAILED"
         assert "bad_input" in r.json()["reason"]
-    assert any(e["event"] == "failed" and e.get("case_id") == "bad" for e in read_audit(service.cfg.root / "audit.jsonl"))
+    assert any(
+        e["event"] == "failed" and e.get("case_id") == "bad"
+        for e in read_audit(service.cfg.root / "audit.jsonl")
+    )
 
 
 def test_status_health_and_metrics(service):
@@ -69,7 +72,7 @@ def test_status_health_and_metrics(service):
         ready = http.get("/health/ready").json()
         assert ready["ready"] is True and set(ready["checks"]) >= {"model_warm", "receiver_listening"}
         text = http.get("/metrics").text
-        assert "drifa_cases{state=\"DONE\"}" in text and "drifa_ready 1.0" in text
+        assert 'drifa_cases{state="DONE"}' in text and "drifa_ready 1.0" in text
 
 
 @pytest.mark.parametrize("token,reason", [(None, "missing_token"), ("wrong-token-0123456789", "wrong_token")])

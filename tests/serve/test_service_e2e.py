@@ -6,13 +6,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from serve_helpers import (  # noqa: F401
+from serve_helpers import (
     dcmtk_storescu,
     make_study,
     send,
     serve_config,
     start_service,
-    tiny_model,
     wait_for,
     write_files,
 )
@@ -39,7 +38,10 @@ def test_pynetdicom_study_gives_a_result_record(service):
     record = service.store.result(case.case_id)
     assert record["status"] == "ok" and record["result_version"] == 1
     assert record["dicom"]["study_instance_uid"] == study[0].StudyInstanceUID
-    assert record["dicom"]["sop_instance_uids"] == {"derm": study[0].SOPInstanceUID, "blood": study[1].SOPInstanceUID}
+    assert record["dicom"]["sop_instance_uids"] == {
+        "derm": study[0].SOPInstanceUID,
+        "blood": study[1].SOPInstanceUID,
+    }
     assert set(record["tasks"]) == {"derm", "blood"}
     saved = (service.cfg.root / "results" / case.case_id / "v1.json").read_text()
     assert '"result_version": 1' in saved
@@ -66,7 +68,9 @@ def test_record_matches_predict_on_the_same_files(service, tiny_model):
     predict_cases(tiny_model, [Case(case.case_id, inputs)], None, runtime="torch", options=RuntimeOptions(threads=1),
                   engine_cfg=EngineConfig(samples=4, seed=0), on_record=got.append)  # fmt: skip
     for task in ("derm", "blood"):
-        assert record["tasks"][task]["probabilities"] == pytest.approx(got[0]["tasks"][task]["probabilities"], abs=1e-6)
+        assert record["tasks"][task]["probabilities"] == pytest.approx(
+            got[0]["tasks"][task]["probabilities"], abs=1e-6
+        )
 
 
 def test_dcmtk_storescu_study(service, tmp_path):

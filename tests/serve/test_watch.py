@@ -3,12 +3,11 @@ and non-image names are left alone; a refused file goes to .rejected with its re
 
 from __future__ import annotations
 
-import io
 import os
 
 import pytest
 from PIL import Image
-from serve_helpers import make_study, serve_config, start_service, task_pixels, tiny_model, wait_for  # noqa: F401
+from serve_helpers import make_study, serve_config, start_service, task_pixels, wait_for
 
 
 def _service(tiny_model, tmp_path, polling):
