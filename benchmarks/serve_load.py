@@ -220,6 +220,14 @@ def main(argv: list[str] | None = None) -> dict:
     recorder = TimedReceiver()
     orthanc.start()
     recorder.start()
+    try:
+        return _run(args, rng, machine, work, artifact, orthanc, recorder, argv)
+    finally:
+        orthanc.stop()
+        recorder.stop()
+
+
+def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
     dicom_port, http_port = free_port(), free_port()
     config = serve_config(
         work / "root",
@@ -273,8 +281,6 @@ def main(argv: list[str] | None = None) -> dict:
     n_ok = sum(1 for n in delivered.values() if n >= 1)
     extra_versions = sum(1 for uid in recorder.deliveries if uid not in expected)
     orthanc_srs = sum(1 for uid in expected if orthanc.instance_id(uid) is not None)
-    orthanc.stop()
-    recorder.stop()
     print("[4/4] plain predict on the same files", flush=True)
     plain = predict_throughput(artifact, work / "root", args.runtime, args.samples, args.threads)
     service_cpm = 60 * n_ok / (done_at - t0)

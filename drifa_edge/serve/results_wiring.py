@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from pathlib import Path
 from typing import Any
@@ -55,19 +56,41 @@ class ResultsPipeline:
             self.sender = Sender(self.outbox, sender_cfg, on_attempt=self._on_attempt)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._todo: queue.Queue[tuple[str, int, dict[str, Any]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="drifa-sender", daemon=True)
+        # SRs are built in their own thread: highdicom holds the GIL while the worker's runtime
+        # releases it, so the next batch is inferred while the previous SRs are written
+        self._builder = threading.Thread(target=self._build_loop, name="drifa-sr", daemon=True)
 
     def start(self) -> None:
         self.reconcile()
+        self._builder.start()
         if self.sender is not None:
             self._thread.start()
 
     def stop(self) -> None:
+        self._todo.put(None)  # after what is queued: a clean stop writes every pending SR
+        if self._builder.is_alive():
+            self._builder.join(timeout=60)
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         self.outbox.close()
+
+    def pending(self) -> int:
+        """Results committed whose SR is not written yet."""
+        return self._todo.qsize()
+
+    def _build_loop(self) -> None:
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            try:
+                self.write_and_enqueue(*item)
+            except Exception:  # reconcile() at the next start-up makes it again
+                log.exception("results of %s v%d", item[0], item[1])
 
     def counts(self) -> dict[str, int]:
         return self.outbox.counts()
@@ -75,6 +98,10 @@ class ResultsPipeline:
     # -------------------------------------------------------------- results
 
     def on_result(self, case_id: str, version: int, record: dict[str, Any]) -> None:
+        """Queue one committed version for its SR (the worker's hook; returns at once)."""
+        self._todo.put((case_id, version, record))
+
+    def write_and_enqueue(self, case_id: str, version: int, record: dict[str, Any]) -> None:
         """Write the SR of one committed version and enqueue it (both idempotent). An SR that
         cannot be built leaves the JSON record and turns the case FAILED ``sr_failed: ...``."""
         if record.get("status") != "ok" or not record.get("dicom"):
@@ -113,7 +140,7 @@ class ResultsPipeline:
         return files
 
     def reconcile(self) -> None:
-        """Pass every DONE case's latest version through :meth:`on_result` again (after a crash)."""
+        """Pass every DONE case's latest version through :meth:`write_and_enqueue` again (after a crash)."""
         for case in self.store.cases(("DONE",)):
             record = self.store.result(case.case_id)
             if record is None:
@@ -127,7 +154,7 @@ class ResultsPipeline:
             ):
                 continue
             try:
-                self.on_result(case.case_id, case.version, record)
+                self.write_and_enqueue(case.case_id, case.version, record)
             except Exception:
                 log.exception("reconciling %s v%d", case.case_id, case.version)
 

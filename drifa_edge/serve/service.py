@@ -3,7 +3,7 @@ reconciled with the store at start-up.
 
 Start-up order: folders, audit log, pseudonym key, store -> recovery (INFERRING back to
 READY; instance files on disk but not in the store ingested again; temporary files
-removed) -> model loaded and warmed -> assembly and worker threads -> outbox sender ->
+removed) -> model loaded and warmed -> SR writer, outbox sender -> assembly and worker threads ->
 DICOM receiver, watch folder, HTTP API (the ways in open last, once everything behind
 them is ready). Stop is the reverse.
 
@@ -43,6 +43,7 @@ class Service:
         self.cfg = cfg
         self.started_at: float | None = None
         self.receiver = self.http = self.watcher = self.retention = self.outbox = None
+        self._results_hook = None
         self.assembler = self.worker = None
         self._stopped = threading.Event()
 
@@ -68,9 +69,9 @@ class Service:
             self.store, self.audit, self.predictor, cfg.inference, root / "results", on_result=self._on_result
         )
         self.ingestor.on_stored = self.assembler.poke
+        self._start_results()  # before the worker: its first results (recovered cases) need the hook
         self.assembler.start()
         self.worker.start()
-        self._start_results()
         if cfg.dicom.enabled:
             from drifa_edge.serve.receiver import Receiver
 
@@ -225,6 +226,7 @@ class Service:
                 "assembling": counts["RECEIVING"],
                 "ready": counts["READY"],
                 "inferring": counts["INFERRING"],
+                "sr_pending": 0 if self.outbox is None else self.outbox.pending(),
                 "outbox": self.outbox_counts(),
             },
             "dicom": {"ae_title": self.cfg.dicom.ae_title, "port": self.dicom_port},

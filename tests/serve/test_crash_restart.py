@@ -47,6 +47,9 @@ def _run_crash(tiny_model, tmp_path, point):
             assert {i.sop_uid for i in store.instances_of(case.case_id)} == {
                 ds.SOPInstanceUID for ds in study
             }
+            # the SR of the one version is written too (also for a case inferred right at restart)
+            sr = tmp_path / "root" / "results" / case.case_id / "sr-v1.dcm"
+            wait_for(sr.is_file, 30)
         finally:
             store.close()
     finally:
