@@ -11,7 +11,8 @@ plain ``predict`` throughput on the same files with the same model, runtime and 
 
 ``--kills K`` adds K ``kill -9`` of the service at random times during sending; it is
 restarted on the same ports and the senders re-send every study that was not fully
-acknowledged (as a modality does). Latencies of that run are not comparable; lost and
+acknowledged (as a modality does); the kills fall anywhere from the first C-STORE to the
+last delivery. Latencies of that run are not comparable; lost and
 duplicated are what it is for (a crash between a destination's acknowledgement and the
 outbox commit re-sends that result once: at-least-once, see ``serve/outbox.py``).
 
@@ -253,17 +254,18 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         senders = Senders(studies, args.senders, dicom_port)
         t0 = time.time()
         senders.start()
+        expected = {result_uids(s[0].StudyInstanceUID, case_id_of(s[0].StudyInstanceUID), 1).sr_instance: s for s in studies}
         kills = 0
-        while kills < args.kills and any(t.is_alive() for t in senders.threads):
+        # kill -9 at random times while sending, inferring and delivering (not after the last delivery)
+        while kills < args.kills and not set(expected) <= set(recorder.first_at):
             time.sleep(rng.uniform(2.0, 8.0))
             rss_peaks.append(peak_rss_mb(service.proc.pid))
             service.kill()
             kills += 1
             print(f"      kill -9 #{kills}", flush=True)
             service = ServeProcess(artifact, config)
-        senders.join()
+        senders.join()  # the senders may have finished before the kills did
         sent_at = time.time()
-        expected = {result_uids(s[0].StudyInstanceUID, case_id_of(s[0].StudyInstanceUID), 1).sr_instance: s for s in studies}
         print(f"[3/4] all studies acknowledged after {sent_at - t0:.1f} s; waiting for results", flush=True)
         deadline = time.time() + args.timeout
         while time.time() < deadline and not set(expected) <= set(recorder.first_at):
@@ -293,6 +295,7 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
             "batch_size": args.batch_size, "threads": args.threads, "runtime": args.runtime, "kills": args.kills,
             "model": str(args.artifact) if args.artifact else "demo-size (64 px, width 0.25), untrained weights",
         },  # fmt: skip
+        "kills_done": kills,
         "cold_start_s": round(cold_start_s, 2),
         "throughput_cases_per_min": round(service_cpm, 1),
         "wall_s": round(done_at - t0, 2),
