@@ -48,6 +48,11 @@ class Metrics:
         self.ready.set(1 if all(service.readiness().values()) else 0)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
+    def observe_batch(self, seconds: float, records: list[dict[str, Any]]) -> None:
+        self.batch_seconds.observe(seconds)
+        for record in records:
+            self.cases_inferred.labels(record.get("status", "error")).inc()
+
     def observe_outcome(self, outcome: Any, seconds: float) -> None:
         self.instances.labels(outcome.reason or outcome.event).inc()
         if outcome.accepted:

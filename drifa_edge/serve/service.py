@@ -68,6 +68,7 @@ class Service:
         self.worker = Worker(
             self.store, self.audit, self.predictor, cfg.inference, root / "results", on_result=self._on_result
         )
+        self.worker.on_batch = self.metrics.observe_batch
         self.ingestor.on_stored = self.assembler.poke
         self._start_results()  # before the worker: its first results (recovered cases) need the hook
         self.assembler.start()
@@ -188,7 +189,6 @@ class Service:
         self._results_hook = self.outbox.on_result
 
     def _on_result(self, case_id: str, version: int, record: dict[str, Any]) -> None:
-        self.metrics.cases_inferred.labels(record.get("status", "error")).inc()
         if self._results_hook is not None:
             self._results_hook(case_id, version, record)
 

@@ -56,6 +56,7 @@ class Worker:
         self.store, self.audit, self.predictor, self.cfg = store, audit, predictor, cfg
         self.results_dir = Path(results_dir)
         self.on_result = on_result
+        self.on_batch: Callable[[float, list[dict[str, Any]]], None] | None = None  # metrics
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drifa-worker", daemon=True)
@@ -116,6 +117,8 @@ class Worker:
         self.last_batch_s = seconds
         for case, record in zip(claimed, records, strict=True):
             self._finish(case, record, seconds, len(claimed))
+        if self.on_batch is not None:
+            self.on_batch(seconds, records)
         return len(claimed)
 
     def _finish(self, case: CaseRow, record: dict[str, Any], seconds: float, batch: int) -> None:

@@ -71,8 +71,13 @@ def test_status_health_and_metrics(service):
         assert http.get("/health/live").json() == {"live": True}
         ready = http.get("/health/ready").json()
         assert ready["ready"] is True and set(ready["checks"]) >= {"model_warm", "receiver_listening"}
+        files = {"derm": ("a.png", _png("derm", 2)), "blood": ("b.png", _png("blood", 2))}
+        assert http.post("/v1/cases", files=files).status_code == 200
+        assert http.get("/status").json()["cases"]["DONE"] == 1
         text = http.get("/metrics").text
-        assert 'drifa_cases{state="DONE"}' in text and "drifa_ready 1.0" in text
+        for line in ('drifa_cases{state="DONE"} 1.0', "drifa_ready 1.0", 'drifa_cases_inferred_total{status="ok"} 1.0',
+                     "drifa_inference_batch_seconds_count 1.0"):  # fmt: skip
+            assert line in text, line
 
 
 @pytest.mark.parametrize("token,reason", [(None, "missing_token"), ("wrong-token-0123456789", "wrong_token")])
