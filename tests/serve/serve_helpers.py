@@ -149,7 +149,7 @@ def write_files(datasets: list, folder: Path) -> list[Path]:
 
 
 def send(datasets: list, port: int, ae_title: str = SCU_AE, called: str = "DRIFA_EDGE",
-         timeout: float = 10.0) -> list[int | None]:  # fmt: skip
+         timeout: float = 10.0, tls_args=None) -> list[int | None]:  # fmt: skip
     """C-STORE each dataset over one association with pynetdicom; the statuses (None: no answer)."""
     from pynetdicom import AE
 
@@ -157,7 +157,7 @@ def send(datasets: list, port: int, ae_title: str = SCU_AE, called: str = "DRIFA
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for ds in datasets:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls_args)
     if not assoc.is_established:
         return [None] * len(datasets)
     statuses = []
@@ -197,15 +197,21 @@ def serve_config(root: Path, **sections) -> Path:
     }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+
+    def value(v):  # JSON is TOML for strings, numbers, booleans and arrays; not for tables
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        return json.dumps(v)
+
     lines = []
     for section, body in cfg.items():
         if isinstance(body, list):
             for item in body:
                 lines.append(f"[[{section}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+                lines += [f"{k} = {value(v)}" for k, v in item.items()]
             continue
         lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in body.items()]
+        lines += [f"{k} = {value(v)}" for k, v in body.items()]
     lines += ["[[assembly.routes]]", 'task = "derm"', 'series_description = "derm"',
               "[[assembly.routes]]", 'task = "blood"', 'series_description = "blood"']  # fmt: skip
     path = root.parent / f"{root.name}.toml"

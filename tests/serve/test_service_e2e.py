@@ -84,3 +84,30 @@ def test_dcmtk_storescu_study(service, tmp_path):
     assert service.store.result(case.case_id)["status"] == "ok"
     calling = {i.calling_ae for i in service.store.instances_of(case.case_id)}
     assert calling == {"STORESCU"}
+
+
+def test_dicom_tls_receiver(tiny_model, tmp_path):
+    """[dicom.tls]: a TLS association stores the study; a plain one gets nothing stored."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed; needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    svc = start_service(
+        tiny_model,
+        serve_config(tmp_path / "root", dicom={"tls": {"cert_file": str(cert), "key_file": str(key)}}),
+    )
+    try:
+        assert send(make_study(0), svc.dicom_port, timeout=3) == [None, None]  # plain: no association
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        assert send(make_study(1), svc.dicom_port, tls_args=(client, "localhost")) == [0, 0]
+        wait_for(_done(svc, 1), 30)
+        assert len(svc.store.cases()) == 1
+    finally:
+        svc.stop()
