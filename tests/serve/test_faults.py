@@ -135,3 +135,26 @@ def test_size_limit_and_disk_floor(tiny_model, tmp_path):
         assert svc.readiness()["disk_above_floor"] is False
     finally:
         svc.stop()
+
+
+def test_late_instance_ignored_when_configured_and_unrouted_series(tiny_model, tmp_path):
+    svc = _svc(tiny_model, tmp_path, assembly={"late_instance": "ignore"})
+    try:
+        study = make_study(0)
+        localizer = make_instance(
+            study[1].pixel_array, study[0].StudyInstanceUID, generate_uid(), generate_uid(), "localizer"
+        )
+        assert send([*study, localizer], svc.dicom_port) == [0, 0, 0]
+        wait_for(lambda: svc.store.counts()["DONE"] == 1, 30)
+        late = make_instance(
+            study[1].pixel_array[::-1].copy(), study[0].StudyInstanceUID, generate_uid(), generate_uid(), "blood"
+        )
+        assert send([late], svc.dicom_port) == [0]  # acknowledged and kept, but no new version
+        (case,) = svc.store.cases()
+        assert svc.store.get_case(case.case_id).state == "DONE" and len(svc.store.results(case.case_id)) == 1
+        assert len(svc.store.instances_of(case.case_id)) == 4
+        events = {e.get("sop_instance_uid"): e for e in _audit(svc) if e["event"] in ("received", "late_ignored")}
+        assert events[localizer.SOPInstanceUID]["task"] == "unrouted"
+        assert events[late.SOPInstanceUID]["event"] == "late_ignored"
+    finally:
+        svc.stop()
