@@ -132,7 +132,8 @@ class Assembler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def poke(self, case_id: str | None = None) -> None:
         self._wake.set()

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drifa_edge.errors import missing_dependency
+from drifa_edge.errors import ConfigError, missing_dependency
 
 try:  # this module is imported only when the HTTP API is enabled
     from fastapi import FastAPI, Request
@@ -213,6 +213,7 @@ class HttpServer:
             access_log=False,
         )
         self.server = uvicorn.Server(config)
+        self.host, self.port_wanted = cfg.host, cfg.port
         self._thread = threading.Thread(target=self.server.run, name="drifa-http", daemon=True)
 
     def start(self, timeout: float = 30.0) -> None:
@@ -220,7 +221,10 @@ class HttpServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the HTTP server did not start (port in use?)")
+                raise ConfigError(
+                    f"[http] the API did not start on {self.host}:{self.port_wanted} (port in use?); "
+                    "choose another port or stop the process that holds it"
+                )
             time.sleep(0.02)
 
     @property

@@ -14,7 +14,7 @@ import secrets
 import ssl
 from typing import Any
 
-from drifa_edge.errors import missing_dependency
+from drifa_edge.errors import ConfigError, missing_dependency
 from drifa_edge.serve.audit import AuditLog
 from drifa_edge.serve.config import DicomConfig
 from drifa_edge.serve.crash import crash_point
@@ -71,12 +71,16 @@ class Receiver:
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_DIMSE_SENT, self._on_sent),
         ]
-        self.server = ae.start_server(
-            (self.cfg.host, self.cfg.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=_ssl_context(self.cfg),
-        )
+        address = (self.cfg.host, self.cfg.port)
+        try:
+            self.server = ae.start_server(
+                address, block=False, evt_handlers=handlers, ssl_context=_ssl_context(self.cfg)
+            )
+        except OSError as e:
+            raise ConfigError(
+                f"[dicom] cannot listen on {self.cfg.host}:{self.cfg.port} ({e}); choose another port "
+                "or stop the process that holds it"
+            ) from e
         log.info("DICOM receiver %s listening on %s:%s", self.cfg.ae_title, self.cfg.host, self.port)
 
     def stop(self) -> None:

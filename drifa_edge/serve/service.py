@@ -50,6 +50,14 @@ class Service:
     # -------------------------------------------------------------- life cycle
 
     def start(self) -> Service:
+        """Start every part (see the module doc for the order); a failure stops what had started."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Service:
         cfg, root = self.cfg, self.cfg.root
         for sub in ("instances", "uploads", "results"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -112,10 +120,13 @@ class Service:
         ):
             if part is not None:
                 part.stop()
-        self.predictor.close()
-        self.audit.write("stopped", pid=os.getpid())
-        self.audit.close()
-        self.store.close()
+        if getattr(self, "predictor", None) is not None:
+            self.predictor.close()
+        if getattr(self, "audit", None) is not None:
+            self.audit.write("stopped", pid=os.getpid())
+            self.audit.close()
+        if getattr(self, "store", None) is not None:
+            self.store.close()
         self._stopped.set()
 
     def run_forever(self) -> None:

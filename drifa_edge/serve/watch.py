@@ -111,7 +111,8 @@ class Watcher:
             self._observer.stop()
             self._observer.join(timeout=10)
         for t in self._threads:
-            t.join(timeout=10)
+            if t.is_alive():
+                t.join(timeout=10)
 
     # -------------------------------------------------------------- scanning
 

@@ -70,7 +70,8 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
 
     def poke(self) -> None:
         self._wake.set()

@@ -129,3 +129,16 @@ def test_serve_ctl_list_outbox_and_retry_dead(tmp_path):
     assert store.get_case("c1").state == "DONE"
     store.close()
     assert _cli("serve-ctl", "list", "--root", str(tmp_path / "nowhere")).returncode == 2
+
+
+def test_port_in_use_is_a_config_error(tiny_model, tmp_path):
+    import socket
+
+    from serve_helpers import serve_config, start_service
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            start_service(tiny_model, serve_config(tmp_path / "root", dicom={"port": port}))
