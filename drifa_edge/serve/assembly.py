@@ -122,7 +122,6 @@ class Assembler:
     ) -> None:
         self.store, self.audit, self.cfg, self.tasks = store, audit, cfg, tuple(tasks)
         self.on_ready = on_ready
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drifa-assembly", daemon=True)
 
@@ -131,26 +130,25 @@ class Assembler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
     def poke(self, case_id: str | None = None) -> None:
-        self._wake.set()
+        """Called after each stored instance; the periodic tick does the work."""
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.TICK_S)
-            self._wake.clear()
+        # a tick, not every stored instance: nothing can become ready sooner than quiet_seconds
+        while not self._stop.wait(min(self.TICK_S, self.cfg.quiet_seconds / 2)):
             try:
                 self.step(time.time())
             except Exception:  # keep assembling; the next tick retries
                 log.exception("assembly step failed")
 
     def step(self, now: float) -> int:
-        """Decide every RECEIVING case once; returns how many became READY."""
+        """Decide every RECEIVING case that has been quiet for ``quiet_seconds`` (the others can
+        only wait); returns how many became READY."""
         n_ready = 0
-        for case in self.store.cases(("RECEIVING",)):
+        for case in self.store.quiet_cases(now - self.cfg.quiet_seconds):
             decision = decide(case, self.store.instances_of(case.case_id), self.tasks, self.cfg, now)
             if decision.action == "ready":
                 inputs = {t: i.path for t, i in decision.inputs.items()}

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS cases (
     updated REAL NOT NULL,
     last_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS cases_state ON cases(state);
+CREATE INDEX IF NOT EXISTS cases_state ON cases(state, last_at);
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
     case_id TEXT NOT NULL,
@@ -267,6 +267,14 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             return [_case_row(r) for r in self._db.execute(sql, args).fetchall()]
+
+    def quiet_cases(self, last_before: float) -> list[CaseRow]:
+        """RECEIVING cases whose last instance arrived before ``last_before`` (seconds since the epoch)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM cases WHERE state='RECEIVING' AND last_at <= ? ORDER BY created", (last_before,)
+            ).fetchall()
+        return [_case_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
