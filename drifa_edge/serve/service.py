@@ -1,7 +1,8 @@
 """One ``drifa-edge serve`` process: the parts wired together, started in a safe order and
 reconciled with the store at start-up.
 
-Start-up order: folders, audit log, pseudonym key, store -> recovery (INFERRING back to
+Start-up order: model opened (a bad artifact fails before anything is created), folders,
+pseudonym key, store, audit log -> recovery (INFERRING back to
 READY; instance files on disk but not in the store ingested again; temporary files
 removed) -> model loaded and warmed -> SR writer, outbox sender -> assembly and worker threads ->
 DICOM receiver, watch folder, HTTP API (the ways in open last, once everything behind
@@ -59,14 +60,14 @@ class Service:
 
     def _start(self) -> Service:
         cfg, root = self.cfg, self.cfg.root
+        cache = Path(cfg.inference.cache_dir) if cfg.inference.cache_dir else root / "ov-cache"
+        self.predictor = open_predictor(self.artifact, cfg.inference, cache)  # a bad artifact: nothing made yet
+        self._check_routes()
         for sub in ("instances", "uploads", "results"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
         self.key = load_or_create_key(Path(cfg.audit.pseudonym_key_file or root / "pseudonym.key"))
         self.store = Store(root / "store.sqlite")
-        cache = Path(cfg.inference.cache_dir) if cfg.inference.cache_dir else root / "ov-cache"
-        self.predictor = open_predictor(self.artifact, cfg.inference, cache)
-        self._check_routes()
         self.audit = AuditLog(Path(cfg.audit.path or root / "audit.jsonl"), self.predictor.model_sha256)
         self.ingestor = Ingestor(cfg, self.store, self.audit, self.key)
         self.ingestor.observe = self.metrics.observe_outcome
