@@ -116,10 +116,10 @@ class Worker:
         seconds = time.perf_counter() - t0
         self.batches += 1
         self.last_batch_s = seconds
+        if self.on_batch is not None:  # before the cases show DONE, so metrics never lag the states
+            self.on_batch(seconds, records)
         for case, record in zip(claimed, records, strict=True):
             self._finish(case, record, seconds, len(claimed))
-        if self.on_batch is not None:
-            self.on_batch(seconds, records)
         return len(claimed)
 
     def _finish(self, case: CaseRow, record: dict[str, Any], seconds: float, batch: int) -> None:
