@@ -96,3 +96,19 @@ def test_non_loopback_without_token_is_a_config_error():
     with pytest.raises(ConfigError, match="token"):
         HttpConfig(host="0.0.0.0")
     HttpConfig(host="0.0.0.0", token="x" * 32)
+
+
+def test_post_answers_202_when_the_result_is_not_ready_in_time(tiny_model, tmp_path):
+    from serve_helpers import wait_for
+
+    svc = start_service(tiny_model, serve_config(tmp_path / "root", http={"result_timeout_s": 0.001}))
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{svc.http_port}", timeout=60) as http:
+            files = {"derm": ("a.png", _png("derm", 4)), "blood": ("b.png", _png("blood", 4))}
+            r = http.post("/v1/cases", files=files, data={"case_id": "slow-1"})
+            assert r.status_code == 202 and r.json()["case_id"] == "slow-1"
+            assert r.json()["state"] in ("READY", "INFERRING")
+            done = wait_for(lambda: (v := http.get("/v1/cases/slow-1").json())["state"] == "DONE" and v, 30)
+            assert done["result"]["status"] == "ok" and done["result_version"] == 1
+    finally:
+        svc.stop()
