@@ -368,7 +368,8 @@ def _toml_loads(text: str, source: str) -> dict[str, Any]:
 def load_config(path: str | Path | None = None) -> ServeConfig:
     """The config in ``path`` (TOML), or every default when ``path`` is None.
 
-    A relative ``storage.root`` is taken relative to the config file's folder.
+    Relative paths (storage root, watch folder, audit files, cache, token and TLS files) are
+    taken from the config file's folder.
     Raises ConfigError naming the setting and the fix.
     """
     if path is None:
@@ -379,8 +380,34 @@ def load_config(path: str | Path | None = None) -> ServeConfig:
             f"config {path} not found; print a documented example with: drifa-edge serve-ctl example-config"
         )
     cfg = ServeConfig.from_dict(_toml_loads(path.read_text(encoding="utf-8"), str(path)))
-    if not Path(cfg.storage.root).is_absolute():
-        cfg = cfg.with_root(path.parent.resolve() / cfg.storage.root)
+    return _resolve_paths(cfg, path.parent.resolve())
+
+
+# every path setting: (section, nested table or None, field)
+_PATHS = (
+    ("storage", None, "root"),
+    ("watch", None, "folder"),
+    ("audit", None, "path"),
+    ("audit", None, "pseudonym_key_file"),
+    ("inference", None, "cache_dir"),
+    ("http", None, "token_file"),
+    ("dicom", "tls", "cert_file"),
+    ("dicom", "tls", "key_file"),
+    ("dicom", "tls", "ca_file"),
+)
+
+
+def _resolve_paths(cfg: ServeConfig, base: Path) -> ServeConfig:
+    """Relative path settings made absolute against ``base`` (the config file's folder)."""
+    for section, nested, name in _PATHS:
+        outer = getattr(cfg, section)
+        inner = getattr(outer, nested) if nested else outer
+        value = getattr(inner, name)
+        if value is None or Path(value).is_absolute():
+            continue
+        inner = dataclasses.replace(inner, **{name: str(base / value)})
+        outer = dataclasses.replace(outer, **{nested: inner}) if nested else inner
+        cfg = dataclasses.replace(cfg, **{section: outer})
     return cfg
 
 

@@ -37,6 +37,8 @@ def test_example_config_loads_and_keeps_safe_defaults(tmp_path):
     assert cfg.dicom.allowed_calling_aes == ("STORESCU", "MODALITY1")
     assert [r.task for r in cfg.assembly.routes] == ["derm", "blood", "blood"]
     assert cfg.root == tmp_path / "drifa-serve"  # relative to the file
+    path.write_text(example_config().replace('# folder = "inbox"', 'folder = "inbox"'))
+    assert load_config(path).watch.folder == str(tmp_path / "inbox")
     assert cfg.storage.disk_floor_mb == default.storage.disk_floor_mb
     for section in ("inference", "retention", "outbox", "watch", "http"):
         assert getattr(cfg, section) == getattr(default, section), section
