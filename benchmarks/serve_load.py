@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
 import statistics
@@ -175,6 +176,15 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat), all its threads."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def predict_throughput(artifact: Path, root: Path, runtime: str, samples: int, threads: int | None) -> dict:
     """Plain predict on the stored input files of every DONE/SENT case (same model, runtime, T)."""
     from drifa_edge.inference.engine import EngineConfig
@@ -189,11 +199,12 @@ def predict_throughput(artifact: Path, root: Path, runtime: str, samples: int, t
     out = root.parent / "predict.jsonl"
     predict_cases(artifact, cases[:4], out, runtime=runtime, options=RuntimeOptions(threads=threads),
                   engine_cfg=EngineConfig(samples=samples, seed=0), batch_size=4, force=True)  # warm-up; fmt: skip
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     summary = predict_cases(artifact, cases, out, runtime=runtime, options=RuntimeOptions(threads=threads),
                             engine_cfg=EngineConfig(samples=samples, seed=0), batch_size=4, force=True)  # fmt: skip
-    seconds = time.perf_counter() - t0
-    return {"cases": summary.ok, "seconds": round(seconds, 2), "cases_per_min": round(60 * summary.ok / seconds, 1)}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"cases": summary.ok, "seconds": round(seconds, 2), "cases_per_min": round(60 * summary.ok / seconds, 1),
+            "cpu_s_per_case": round(cpu / max(summary.ok, 1), 4)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -252,6 +263,7 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
     try:
         print(f"[2/4] service up in {cold_start_s:.1f} s; {args.senders} senders", flush=True)
         senders = Senders(studies, args.senders, dicom_port)
+        cpu_start = cpu_seconds(service.proc.pid)  # after start-up and warm-up
         t0 = time.time()
         senders.start()
         expected = {result_uids(s[0].StudyInstanceUID, case_id_of(s[0].StudyInstanceUID), 1).sr_instance: s for s in studies}
@@ -272,6 +284,7 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
             time.sleep(0.2)
         done_at = max(recorder.first_at.values()) if recorder.first_at else time.time()
         rss_peaks.append(peak_rss_mb(service.proc.pid))
+        cpu_end = cpu_seconds(service.proc.pid)
     finally:
         service.stop()
     delivered = {uid: recorder.deliveries[uid] for uid in expected}
@@ -313,6 +326,11 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         "delivery_histogram": dict(Counter(delivered.values())),
         "plain_predict": plain,
         "service_over_predict_throughput": round(service_cpm / plain["cases_per_min"], 3),
+        # CPU seconds per case (all threads): less sensitive to other jobs than wall-clock throughput;
+        # without kills only (a restarted process starts counting again)
+        "service_cpu_s_per_case": None if args.kills or cpu_start is None or cpu_end is None
+        else round((cpu_end - cpu_start) / max(n_ok, 1), 4),
+        "predict_cpu_s_per_case": plain["cpu_s_per_case"],
         "loadavg_end": list(__import__("os").getloadavg()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
