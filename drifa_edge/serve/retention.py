@@ -1,6 +1,7 @@
 """Retention: received images, uploads and results are deleted, oldest first, once a case is
-older than ``max_age_hours`` or while everything kept exceeds ``max_gb``, so the disk floor
-is not reached in normal operation. Never a case in flight: only SENT and FAILED cases,
+older than ``max_age_hours``, while everything kept exceeds ``max_gb``, or while the free
+space is below twice ``storage.disk_floor_mb`` (reason ``disk_low``), so the floor (where
+instances are refused) is not reached in normal operation. Never a case in flight: only SENT and FAILED cases,
 and DONE ones when no destination is configured (with destinations, DONE still has
 results to deliver; DEAD waits for ``serve-ctl retry``). Each deletion is audited.
 """
@@ -58,10 +59,12 @@ class Retention:
         total = sum(sizes.values())
         limit = self.cfg.retention.max_gb * 2**30
         max_age = self.cfg.retention.max_age_hours * 3600
+        floor = self.cfg.storage.disk_floor_mb * 2**20
         deleted = []
         for case in sorted(self.store.cases(self.deletable_states()), key=lambda c: c.updated):
             age = now - case.updated
-            reason = "max_age" if age > max_age else "max_size" if total > limit else None
+            low = shutil.disk_usage(root).free < 2 * floor
+            reason = "max_age" if age > max_age else "max_size" if total > limit else "disk_low" if low else None
             if reason is None:
                 continue
             if not self.store.delete_case(case.case_id):  # went back in flight meanwhile

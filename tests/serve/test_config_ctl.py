@@ -97,8 +97,14 @@ def test_retention_oldest_first_never_in_flight(tmp_path):
         (tmp_path / "instances" / "new" / "a.dcm").write_bytes(b"x" * 100)
         assert Retention(store, audit, cfg_small).sweep(time.time()) == ["new"]
         assert {c.case_id for c in store.cases()} == {"flight"}
+        _done_case(store, "last", tmp_path)
+        cfg_low = ServeConfig.from_dict({"storage": {"root": str(tmp_path), "disk_floor_mb": 1e12}})
+        assert Retention(store, audit, cfg_low).sweep(time.time()) == ["last"]  # free < 2 x floor
+        assert {c.case_id for c in store.cases()} == {"flight"}
         lines = [e for e in read_audit(tmp_path / "audit.jsonl") if e["event"] == "deleted"]
-        assert [(e["case_id"], e["reason"]) for e in lines] == [("old", "max_age"), ("new", "max_size")]
+        assert [(e["case_id"], e["reason"]) for e in lines] == [
+            ("old", "max_age"), ("new", "max_size"), ("last", "disk_low")
+        ]  # fmt: skip
     finally:
         store.close()
         audit.close()
