@@ -55,3 +55,16 @@ def test_refused_file_goes_to_rejected(tiny_model, tmp_path):
         assert svc.store.cases() == []
     finally:
         svc.stop()
+
+
+def test_files_present_at_start_up_are_taken(tiny_model, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i, ds in enumerate(make_study(5)):
+        _drop(ds, inbox, f"img{i}.dcm")
+    svc, _ = _service(tiny_model, tmp_path, False)  # inotify mode: only the start-up scan sees them
+    try:
+        wait_for(lambda: svc.store.counts()["DONE"] == 1, 30)
+        assert list(inbox.iterdir()) == []
+    finally:
+        svc.stop()
