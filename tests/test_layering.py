@@ -2,7 +2,7 @@
 
 Every import counts: module level, inside functions, under TYPE_CHECKING. The intended
 order (lower first) is errors/data/model/profiles -> artifact -> metrics -> runtimes ->
-inference -> training/export/quantize/drift -> bench -> demo -> cli.
+inference -> training/export/quantize/drift -> bench -> serve -> demo -> cli.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ LAYERS = [
     {"inference"},
     {"training", "export", "quantize", "drift"},
     {"bench"},
+    {"serve"},
     {"demo"},
     {"cli"},
 ]

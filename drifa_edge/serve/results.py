@@ -48,8 +48,6 @@ of the same case is a new result version.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from drifa_edge import __version__
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.atomic import atomic_write
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import BadInputError, missing_dependency
 
 SCHEME = "99DRIFA"
@@ -359,27 +358,10 @@ class ResultFiles:
 
 
 def write_dataset(ds, path: str | Path) -> Path:
-    """Write a DICOM file atomically (temp file in the folder, fsync, rename, fsync folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a DICOM file atomically (``artifact.atomic_write``: temp file, fsync, rename)."""
     buf = BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def write_results(

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drifa_edge import __version__
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.serve.results import (
     MANUFACTURER,
     check_inputs,

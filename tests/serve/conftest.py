@@ -277,10 +277,10 @@ class ResultCase:
         import numpy as np
         from pydicom.uid import generate_uid
 
-        from drifa_edge.card import ModelCard, ReferralRule
+        from drifa_edge.artifact.card import ModelCard, ReferralRule
         from drifa_edge.data.preprocess_spec import PreprocessSpec
-        from drifa_edge.inference.uncertainty import summarize
         from drifa_edge.inference.writers import task_result
+        from drifa_edge.metrics.uncertainty import summarize
         from drifa_edge.model.config import ModelConfig, TaskSpec
         from tests.conftest import shared_data_root
 
