@@ -70,10 +70,10 @@ class TimedReceiver(RecordingReceiver):
 def demo_size_checkpoint(folder: Path) -> Path:
     import torch
 
-    from drifa_edge.card import ReferralRule, default_card
+    from drifa_edge.artifact.card import ReferralRule, default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     cfg = ModelConfig(
         tasks=(TaskSpec("derm", ("nevus", "melanoma", "other")), TaskSpec("blood", ("a", "b"), channels=1)),

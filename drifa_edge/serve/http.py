@@ -35,7 +35,8 @@ try:  # this module is imported only when the HTTP API is enabled
 except ImportError:  # pragma: no cover - reported by build_app
     FastAPI = None  # type: ignore[assignment,misc]
 
-from drifa_edge.serve.ingest import Refused, atomic_write
+from drifa_edge.artifact.atomic import atomic_write
+from drifa_edge.serve.ingest import Refused
 from drifa_edge.serve.store import Instance
 
 if TYPE_CHECKING:

@@ -3,10 +3,9 @@ batches of cases, close. The records are exactly ``drifa-edge predict``'s JSONL 
 (same input-quality rules, referral and uncertainty), made by the same code.
 
 :func:`open_predictor` is the only place that knows how the predictor is opened: the
-re-layered ``drifa_edge.inference.predictor.Predictor.open(artifact, runtime, options,
-engine_cfg)`` when it is there, else (before the re-layer lands) ``inference.predict``'s
-own batch runner, wrapped to the same small surface (``card``, ``sha256``, ``runtime``,
-``device``, ``ensemble_size``, ``predict(cases)``, ``close()``).
+re-layered ``drifa_edge.inference.predictor.Predictor.open(artifact, runtime, options, engine_cfg)``;
+the service uses its ``card``, ``sha256``, ``runtime``, ``device``, ``ensemble_size``,
+``predict(cases)`` and ``close()``.
 """
 
 from __future__ import annotations
@@ -86,49 +85,8 @@ def open_predictor(artifact: str | Path, cfg: InferenceConfig, cache_dir: Path |
     extra = {"cache_dir": str(cache_dir)} if cache_dir else {}
     options = RuntimeOptions(precision=cfg.precision, device=cfg.device, threads=cfg.threads, extra=extra)
     engine_cfg = EngineConfig(samples=cfg.samples, seed=cfg.seed)
-    try:
-        from drifa_edge.inference.predictor import Predictor
-    except ImportError:  # before the re-layer: the same code, reached through predict's batch runner
-        predictor = _BatchRunner.open(artifact, cfg.runtime, options, engine_cfg, cfg.allow_channel_conversion)
-    else:
-        predictor = Predictor.open(artifact, cfg.runtime, options, engine_cfg, cfg.allow_channel_conversion)
+    from drifa_edge.inference.predictor import Predictor
+
+    predictor = Predictor.open(artifact, cfg.runtime, options, engine_cfg, cfg.allow_channel_conversion)
     return CasePredictor(predictor, cfg)
 
-
-class _BatchRunner:
-    """``inference.predict``'s runner behind the Predictor surface (removed once the re-layer lands)."""
-
-    @classmethod
-    def open(cls, artifact, runtime, options, engine_cfg, allow_conversion) -> _BatchRunner:
-        from drifa_edge.inference.predict import _open_members, choose_runtime, referral_rules
-        from drifa_edge.inference.writers import ensemble_sha256, model_sha256
-
-        self = cls()
-        self.artifact, self.options, self.engine_cfg = Path(artifact), options, engine_cfg
-        self.allow_conversion = allow_conversion
-        self.runtime = choose_runtime(self.artifact, runtime, options.precision)
-        self.runtimes = _open_members(self.artifact, self.runtime, options)
-        self.card = self.runtimes[0].card
-        self.rules = referral_rules(self.artifact, self.runtimes)
-        cards = [rt.card for rt in self.runtimes]
-        self.sha256 = model_sha256(self.card) if len(cards) == 1 else ensemble_sha256(cards)
-        self.device, self.ensemble_size = self.runtimes[0].device, len(self.runtimes)
-        return self
-
-    def predict(self, cases: list[Case]) -> list[dict[str, Any]]:
-        from drifa_edge.inference.predict import PredictSummary, _Run
-
-        records: list[dict[str, Any]] = []
-        writer = type("Collect", (), {"write": staticmethod(records.append)})()
-        summary = PredictSummary(
-            None, None, self.runtime, self.options.precision, self.device, self.engine_cfg.samples,
-            self.engine_cfg.seed, self.ensemble_size, self.sha256,
-        )  # fmt: skip
-        run = _Run(self.runtimes, self.rules, self.engine_cfg, writer, summary, self.allow_conversion, None)
-        run.run_batch([run.prepare(case) for case in cases])
-        by_id = {r["case_id"]: r for r in records}
-        return [by_id[c.case_id] for c in cases]
-
-    def close(self) -> None:
-        for rt in self.runtimes:
-            rt.close()

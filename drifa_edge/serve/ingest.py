@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.serve.audit import AuditLog, pseudonym
 from drifa_edge.serve.config import ServeConfig
 from drifa_edge.serve.crash import crash_point
@@ -82,22 +82,6 @@ class Refused(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temporary file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def is_image_sop_class(uid: str) -> bool:

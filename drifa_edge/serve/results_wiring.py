@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.serve.audit import AuditLog
 from drifa_edge.serve.config import ServeConfig
 from drifa_edge.serve.store import Store

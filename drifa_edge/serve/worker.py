@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.inference.manifest import Case
 from drifa_edge.serve.audit import AuditLog
 from drifa_edge.serve.config import InferenceConfig
 from drifa_edge.serve.crash import crash_point
 from drifa_edge.serve.inference import CasePredictor
-from drifa_edge.serve.ingest import atomic_write
 from drifa_edge.serve.store import CaseRow, Store
 
 log = logging.getLogger(__name__)

@@ -30,10 +30,10 @@ TASKS = ("derm", "blood")
 def make_tiny_checkpoint(folder: Path) -> Path:
     """A tiny untrained two-task checkpoint (derm RGB 3 classes, blood gray 2 classes, 32 px)."""
     torch = pytest.importorskip("torch")
-    from drifa_edge.card import ReferralRule, default_card
+    from drifa_edge.artifact.card import ReferralRule, default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     cfg = ModelConfig(
         tasks=(TaskSpec("derm", ("nevus", "melanoma", "other")), TaskSpec("blood", ("a", "b"), channels=1)),
