@@ -330,3 +330,14 @@ class ResultCase:
 def result_case() -> ResultCase:
     pytest.importorskip("highdicom", reason="highdicom not installed: pip install 'drifa-edge[serve]'")
     return ResultCase()
+
+
+# ------------------------------------------------------------------ the service (serve helper)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny untrained two-task checkpoint (see serve_helpers.make_tiny_checkpoint), once per session."""
+    from serve_helpers import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("serve-model") / "model")
