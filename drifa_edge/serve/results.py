@@ -274,6 +274,30 @@ def _task_group(hd, codes, task, result, record, sources, card, uids, version):
     )
 
 
+# Patient and study attributes that highdicom copies from the first evidence instance. They are
+# Type 2 in the SR (present, may be empty), and modalities often omit them (PS3.3 C.7.1.1, C.7.2.1).
+PATIENT_STUDY_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+)  # fmt: skip
+
+
+def with_patient_study_type2(ds):
+    """``ds`` itself when it has every attribute of :data:`PATIENT_STUDY_TYPE2`; otherwise a shallow
+    copy with the missing ones present and empty, so the SR carries them empty (DICOM's rule for
+    Type 2) instead of failing. The source dataset is never changed."""
+    missing = [k for k in PATIENT_STUDY_TYPE2 if k not in ds]
+    if not missing:
+        return ds
+    from pydicom import Dataset
+
+    out = Dataset({tag: ds.get_item(tag) for tag in ds.keys()})  # new mapping, same (raw) elements
+    out.file_meta = getattr(ds, "file_meta", Dataset())
+    for keyword in missing:
+        setattr(out, keyword, None)
+    return out
+
+
 def build_sr(
     record: Mapping[str, Any],
     sources: Mapping[str, Any],
@@ -315,6 +339,7 @@ def build_sr(
         imaging_measurements=groups,
     )
     evidence = [ds for dss in srcs.values() for ds in dss]
+    evidence[0] = with_patient_study_type2(evidence[0])
     when = created or datetime.now()
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,

@@ -211,6 +211,22 @@ def test_no_dicom_sources_or_incomplete_ones_refused(result_case):
         results.build_sr(result_case.record, {**result_case.sources, "chest": broken}, result_case.card)
 
 
+def test_sources_without_patient_and_study_type2_attributes(result_case, tmp_path):
+    """Modalities often omit Type 2 attributes (PatientBirthDate, PatientSex, StudyID...): the SR is
+    still made, carries them empty, and the source datasets are left as they were."""
+    sources = {task: copy.deepcopy(ds) for task, ds in result_case.sources.items()}
+    for ds in sources.values():
+        for keyword in results.PATIENT_STUDY_TYPE2:
+            if keyword in ds and keyword not in ("PatientName", "PatientID"):  # compared below
+                delattr(ds, keyword)
+    files = results.write_results(tmp_path, result_case.record, sources, result_case.card)
+    raw = pydicom.dcmread(files.sr_path)
+    assert "PatientBirthDate" in raw and not raw.PatientBirthDate
+    assert raw.StudyInstanceUID == next(iter(sources.values())).StudyInstanceUID
+    assert all("PatientBirthDate" not in ds for ds in sources.values())
+    check_sr_matches(hd.sr.srread(files.sr_path), result_case)
+
+
 def test_dcmtk_reads_the_sr_without_complaint(result_case, tmp_path):
     """A third-party SR parser (dcmtk's dsrdump) reads the file: no warning, no error, and
     the tree shows the class and the referral."""
