@@ -1,0 +1,305 @@
+"""Batch scoring on Ray Data: the local ``predict`` spread over a cluster.
+
+The pipeline::
+
+    manifest cases (driver) -> decode + preprocess (Ray tasks, ``prepare_case``)
+        -> MC engine (actor pool, each actor opens the runtime once, ``Predictor``)
+        -> records streamed back to the driver -> one JSON Lines file (+ Parquet)
+
+Same cases, preprocessing, uncertainty, referral and record as ``drifa-edge
+predict`` (the code is the same: :mod:`drifa_edge.scaleout.adapter`); each record
+adds ``worker`` (pid, host, Ray node and actor ids of the process that ran it).
+A bad file becomes an error record and the run goes on; exit code 9 when any
+case failed.
+
+Durability: records are appended and fsynced to the output as they arrive, so a
+killed driver loses nothing written and ``resume`` skips those cases (error
+records are tried again, as in local predict). Ray restarts an actor that dies
+and re-runs its block; a case seen twice is written once (de-duplicated by case
+id). At the end the file is rewritten atomically in manifest order, so it reads
+like local predict's output. Parquet, on request, is the CSV view's columns
+(flat, one row per case) plus the worker, written from the final JSON Lines.
+
+Seeds: with the torch runtime each case's masks are seeded from (seed, case_id),
+so a case gets the same masks whatever actor or batch it lands in, and the same
+numbers as local predict: bit for bit when the batches are the same (cases per
+engine call, threads), else up to float32 rounding of a differently shaped
+batched call (~1e-7 relative; local predict itself differs that much between
+``--batch-size 1`` and 4). In-graph runtimes (ONNX Runtime, OpenVINO) draw fresh
+masks per call: same predictions, distributions within the MC noise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drifa_edge.errors import ConfigError, DrifaError
+from drifa_edge.inference.engine import EngineConfig
+from drifa_edge.inference.manifest import Case
+from drifa_edge.runtimes.base import RuntimeOptions
+from drifa_edge.scaleout.config import BatchConfig, ClusterConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreSummary:
+    """What a Ray scoring run did; the records themselves are in ``out_path``."""
+
+    out_path: Path
+    parquet_path: Path | None
+    runtime: str
+    precision: str
+    samples: int
+    seed: int | None
+    model_sha256: str
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0  # already finished in the output (resume)
+    duplicates: int = 0  # records Ray delivered twice (a re-run block), written once
+    workers: dict[str, int] = field(default_factory=dict)  # "host:pid" -> cases
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    preview: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        from drifa_edge.inference.predict import PARTIAL_FAILURE_EXIT
+
+        return PARTIAL_FAILURE_EXIT if self.failed else 0
+
+
+# ------------------------------------------------------------------ the Ray stages
+
+
+def _encode_case(case: Case) -> dict[str, str]:
+    inputs = {t: None if p is None else str(p) for t, p in case.inputs.items()}
+    return {"case_id": case.case_id, "inputs": json.dumps(inputs)}
+
+
+def decode_batch(batch: dict[str, np.ndarray], card, allow_conversion: bool) -> dict[str, np.ndarray]:
+    """Ray task: read and preprocess a block of cases (``prepare_case``, errors captured)."""
+    from drifa_edge.scaleout.adapter import prepare_case
+
+    prepared = []
+    for case_id, inputs in zip(batch["case_id"], batch["inputs"], strict=True):
+        paths = {t: None if p is None else Path(p) for t, p in json.loads(inputs).items()}
+        # pickled between our own workers only (Ray pickles every object anyway); never user files
+        prepared.append(pickle.dumps(prepare_case(Case(str(case_id), paths), card, allow_conversion)))
+    return {"case_id": batch["case_id"], "prepared": np.array(prepared, dtype=object)}
+
+
+class ScoringActor:
+    """Ray actor: the artifact opened once, MC predictions for each batch of prepared cases."""
+
+    def __init__(self, artifact: str, runtime: str, options: RuntimeOptions, engine_cfg: EngineConfig):
+        from drifa_edge.scaleout.adapter import Predictor
+        from drifa_edge.scaleout.cluster import worker_identity
+
+        self.predictor = Predictor.open(artifact, runtime=runtime, options=options, engine_cfg=engine_cfg)
+        self.identity = worker_identity()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = [pickle.loads(blob) for blob in batch["prepared"]]
+        records = self.predictor.predict_prepared(items)
+        lines = []
+        for record in records:
+            record["worker"] = self.identity
+            lines.append(json.dumps(record, allow_nan=False))
+        return {"case_id": batch["case_id"], "record": np.array(lines, dtype=object)}
+
+    def __del__(self) -> None:
+        predictor = getattr(self, "predictor", None)
+        if predictor is not None:
+            predictor.close()
+
+
+# ------------------------------------------------------------------ the run
+
+
+def score_cases(
+    artifact: str | Path,
+    cases: Sequence[Case],
+    out_path: str | Path,
+    runtime: str = "auto",
+    options: RuntimeOptions | None = None,
+    engine_cfg: EngineConfig | None = None,
+    batch: BatchConfig | None = None,
+    cluster: ClusterConfig | None = None,
+    resume: bool = False,
+    force: bool = False,
+    parquet_path: str | Path | None = None,
+    allow_channel_conversion: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> ScoreSummary:
+    """Predict every case on Ray and write JSON Lines to ``out_path`` (see the module doc).
+
+    Raises ConfigError for an existing output without ``resume``/``force``, a
+    duplicated case id or an output of another model; MissingDependencyError without
+    Ray; the errors of ``choose_runtime`` for an artifact no runtime here can open.
+    """
+    from drifa_edge.inference import predict as local
+    from drifa_edge.inference.writers import JsonlWriter, read_jsonl, rewrite_jsonl
+    from drifa_edge.scaleout.cluster import connect, import_ray
+
+    options = options or RuntimeOptions()
+    cfg = engine_cfg or EngineConfig()
+    batch = batch or BatchConfig()
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".jsonl":
+        raise ConfigError(f"--out {out_path}: the Ray output is JSON Lines; name it e.g. preds.jsonl")
+    _check_unique(cases)
+    name = local.choose_runtime(artifact, runtime, options.precision)  # fail here, not in every actor
+    cards = _cards(artifact)
+    sha = _sha256(cards)
+    done = local._done_cases(out_path, resume, force, sha)
+    todo = [c for c in cases if c.case_id not in done]
+    summary = ScoreSummary(
+        out_path, None if parquet_path is None else Path(parquet_path), name, options.precision,
+        cfg.samples, cfg.seed, sha, skipped=len(cases) - len(todo),
+    )  # fmt: skip
+    if options.threads is None and batch.cpus_per_actor >= 1:  # one runtime thread per reserved CPU
+        options = _with_threads(options, int(batch.cpus_per_actor))
+
+    if todo:
+        ray = import_ray()
+        started = connect(cluster)
+        try:
+            ds = _pipeline(ray, artifact, name, options, cfg, batch, cards[0], todo, allow_channel_conversion)
+            seen: set[str] = set()
+            with JsonlWriter(out_path) as writer:
+                for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for line in block["record"]:
+                        record = json.loads(line)
+                        if record["case_id"] in seen:
+                            summary.duplicates += 1
+                            continue
+                        seen.add(record["case_id"])
+                        writer.write(record)
+                        _count(summary, record)
+                        if on_record is not None:
+                            on_record(record)
+        finally:
+            if started:
+                ray.shutdown()
+        missing = {c.case_id for c in todo} - seen
+        if missing:  # cannot happen unless Ray dropped a block; never pass it silently
+            raise DrifaError(
+                f"Ray returned no record for {len(missing)} case(s), e.g. {sorted(missing)[:3]}; the "
+                f"others are in {out_path}: run again with --resume to score the missing ones"
+            )
+
+    order = {c.case_id: i for i, c in enumerate(cases)}
+    records = read_jsonl(out_path, repair=True)
+    records.sort(key=lambda r: order.get(r["case_id"], len(order)))
+    rewrite_jsonl(out_path, records)
+    if summary.parquet_path is not None:
+        write_parquet(summary.parquet_path, records, {t.name: t.classes for t in cards[0].model.tasks})
+    return summary
+
+
+def _pipeline(ray, artifact, runtime, options, cfg, batch: BatchConfig, card, todo, allow_conversion):
+    """The lazy Ray Dataset of records (JSON strings), one per case of ``todo``."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    n_blocks = max(1, -(-len(todo) // batch.decode_block))
+    ds = ray.data.from_items([_encode_case(c) for c in todo], override_num_blocks=n_blocks)
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"card": card, "allow_conversion": allow_conversion},
+        batch_size=batch.decode_block,
+        batch_format="numpy",
+        num_cpus=batch.decode_cpus,
+    )
+    return ds.map_batches(
+        ScoringActor,
+        fn_constructor_kwargs={
+            "artifact": str(Path(artifact).resolve()),
+            "runtime": runtime,
+            "options": options,
+            "engine_cfg": cfg,
+        },
+        batch_size=batch.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(
+            size=batch.actors, max_tasks_in_flight_per_actor=batch.blocks_in_flight
+        ),
+        num_cpus=batch.cpus_per_actor,
+        num_gpus=batch.gpus_per_actor or None,
+    )
+
+
+def _count(summary: ScoreSummary, record: dict[str, Any]) -> None:
+    if record["status"] == "ok":
+        summary.ok += 1
+    else:
+        summary.failed += 1
+        summary.errors.append((record["case_id"], record["error"]))
+        log.error("case %s: %s", record["case_id"], record["error"])
+    worker = record.get("worker") or {}
+    key = f"{worker.get('host')}:{worker.get('pid')}"
+    summary.workers[key] = summary.workers.get(key, 0) + 1
+    if len(summary.preview) < 50:
+        summary.preview.append(record)
+
+
+def _check_unique(cases: Sequence[Case]) -> None:
+    seen: set[str] = set()
+    for case in cases:
+        if case.case_id in seen:
+            raise ConfigError(f"case_id {case.case_id!r} given twice; case ids must be unique")
+        seen.add(case.case_id)
+
+
+def _cards(artifact: str | Path) -> list:
+    from drifa_edge.card import read_card
+    from drifa_edge.inference.predict import resolve_members
+
+    return [read_card(m, verify=False) for m in resolve_members(artifact)]
+
+
+def _sha256(cards: list) -> str:
+    from drifa_edge.inference.writers import ensemble_sha256, model_sha256
+
+    return model_sha256(cards[0]) if len(cards) == 1 else ensemble_sha256(cards)
+
+
+def _with_threads(options: RuntimeOptions, threads: int) -> RuntimeOptions:
+    import dataclasses
+
+    return dataclasses.replace(options, threads=threads)
+
+
+def write_parquet(path: Path, records: Sequence[dict[str, Any]], classes: dict[str, Sequence[str]]) -> None:
+    """The CSV view's columns plus the worker, one row per case, written atomically."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from drifa_edge.inference.writers import csv_columns, record_to_row
+
+    columns = csv_columns(classes) + ["worker_host", "worker_pid", "worker_node_id", "worker_actor_id"]
+    rows = []
+    for record in records:
+        row = dict.fromkeys(columns)
+        row.update(record_to_row(record, classes))
+        worker = record.get("worker") or {}
+        for key in ("host", "pid", "node_id", "actor_id"):
+            row[f"worker_{key}"] = worker.get(key)
+        rows.append(row)
+    table = pa.Table.from_pylist(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
