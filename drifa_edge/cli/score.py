@@ -95,3 +95,52 @@ def score(
         err.print(f"{case_id}: {message}", highlight=False, markup=False)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+
+
+@app.command("serve-ray")
+def serve_ray(
+    artifact: Path = typer.Argument(..., help="checkpoint folder, export folder or ensemble folder"),
+    config: Path = typer.Option(None, "--config", "-c", help="TOML file with a [ray_serve] table"),
+    address: str = typer.Option(None, "--ray", help="Ray cluster address (default: start a local Ray)"),
+    replicas: int = typer.Option(None, help="replicas (overrides the config)"),
+    host: str = typer.Option(None, help="HTTP host (overrides the config; default 127.0.0.1)"),
+    port: int = typer.Option(None, help="HTTP port (overrides the config; default 8000)"),
+    samples: int = typer.Option(30, "--samples", "-T", help="MC samples per ensemble member"),
+    seed: int = typer.Option(0, help="seed of the MC masks (torch; exported graphs are not seedable)"),
+    runtime: str = typer.Option("auto", help="auto | torch | onnxruntime | openvino | tensorrt"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16 | int8 (the artifact must have it)"),
+    device: str = typer.Option(None, help="runtime device inside each replica"),
+    threads: int = typer.Option(None, help="runtime threads per replica (default: its whole CPUs)"),
+) -> None:
+    """Serve the HTTP case API (POST /v1/cases) from Ray Serve replicas until Ctrl-C."""
+    import time
+
+    from drifa_edge.inference.engine import EngineConfig
+    from drifa_edge.runtimes.base import RuntimeOptions
+    from drifa_edge.scaleout.config import ClusterConfig, ServeConfig, load_serve_config
+    from drifa_edge.scaleout.serve import deploy
+
+    overrides = {"replicas": replicas, "host": host, "port": port}
+    cfg = (
+        load_serve_config(config, **overrides)
+        if config
+        else ServeConfig(**{k: v for k, v in overrides.items() if v is not None})
+    )
+    deploy(
+        artifact,
+        runtime=runtime,
+        options=RuntimeOptions(precision=precision, device=device, threads=threads),
+        engine_cfg=EngineConfig(samples=samples, seed=seed),
+        cfg=cfg,
+        cluster=ClusterConfig(address),
+    )
+    Console().print(
+        f"serving POST http://{cfg.host}:{cfg.port}/v1/cases; Ctrl-C stops", highlight=False, markup=False
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()

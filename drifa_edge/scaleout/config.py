@@ -145,3 +145,33 @@ class ServeConfig:
             "max_replicas": self.max_replicas,
             "target_ongoing_requests": self.target_ongoing_requests,
         }
+
+
+def load_serve_config(path: str | Path, **overrides) -> ServeConfig:
+    """A ServeConfig from the ``[ray_serve]`` table of a TOML file (unknown keys refused),
+    with ``overrides`` (not None) on top; see ``ray_serve.example.toml`` beside this module."""
+    import dataclasses
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from drifa_edge.errors import suggest
+
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("ray_serve", {})
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable TOML file ({e})") from e
+    known = [f.name for f in dataclasses.fields(ServeConfig)]
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{path}: unknown key {key!r} in [ray_serve]; known: {known}" + suggest(key, known)
+            )
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServeConfig(**table)
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from e

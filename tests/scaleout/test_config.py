@@ -41,3 +41,17 @@ def test_serve_config_autoscaling():
         ServeConfig(min_replicas=3, max_replicas=2)
     with pytest.raises(ConfigError, match="max_batch_size"):
         ServeConfig(max_batch_size=0)
+
+
+def test_serve_config_from_toml(tmp_path):
+    from pathlib import Path
+
+    from drifa_edge.scaleout import config
+
+    example = Path(config.__file__).with_name("ray_serve.example.toml")
+    cfg = config.load_serve_config(example, port=9001)
+    assert (cfg.replicas, cfg.max_batch_size, cfg.port) == (2, 8, 9001)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ray_serve]\nreplica = 3\n")
+    with pytest.raises(ConfigError, match="Did you mean 'replicas'"):
+        config.load_serve_config(bad)
