@@ -202,8 +202,8 @@ def score_cases(
         out_path, None if parquet_path is None else Path(parquet_path), name, options.precision,
         cfg.samples, cfg.seed, sha, skipped=len(cases) - len(todo),
     )  # fmt: skip
-    if options.threads is None and batch.cpus_per_actor >= 1:  # one runtime thread per reserved CPU
-        options = _with_threads(options, int(batch.cpus_per_actor))
+    if options.threads is None:  # one runtime thread per reserved CPU (at least one), not all the node's
+        options = _with_threads(options, max(1, int(batch.cpus_per_actor)))
 
     if todo:
         ray = import_ray()

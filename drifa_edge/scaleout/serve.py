@@ -230,8 +230,8 @@ def build_app(
 
     cfg = cfg or ServeConfig()
     options = options or RuntimeOptions()
-    if options.threads is None and cfg.cpus_per_replica >= 1:
-        options = dataclasses.replace(options, threads=int(cfg.cpus_per_replica))
+    if options.threads is None:  # one runtime thread per reserved CPU (at least one), not all the node's
+        options = dataclasses.replace(options, threads=max(1, int(cfg.cpus_per_replica)))
     name = choose_runtime(artifact, runtime, options.precision)  # fail here, not in every replica
     settings: dict[str, Any] = {
         "name": DEPLOYMENT_NAME,

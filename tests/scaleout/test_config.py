@@ -55,3 +55,15 @@ def test_serve_config_from_toml(tmp_path):
     bad.write_text("[ray_serve]\nreplica = 3\n")
     with pytest.raises(ConfigError, match="Did you mean 'replicas'"):
         config.load_serve_config(bad)
+
+
+def test_score_refuses_bad_requests_before_starting_ray(tmp_path):
+    """Usage errors surface at once, before any cluster is started (no Ray needed)."""
+    from drifa_edge.inference.manifest import Case
+    from drifa_edge.scaleout.batch import score_cases
+
+    case = Case("a", {"derm": tmp_path / "a.png", "blood": tmp_path / "a.npy"})
+    with pytest.raises(ConfigError, match="JSON Lines"):
+        score_cases(tmp_path, [case], tmp_path / "out.csv")
+    with pytest.raises(ConfigError, match="given twice"):
+        score_cases(tmp_path, [case, case], tmp_path / "out.jsonl")
