@@ -210,22 +210,7 @@ def score_cases(
         started = connect(cluster)
         try:
             ds = _pipeline(ray, artifact, name, options, cfg, batch, cards[0], todo, allow_channel_conversion)
-            seen: set[str] = set()
-            with BlockAppender(out_path) as writer:
-                for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    fresh = []
-                    for line in block["record"]:
-                        record = json.loads(line)
-                        if record["case_id"] in seen:
-                            summary.duplicates += 1
-                            continue
-                        seen.add(record["case_id"])
-                        fresh.append(record)
-                    writer.write_block(fresh)  # durable before it is counted or reported
-                    for record in fresh:
-                        _count(summary, record)
-                        if on_record is not None:
-                            on_record(record)
+            seen = _collect(ds, out_path, summary, on_record)
         finally:
             if started:
                 ray.shutdown()
@@ -243,6 +228,27 @@ def score_cases(
     if summary.parquet_path is not None:
         write_parquet(summary.parquet_path, records, {t.name: t.classes for t in cards[0].model.tasks})
     return summary
+
+
+def _collect(ds, out_path: Path, summary: ScoreSummary, on_record) -> set[str]:
+    """Append the records of each block as it arrives, once per case id; the ids written."""
+    seen: set[str] = set()
+    with BlockAppender(out_path) as writer:
+        for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            fresh = []
+            for line in block["record"]:
+                record = json.loads(line)
+                if record["case_id"] in seen:  # Ray re-ran a block after a failure
+                    summary.duplicates += 1
+                    continue
+                seen.add(record["case_id"])
+                fresh.append(record)
+            writer.write_block(fresh)  # durable before it is counted or reported
+            for record in fresh:
+                _count(summary, record)
+                if on_record is not None:
+                    on_record(record)
+    return seen
 
 
 def _pipeline(ray, artifact, runtime, options, cfg, batch: BatchConfig, card, todo, allow_conversion):

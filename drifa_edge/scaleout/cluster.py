@@ -33,8 +33,8 @@ def connect(cfg: ClusterConfig | None = None) -> bool:
     if cfg.address is not None:
         kwargs["address"] = cfg.address
     else:
-        # Workers started here must import this very drifa_edge (a worktree or an editable
-        # install); they inherit the environment, so carry the import path along.
+        # Workers started here inherit this process's environment (PYTHONPATH too), so they
+        # import the same drifa_edge; on a cluster every node needs drifa-edge[ray] installed.
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_mb is not None:
