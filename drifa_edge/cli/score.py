@@ -59,10 +59,13 @@ def score(
     from drifa_edge.scaleout.adapter import model_card
     from drifa_edge.scaleout.batch import score_cases
     from drifa_edge.scaleout.config import BatchConfig, ClusterConfig
+    from drifa_edge.scaleout.uris import manifest_uris
 
     cluster = ClusterConfig(address, num_cpus, object_store_mb, temp_dir)
     batch = BatchConfig(actors, cpus_per_actor, gpus_per_actor, decode_cpus, decode_block, batch_size)
-    cases = read_manifest(manifest, model_card(artifact).task_names)
+    tasks = model_card(artifact).task_names
+    cases = read_manifest(manifest, tasks)
+    uris = manifest_uris(manifest, tasks)  # s3://, gs://, file://... cells, read through pyarrow.fs
     err = Console(stderr=True)
     err.print(f"scoring {len(cases)} case(s) on Ray with {actors} actor(s)...", highlight=False, markup=False)
     summary = score_cases(
@@ -78,6 +81,7 @@ def score(
         force=force,
         parquet_path=parquet,
         allow_channel_conversion=convert_channels,
+        uris=uris,
     )
     console = Console()
     console.print(

@@ -81,21 +81,63 @@ class ScoreSummary:
 # ------------------------------------------------------------------ the Ray stages
 
 
-def _encode_case(case: Case) -> dict[str, str]:
+def _encode_case(case: Case, uris: dict[str, str] | None = None) -> dict[str, str]:
     inputs = {t: None if p is None else str(p) for t, p in case.inputs.items()}
+    inputs.update(uris or {})  # URI cells replace what the path reader made of them
     return {"case_id": case.case_id, "inputs": json.dumps(inputs)}
 
 
 def decode_batch(batch: dict[str, np.ndarray], card, allow_conversion: bool) -> dict[str, np.ndarray]:
-    """Ray task: read and preprocess a block of cases (``prepare_case``, errors captured)."""
-    from drifa_edge.scaleout.adapter import prepare_case
+    """Ray task: read and preprocess a block of cases (``prepare_case``, errors captured).
 
-    prepared = []
+    URI cells are fetched to temporary files first (:mod:`drifa_edge.scaleout.uris`); the
+    ``fixes`` column tells the actor how to name the URIs in the finished record."""
+    prepared, fixes = [], []
     for case_id, inputs in zip(batch["case_id"], batch["inputs"], strict=True):
-        paths = {t: None if p is None else Path(p) for t, p in json.loads(inputs).items()}
+        item, fix = _prepare(str(case_id), json.loads(inputs), card, allow_conversion)
         # pickled between our own workers only (Ray pickles every object anyway); never user files
-        prepared.append(pickle.dumps(prepare_case(Case(str(case_id), paths), card, allow_conversion)))
-    return {"case_id": batch["case_id"], "prepared": np.array(prepared, dtype=object)}
+        prepared.append(pickle.dumps(item))
+        fixes.append(json.dumps(fix))
+    return {
+        "case_id": batch["case_id"],
+        "prepared": np.array(prepared, dtype=object),
+        "fixes": np.array(fixes, dtype=object),
+    }
+
+
+def _prepare(case_id: str, cells: dict[str, str | None], card, allow_conversion: bool):
+    import tempfile
+
+    from drifa_edge.errors import BadInputError
+    from drifa_edge.scaleout.adapter import prepare_case
+    from drifa_edge.scaleout.uris import fetch, is_uri
+
+    uris = {t: c for t, c in cells.items() if c is not None and is_uri(c)}
+    paths = {t: None if c is None or t in uris else Path(c) for t, c in cells.items()}
+    if not uris:
+        return prepare_case(Case(case_id, paths), card, allow_conversion), {}
+    fix: dict[str, Any] = {"inputs": uris, "replace": [], "error": None}
+    with tempfile.TemporaryDirectory(prefix="drifa-fetch-") as tmp:
+        for task, uri in uris.items():
+            try:
+                paths[task] = fetch(uri, Path(tmp), task)
+                fix["replace"].append([str(paths[task]), uri])
+            except BadInputError as e:  # the case becomes an error record naming the URI
+                fix["error"] = f"{task}: {e}"
+                paths[task] = None
+        return prepare_case(Case(case_id, paths), card, allow_conversion), fix
+
+
+def _apply_fix(record: dict[str, Any], fix: dict[str, Any]) -> None:
+    """Name the URIs, not the decode task's temporary copies, in a finished record."""
+    if not fix:
+        return
+    record["inputs"].update(fix["inputs"])
+    if fix["error"] is not None:
+        record["error"] = fix["error"]
+    elif record.get("error"):
+        for tmp, uri in fix["replace"]:
+            record["error"] = record["error"].replace(tmp, uri)
 
 
 class ScoringActor:
@@ -112,7 +154,8 @@ class ScoringActor:
         items = [pickle.loads(blob) for blob in batch["prepared"]]
         records = self.predictor.predict_prepared(items)
         lines = []
-        for record in records:
+        for record, fix in zip(records, batch["fixes"], strict=True):
+            _apply_fix(record, json.loads(fix))
             record["worker"] = self.identity
             lines.append(json.dumps(record, allow_nan=False))
         return {"case_id": batch["case_id"], "record": np.array(lines, dtype=object)}
@@ -175,8 +218,12 @@ def score_cases(
     parquet_path: str | Path | None = None,
     allow_channel_conversion: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    uris: dict[str, dict[str, str]] | None = None,
 ) -> ScoreSummary:
     """Predict every case on Ray and write JSON Lines to ``out_path`` (see the module doc).
+
+    ``uris``: case_id -> {task: URI} for inputs read through ``pyarrow.fs`` (see
+    :func:`drifa_edge.scaleout.uris.manifest_uris`); they replace those cases' paths.
 
     Raises ConfigError for an existing output without ``resume``/``force``, a
     duplicated case id or an output of another model; MissingDependencyError without
@@ -209,7 +256,10 @@ def score_cases(
         ray = import_ray()
         started = connect(cluster)
         try:
-            ds = _pipeline(ray, artifact, name, options, cfg, batch, cards[0], todo, allow_channel_conversion)
+            items = [_encode_case(c, (uris or {}).get(c.case_id)) for c in todo]
+            ds = _pipeline(
+                ray, artifact, name, options, cfg, batch, cards[0], items, allow_channel_conversion
+            )
             seen = _collect(ds, out_path, summary, on_record)
         finally:
             if started:
@@ -251,11 +301,11 @@ def _collect(ds, out_path: Path, summary: ScoreSummary, on_record) -> set[str]:
     return seen
 
 
-def _pipeline(ray, artifact, runtime, options, cfg, batch: BatchConfig, card, todo, allow_conversion):
-    """The lazy Ray Dataset of records (JSON strings), one per case of ``todo``."""
+def _pipeline(ray, artifact, runtime, options, cfg, batch: BatchConfig, card, items, allow_conversion):
+    """The lazy Ray Dataset of records (JSON strings), one per encoded case of ``items``."""
     ray.data.DataContext.get_current().enable_progress_bars = False
-    n_blocks = max(1, -(-len(todo) // batch.decode_block))
-    ds = ray.data.from_items([_encode_case(c) for c in todo], override_num_blocks=n_blocks)
+    n_blocks = max(1, -(-len(items) // batch.decode_block))
+    ds = ray.data.from_items(items, override_num_blocks=n_blocks)
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"card": card, "allow_conversion": allow_conversion},
