@@ -116,7 +116,8 @@ def serve_ray(
     device: str = typer.Option(None, help="runtime device inside each replica"),
     threads: int = typer.Option(None, help="runtime threads per replica (default: its whole CPUs)"),
 ) -> None:
-    """Serve the HTTP case API (POST /v1/cases) from Ray Serve replicas until Ctrl-C."""
+    """Serve the HTTP case API (POST /v1/cases) from Ray Serve replicas until Ctrl-C or SIGTERM."""
+    import signal
     import time
 
     from drifa_edge.inference.engine import EngineConfig
@@ -139,8 +140,16 @@ def serve_ray(
         cluster=ClusterConfig(address),
     )
     Console().print(
-        f"serving POST http://{cfg.host}:{cfg.port}/v1/cases; Ctrl-C stops", highlight=False, markup=False
+        f"serving POST http://{cfg.host}:{cfg.port}/v1/cases; Ctrl-C or SIGTERM stops",
+        highlight=False,
+        markup=False,
     )
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt  # one clean shutdown path for Ctrl-C and a service manager's SIGTERM
+
+    signal.signal(signal.SIGTERM, stop)  # replaces Ray's driver handler, which exits without serve.shutdown
+    signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT is ignored
     try:
         while True:
             time.sleep(3600)
@@ -148,3 +157,4 @@ def serve_ray(
         from ray import serve
 
         serve.shutdown()
+        Console(stderr=True).print("stopped", highlight=False, markup=False)
