@@ -5,11 +5,12 @@ one case; picklable result, errors captured, runs in a Ray Data task) and a
 ``Predictor`` opened once per actor or replica whose ``predict_prepared`` turns
 prepared cases into exactly the JSON records ``drifa-edge predict`` writes.
 
-The re-layering (issue 11) adds these as ``drifa_edge.inference.predictor``;
-until that module exists, a stand-in with the same names is built here on top
-of ``drifa_edge.inference.predict`` (its ``_Run`` does the batch, the error
-isolation and the record; nothing is computed differently). When the real
-module lands, this file shrinks to the import.
+The re-layering (issue 11) adds these as ``drifa_edge.inference.predictor`` (and
+moves the card to ``drifa_edge.artifact``); until that is on the branch, a stand-in
+with the same names is built here on top of ``drifa_edge.inference.predict`` (its
+``_Run`` does the batch, the error isolation and the record; nothing is computed
+differently). When the real modules are there, this file shrinks to the imports.
+Scale-out code imports all of these from here, never from their current homes.
 """
 
 from __future__ import annotations
@@ -21,16 +22,26 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
 from drifa_edge.inference.engine import EngineConfig
 from drifa_edge.inference.manifest import Case, load_case
 from drifa_edge.runtimes.base import RuntimeOptions
 
 try:  # the re-layered package (issue 11)
-    from drifa_edge.inference.predictor import Predictor, PreparedCase, prepare_case  # type: ignore
+    from drifa_edge.artifact.card import ModelCard, read_card  # type: ignore
+    from drifa_edge.artifact.ensemble import resolve_members  # type: ignore
+    from drifa_edge.errors import PARTIAL_FAILURE_EXIT  # type: ignore
+    from drifa_edge.inference.predictor import (  # type: ignore
+        Predictor,
+        PreparedCase,
+        choose_runtime,
+        prepare_case,
+    )
 
     NATIVE = True
 except ImportError:
+    from drifa_edge.card import ModelCard, read_card
+    from drifa_edge.inference.predict import PARTIAL_FAILURE_EXIT, choose_runtime, resolve_members
+
     NATIVE = False
 
 if not NATIVE:
@@ -128,10 +139,21 @@ if not NATIVE:
 
 def model_card(artifact: str | Path) -> ModelCard:
     """The (first member's) model card of an artifact, without opening a runtime."""
-    from drifa_edge.card import read_card
-    from drifa_edge.inference.predict import resolve_members
-
     return read_card(resolve_members(artifact)[0], verify=False)
 
 
-__all__ = ["NATIVE", "Predictor", "PreparedCase", "model_card", "prepare_case"]
+def member_cards(artifact: str | Path) -> list[ModelCard]:
+    """Every member's model card (one for a single model), without opening a runtime."""
+    return [read_card(m, verify=False) for m in resolve_members(artifact)]
+
+
+__all__ = [
+    "NATIVE",
+    "PARTIAL_FAILURE_EXIT",
+    "Predictor",
+    "PreparedCase",
+    "choose_runtime",
+    "member_cards",
+    "model_card",
+    "prepare_case",
+]

@@ -73,7 +73,7 @@ class ScoreSummary:
 
     @property
     def exit_code(self) -> int:
-        from drifa_edge.inference.predict import PARTIAL_FAILURE_EXIT
+        from drifa_edge.scaleout.adapter import PARTIAL_FAILURE_EXIT
 
         return PARTIAL_FAILURE_EXIT if self.failed else 0
 
@@ -231,6 +231,7 @@ def score_cases(
     """
     from drifa_edge.inference import predict as local
     from drifa_edge.inference.writers import read_jsonl, rewrite_jsonl
+    from drifa_edge.scaleout.adapter import choose_runtime
     from drifa_edge.scaleout.cluster import connect, import_ray
 
     options = options or RuntimeOptions()
@@ -240,7 +241,7 @@ def score_cases(
     if out_path.suffix.lower() != ".jsonl":
         raise ConfigError(f"--out {out_path}: the Ray output is JSON Lines; name it e.g. preds.jsonl")
     _check_unique(cases)
-    name = local.choose_runtime(artifact, runtime, options.precision)  # fail here, not in every actor
+    name = choose_runtime(artifact, runtime, options.precision)  # fail here, not in every actor
     cards = _cards(artifact)
     sha = _sha256(cards)
     done = local._done_cases(out_path, resume, force, sha)
@@ -354,10 +355,9 @@ def _check_unique(cases: Sequence[Case]) -> None:
 
 
 def _cards(artifact: str | Path) -> list:
-    from drifa_edge.card import read_card
-    from drifa_edge.inference.predict import resolve_members
+    from drifa_edge.scaleout.adapter import member_cards
 
-    return [read_card(m, verify=False) for m in resolve_members(artifact)]
+    return member_cards(artifact)
 
 
 def _sha256(cards: list) -> str:

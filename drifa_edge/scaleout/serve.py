@@ -226,7 +226,7 @@ def build_app(
 
     from ray import serve
 
-    from drifa_edge.inference.predict import choose_runtime
+    from drifa_edge.scaleout.adapter import choose_runtime
 
     cfg = cfg or ServeConfig()
     options = options or RuntimeOptions()
