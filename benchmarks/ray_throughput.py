@@ -43,10 +43,10 @@ TASKS = ("derm", "blood")
 def make_model(folder: Path) -> Path:
     import torch
 
-    from drifa_edge.card import default_card
+    from drifa_edge.artifact.card import default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     tasks = (
