@@ -261,7 +261,14 @@ def score_cases(
             ds = _pipeline(
                 ray, artifact, name, options, cfg, batch, cards[0], items, allow_channel_conversion
             )
-            seen = _collect(ds, out_path, summary, on_record)
+            try:
+                seen = _collect(ds, out_path, summary, on_record)
+            except ray.exceptions.GetTimeoutError as e:
+                raise ConfigError(
+                    f"the {batch.actors} actor(s) did not all start within {batch.actor_start_timeout_s} s "
+                    f"({e}); the cluster lacks the resources asked for ({batch.cpus_per_actor} CPU and "
+                    f"{batch.gpus_per_actor} GPU per actor, {ray.cluster_resources()}): ask for fewer actors"
+                ) from e
         finally:
             if started:
                 ray.shutdown()
@@ -304,7 +311,9 @@ def _collect(ds, out_path: Path, summary: ScoreSummary, on_record) -> set[str]:
 
 def _pipeline(ray, artifact, runtime, options, cfg, batch: BatchConfig, card, items, allow_conversion):
     """The lazy Ray Dataset of records (JSON strings), one per encoded case of ``items``."""
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.wait_for_min_actors_s = batch.actor_start_timeout_s  # all actors up, then work: each gets a share
     n_blocks = max(1, -(-len(items) // batch.decode_block))
     ds = ray.data.from_items(items, override_num_blocks=n_blocks)
     ds = ds.map_batches(

@@ -55,6 +55,8 @@ class BatchConfig:
     the runtime open and reserving ``cpus_per_actor`` CPUs and ``gpus_per_actor``
     GPUs, fed ``batch_size`` cases per call. Fractions let decode tasks share the
     CPUs the actors reserve (a 2-core machine: 2 actors x 0.75 + decode 0.25).
+    Work starts once every actor is up (so all of them get a share), at most
+    ``actor_start_timeout_s`` later: a cluster without the resources asked for fails then.
     """
 
     actors: int = 1
@@ -64,6 +66,7 @@ class BatchConfig:
     decode_block: int = 16
     batch_size: int = 8
     blocks_in_flight: int = 2  # batches queued per actor (1: spread evenly, more: hide latency)
+    actor_start_timeout_s: int = 600  # every actor up before work starts; else a clear error
 
     def __post_init__(self) -> None:
         if self.actors < 1:
@@ -77,6 +80,8 @@ class BatchConfig:
             raise ConfigError("cpus_per_actor and gpus_per_actor must be >= 0")
         if not self.decode_cpus > 0:
             raise ConfigError(f"decode_cpus must be > 0, got {self.decode_cpus}")
+        if self.actor_start_timeout_s < 1:
+            raise ConfigError(f"actor_start_timeout_s must be >= 1, got {self.actor_start_timeout_s}")
         if self.blocks_in_flight < 1:
             raise ConfigError(f"blocks_in_flight must be >= 1, got {self.blocks_in_flight}")
         if self.decode_block < 1 or self.batch_size < 1:

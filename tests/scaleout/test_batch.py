@@ -228,3 +228,10 @@ def test_in_graph_runtime_within_mc_noise(ray_local, checkpoint, tmp_path):
         assert criterion.passed, criterion
         agree_noise = (p_ref.argmax(1) == p_again.argmax(1)).mean()
         assert (p_ref.argmax(1) == p_ray.argmax(1)).mean() >= agree_noise - 2 / len(cases)
+
+
+def test_more_actors_than_the_cluster_holds_is_a_clear_error(ray_local, checkpoint, tmp_path):
+    cases = read_manifest(good_manifest(tmp_path, 2), TASKS)
+    too_many = BatchConfig(actors=3, cpus_per_actor=1, decode_cpus=0.25, actor_start_timeout_s=5)
+    with pytest.raises(ConfigError, match="did not all start within 5 s"):
+        score_cases(checkpoint, cases, tmp_path / "x.jsonl", options=ONE_THREAD, engine_cfg=CFG, batch=too_many)
