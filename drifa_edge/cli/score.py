@@ -29,6 +29,9 @@ def score(
     decode_cpus: float = typer.Option(0.5, help="CPUs reserved per decode task"),
     decode_block: int = typer.Option(16, help="cases per decode task"),
     batch_size: int = typer.Option(8, help="cases per engine call"),
+    blocks_in_flight: int = typer.Option(
+        2, help="batches queued per actor (1 spreads them evenly; Ray prefers the actor beside the data)"
+    ),
     parquet: Path = typer.Option(
         None, "--parquet", help="also write a Parquet file (flat columns, one row a case)"
     ),
@@ -62,7 +65,9 @@ def score(
     from drifa_edge.scaleout.uris import manifest_uris
 
     cluster = ClusterConfig(address, num_cpus, object_store_mb, temp_dir)
-    batch = BatchConfig(actors, cpus_per_actor, gpus_per_actor, decode_cpus, decode_block, batch_size)
+    batch = BatchConfig(
+        actors, cpus_per_actor, gpus_per_actor, decode_cpus, decode_block, batch_size, blocks_in_flight
+    )
     tasks = model_card(artifact).task_names
     cases = read_manifest(manifest, tasks)
     uris = manifest_uris(manifest, tasks)  # s3://, gs://, file://... cells, read through pyarrow.fs

@@ -180,7 +180,8 @@ def test_two_nodes_two_actor_processes(checkpoint, tmp_path, monkeypatch):
         cmd = [
             sys.executable, "-c", "from drifa_edge.cli import main; main()", "score", str(checkpoint), "--manifest", str(manifest),
             "--out", str(out), "--ray", cluster.address, "--actors", "2", "--cpus-per-actor", "0.75",
-            "--decode-cpus", "0.25", "--decode-block", "2", "--batch-size", "2", "-T", "4", "--threads", "1",
+            "--decode-cpus", "0.25", "--decode-block", "2", "--batch-size", "2", "-T", "64", "--threads", "1",
+            "--blocks-in-flight", "1",  # Ray prefers the actor beside the data while it has room
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -234,4 +235,6 @@ def test_more_actors_than_the_cluster_holds_is_a_clear_error(ray_local, checkpoi
     cases = read_manifest(good_manifest(tmp_path, 2), TASKS)
     too_many = BatchConfig(actors=3, cpus_per_actor=1, decode_cpus=0.25, actor_start_timeout_s=5)
     with pytest.raises(ConfigError, match="did not all start within 5 s"):
-        score_cases(checkpoint, cases, tmp_path / "x.jsonl", options=ONE_THREAD, engine_cfg=CFG, batch=too_many)
+        score_cases(
+            checkpoint, cases, tmp_path / "x.jsonl", options=ONE_THREAD, engine_cfg=CFG, batch=too_many
+        )
