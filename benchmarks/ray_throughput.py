@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import threading
@@ -409,13 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["local_predict"] = bench_local(ckpt, cases, tmp / "local.jsonl", options, cfg)
         print("[3/4] Ray Data", flush=True)
         t0 = time.perf_counter()
-        connect(
-            ClusterConfig(
-                num_cpus=os.cpu_count(),
-                object_store_mb=256,
-                temp_dir=Path(tempfile.mkdtemp(prefix="drifa-rb-", dir="/tmp")),
-            )
-        )
+        ray_dir = Path(tempfile.mkdtemp(prefix="drifa-rb-", dir="/tmp"))  # short: Ray's socket paths
+        connect(ClusterConfig(num_cpus=os.cpu_count(), object_store_mb=256, temp_dir=ray_dir))
         result["ray_start_s"] = round(time.perf_counter() - t0, 2)
         bench_ray_data(ckpt, cases[:8], tmp, options, cfg, 1, 1.0)  # Ray Data's one-time set-up
         warmup = bench_ray_data(ckpt, cases[:8], tmp, options, cfg, 1, 1.0)  # a job's fixed cost
@@ -460,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             result["serve"] = serve_rows
         ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
     result["projection"] = projection(result["components"], warmup, rows, result["local_predict"])
     result["cpu"]["load_avg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
