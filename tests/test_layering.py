@@ -19,7 +19,7 @@ LAYERS = [
     {"metrics"},
     {"runtimes"},
     {"inference"},
-    {"training", "export", "quantize", "drift"},
+    {"training", "export", "quantize", "drift", "scaleout"},  # scaleout: Ray around the Predictor
     {"bench"},
     {"serve"},
     {"demo"},

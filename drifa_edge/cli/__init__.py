@@ -23,6 +23,7 @@ from drifa_edge.cli import export as _export  # noqa: E402,F401
 # Each module registers its command on `app`.
 from drifa_edge.cli import info as _info  # noqa: E402,F401
 from drifa_edge.cli import predict as _predict  # noqa: E402,F401
+from drifa_edge.cli import score as _score  # noqa: E402,F401
 from drifa_edge.cli import serve as _serve  # noqa: E402,F401
 from drifa_edge.cli import train as _train  # noqa: E402,F401
 from drifa_edge.cli.app import app

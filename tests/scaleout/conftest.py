@@ -1,0 +1,59 @@
+"""Fixtures of the Ray tests: one real local Ray for the session, tiny models and cases.
+
+The local Ray has 2 CPUs (this machine's), an object store of 128 MiB and its
+session files under a short /tmp folder: containers often have a small /dev/shm,
+and Ray's socket paths must stay under 107 characters. Actors reserve fractions
+of a CPU so decode tasks can still be scheduled beside them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))  # inference_helpers
+
+from inference_helpers import make_checkpoint, write_good_case, write_manifest  # noqa: E402
+
+OBJECT_STORE_MB = 128
+TASKS = ("derm", "blood")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real single-node Ray (num_cpus=2) shared by the session's tests."""
+    ray = pytest.importorskip("ray", reason="Ray tests need the [ray] extra: pip install 'drifa-edge[ray]'")
+    pytest.importorskip("ray.data")
+    folder = tempfile.mkdtemp(prefix="drifa-ray-", dir="/tmp")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        object_store_memory=OBJECT_STORE_MB * 2**20,
+        _temp_dir=folder,
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny two-task checkpoint (derm RGB 3 classes, blood gray 2 classes)."""
+    pytest.importorskip("torch")
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model")
+
+
+def good_manifest(folder: Path, n: int, name: str = "cases.csv") -> Path:
+    rows = []
+    for i in range(n):
+        derm, blood = write_good_case(folder, f"g{i}", seed=i)
+        rows.append((f"g{i}", derm.name, blood.name))
+    return write_manifest(folder / name, rows)
