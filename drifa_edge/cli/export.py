@@ -166,6 +166,9 @@ def export(
     trt: bool = typer.Option(False, "--trt", help="TensorRT engines for --target (needs an NVIDIA GPU)"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT FP16 build"),
     target: str = typer.Option("desktop-cuda", "--target", help="target profile in export/ (TensorRT)"),
+    force: bool = typer.Option(
+        False, "--force", help="export even if the model card flags a task at chance (not for clinical use)"
+    ),
 ) -> None:
     """Export a checkpoint: ONNX keeping MC dropout, OpenVINO IR, INT8, TensorRT; each build is checked."""
     from drifa_edge.card import CARD_FILE
@@ -201,6 +204,7 @@ def export(
                 opset=opset,
                 exporter=exporter,
                 check_config=CheckConfig(samples=samples),
+                force=force,
             )
             print_checks(result.checks, console)
             summary["files"] = result.files
