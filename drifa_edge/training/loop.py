@@ -90,8 +90,25 @@ def _inputs(torch, xs, channels_last: bool) -> list:
     return tensors
 
 
+def _balance_weights(data: TrainingData) -> list[np.ndarray | None]:
+    """Class weights of the val loss: with any class balancing the training objective is a
+    class-balanced cross-entropy, and so is the val loss that selects the checkpoint and drives
+    the LR schedule (the stratified val split has the training split's class shares)."""
+    if data.cfg.class_balance == "none":
+        return [None] * len(data.names)
+    counts = data.class_counts("train")
+    out = []
+    for name in data.names:
+        c = np.asarray(counts[name], dtype=np.float64)
+        w = np.ones_like(c)
+        w[c > 0] = c.sum() / ((c > 0).sum() * c[c > 0])
+        out.append(w.astype(np.float32))
+    return out
+
+
 def validate(model, data: TrainingData, weights: tuple[float, ...]) -> dict[str, Any]:
-    """Deterministic val loss (weighted) and per-task loss, accuracy, balanced accuracy and
+    """Deterministic val loss (task-weighted; class-weighted when ``class_balance`` is not
+    "none", see :func:`_balance_weights`) and per-task loss, accuracy, balanced accuracy and
     macro-F1 (sklearn.metrics) over each task's cases once (BatchNorm in eval, dropout off)."""
     torch = _torch()
     from sklearn.metrics import balanced_accuracy_score, f1_score
@@ -104,6 +121,7 @@ def validate(model, data: TrainingData, weights: tuple[float, ...]) -> dict[str,
     n = ys[0].size
     losses = [0.0] * len(xs)
     preds = [np.empty(n, dtype=np.int64) for _ in xs]
+    class_weights = [None if w is None else torch.from_numpy(w) for w in _balance_weights(data)]
     with torch.no_grad():
         for start in range(0, n, EVAL_BATCH):
             batch = _inputs(torch, [x[start : start + EVAL_BATCH] for x in xs], data.cfg.channels_last)
@@ -113,13 +131,17 @@ def validate(model, data: TrainingData, weights: tuple[float, ...]) -> dict[str,
                 keep = y >= 0
                 preds[k][start : start + EVAL_BATCH] = z.argmax(1).numpy()
                 if keep.any():
-                    losses[k] += float(torch.nn.functional.cross_entropy(z[keep], y[keep], reduction="sum"))
+                    c = class_weights[k]
+                    losses[k] += float(
+                        torch.nn.functional.cross_entropy(z[keep], y[keep], weight=c, reduction="sum")
+                    )
     tasks = {}
     for k, name in enumerate(data.names):
         keep = ys[k] >= 0
         y, p = ys[k][keep], preds[k][keep]
+        c = class_weights[k]
         tasks[name] = {
-            "loss": losses[k] / int(keep.sum()),
+            "loss": losses[k] / (int(keep.sum()) if c is None else float(c.numpy()[y].sum())),
             "accuracy": float(np.mean(y == p)),
             "balanced_accuracy": float(balanced_accuracy_score(y, p)),
             "macro_f1": float(f1_score(y, p, average="macro", zero_division=0)),
