@@ -123,8 +123,8 @@ def train(
     precision: str | None = typer.Option(
         None,
         "--precision",
-        help="auto (default: bf16 when the CPU has AVX512-BF16 or AMX, else fp32), bf16 or fp32: "
-        "the training forward pass; evaluation is always fp32",
+        help="auto (default: bf16 on CPUs with AMX, else fp32; AVX512-BF16 alone measured no faster), "
+        "bf16 or fp32: the training forward pass; evaluation is always fp32",
     ),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last epoch"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or per-epoch lines"),

@@ -27,8 +27,8 @@ NORMALIZATIONS = ("fixed", "train")  # fixed: mean 0.5 / std 0.5; train: statist
 # none: plain cross-entropy; weights: per-class loss weights n / (C * n_c) (sklearn's "balanced");
 # sampler: each task's training rows drawn with probability 1 / n_c of their class (index pairing only)
 CLASS_BALANCES = ("none", "weights", "sampler")
-# fp32; bf16: bfloat16 autocast for the training forward pass; auto: bf16 when the CPU has
-# AVX512-BF16 or AMX (see drifa_edge.training.precision), else fp32
+# fp32; bf16: bfloat16 autocast for the training forward pass; auto: bf16 when the CPU has AMX,
+# else fp32 (AVX512-BF16 alone measured no faster; see drifa_edge.training.precision)
 PRECISIONS = ("auto", "bf16", "fp32")
 RECIPE_ONLY_KEYS = ("data", "description")  # recipe keys that are not TrainConfig fields
 

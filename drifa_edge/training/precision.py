@@ -3,9 +3,16 @@
 bfloat16 keeps float32's exponent range, so no loss scaling is needed (unlike
 float16); weights, optimizer state, BatchNorm statistics and evaluation stay
 float32, only the training forward pass (convolutions, matmuls) runs under
-``torch.autocast("cpu", dtype=torch.bfloat16)``. Native bf16 needs AVX512-BF16
-(``avx512_bf16`` in /proc/cpuinfo) or AMX (``amx_bf16``); without them oneDNN
-emulates bf16 and it is slower than float32, so ``auto`` picks fp32 there.
+``torch.autocast("cpu", dtype=torch.bfloat16)``.
+
+Native bf16 arithmetic needs AVX512-BF16 (``avx512_bf16`` in /proc/cpuinfo) or
+AMX (``amx_bf16``); without either oneDNN emulates it. ``auto`` picks bf16 only
+with AMX: on an AVX512-BF16 CPU without AMX (this project's development machine,
+an AMD EPYC) an epoch of ``train/real-small.toml`` was no faster in bf16 than in
+fp32 (``benchmarks/results/train_precision.json``: the casts around every
+convolution cost what the dot products gain at these small widths). AMX's tile
+units are what make bf16 convolutions substantially faster (Intel's oneDNN
+documentation); that was not measured here. ``--precision bf16`` forces it anywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 arithmetic
+AUTO_BF16_FLAGS = ("amx_bf16",)  # where auto picks bf16 (see the module docstring)
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -36,9 +44,10 @@ def native_bf16(flags: tuple[str, ...] | None = None) -> bool:
 
 
 def resolve_precision(requested: str, flags: tuple[str, ...] | None = None) -> str:
-    """``"auto"`` -> ``"bf16"`` on a CPU with native bf16, else ``"fp32"``; others unchanged."""
+    """``"auto"`` -> ``"bf16"`` on a CPU with AMX bf16, else ``"fp32"``; others unchanged."""
     if requested == "auto":
-        return "bf16" if native_bf16(flags) else "fp32"
+        flags = cpu_flags() if flags is None else flags
+        return "bf16" if any(f in flags for f in AUTO_BF16_FLAGS) else "fp32"
     return requested
 
 
