@@ -34,3 +34,7 @@ def test_short_run_at_paper_momentum_beats_the_majority_class(shared_data, tmp_p
         assert card.metrics["test"][task]["accuracy"] > majority, (task, majority)
         assert card.metrics["test"][task]["balanced_accuracy"] > 1 / len(counts)
     assert np.isfinite(card.training["best_val_loss"])
+    # the val split carved from skin_isic9's unbalanced train split is stratified: 15 % of each class
+    counts = card.training["class_counts"]
+    train, val = np.array(counts["train"]["skin"]), np.array(counts["val"]["skin"])
+    np.testing.assert_allclose(val, 0.15 / 0.85 * train, atol=1.0)
