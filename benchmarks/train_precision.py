@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     from drifa_edge.data.sources import load_datasets
 
     torch.set_num_threads(args.threads)
+    started_at = commit()  # the code that runs, not what HEAD is when the run ends
+    load_before = os.getloadavg()
     if args.quick:
         cfg = TrainConfig(image_size=32, width=0.125, batch_size=16, threads=args.threads, mc_samples=2)
         data_values = ["synthetic"]
@@ -152,7 +154,11 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "train_precision",
         "command": "python benchmarks/train_precision.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": commit(),
+        "commit": started_at,
+        "load_average": {
+            "start": [round(x, 2) for x in load_before],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
         "recipe": None
         if args.quick
         else str(
