@@ -137,12 +137,9 @@ class TrainingData:
             columns[name] = rng.choice(y.size, size=len(pairs), replace=True, p=p / p.sum())
         return [{name: int(col[i]) for name, col in columns.items()} for i in range(len(pairs))]
 
-    def class_weights(self) -> dict[str, np.ndarray | None]:
-        """Per task, the cross-entropy class weights of ``class_balance = "weights"``:
-        n / (C * n_c) over the train split (sklearn's ``compute_class_weight("balanced")``;
-        a class absent from train gets weight 1); None for other class balances."""
-        if self.cfg.class_balance != "weights":
-            return {name: None for name in self.tasks}
+    def balanced_class_weights(self) -> dict[str, np.ndarray]:
+        """Per task, n / (C * n_c) over the train split (sklearn's
+        ``compute_class_weight("balanced")``; a class absent from train gets weight 1)."""
         out = {}
         for name, task in self.tasks.items():
             y = task.splits["train"].y
@@ -152,6 +149,13 @@ class TrainingData:
             w[seen] = y.size / (seen.sum() * counts[seen])
             out[name] = w.astype(np.float32)
         return out
+
+    def class_weights(self) -> dict[str, np.ndarray | None]:
+        """Per task, the cross-entropy class weights of the training loss: the balanced weights
+        with ``class_balance = "weights"``, None otherwise."""
+        if self.cfg.class_balance != "weights":
+            return {name: None for name in self.tasks}
+        return self.balanced_class_weights()
 
     def class_counts(self, split: str) -> dict[str, list[int]]:
         return {

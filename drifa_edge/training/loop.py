@@ -28,6 +28,7 @@ from drifa_edge.errors import ConfigError, DrifaError, missing_dependency
 from drifa_edge.model.config import ModelConfig
 from drifa_edge.training.config import TrainConfig
 from drifa_edge.training.data import TrainingData, prepare_data
+from drifa_edge.training.progress import epoch_bar, epoch_line, eta_seconds, progress_console
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,7 @@ def _balance_weights(data: TrainingData) -> list[np.ndarray | None]:
     the LR schedule (the stratified val split has the training split's class shares)."""
     if data.cfg.class_balance == "none":
         return [None] * len(data.names)
-    counts = data.class_counts("train")
-    out = []
-    for name in data.names:
-        c = np.asarray(counts[name], dtype=np.float64)
-        w = np.ones_like(c)
-        w[c > 0] = c.sum() / ((c > 0).sum() * c[c > 0])
-        out.append(w.astype(np.float32))
-    return out
+    return list(data.balanced_class_weights().values())
 
 
 def validate(model, data: TrainingData, weights: tuple[float, ...]) -> dict[str, Any]:
@@ -213,7 +207,7 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
     elif resume:
         log.info("nothing to resume in %s; starting a new run", out)
 
-    console = _console(progress)
+    console = progress_console(progress)
     if not run.finished(cfg.epochs):
         run.evaluated = False
     while not run.finished(cfg.epochs):
@@ -224,7 +218,9 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
             save_checkpoint(model, _training_card(card, run, "training"), out)
         save_state(last, model, optimizer, scheduler, run, cfg.to_dict())
         if console is not None:
-            console.print(_epoch_line(row, _eta(run, cfg)), highlight=False, markup=False, soft_wrap=True)
+            console.print(
+                epoch_line(row, eta_seconds(run, cfg.epochs)), highlight=False, markup=False, soft_wrap=True
+            )
         if run.stopped_early:
             log.info("early stopping after epoch %d (best %d)", run.epoch, run.best_epoch)
 
@@ -309,7 +305,7 @@ def _fit_epoch(
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     lr = optimizer.param_groups[0]["lr"]
     started = time.perf_counter()
-    with _bar(progress, f"epoch {epoch + 1}/{cfg.epochs}", data.batches_per_epoch()) as bar:
+    with epoch_bar(progress, f"epoch {epoch + 1}/{cfg.epochs}", data.batches_per_epoch()) as bar:
         train_loss = train_epoch(model, optimizer, data, epoch, weights, bar, precision)
     if cfg.recompute_bn:
         from drifa_edge.training.batchnorm import recompute_bn_statistics
@@ -339,36 +335,6 @@ def _fit_epoch(
     return {**row, "improved": improved}
 
 
-def _eta(run, cfg: TrainConfig) -> float:
-    """Seconds left if every remaining epoch runs (early stopping may end the run sooner)."""
-    if run.finished(cfg.epochs):
-        return 0.0
-    seconds = [h["seconds"] for h in run.history[-5:]]
-    return float(np.mean(seconds)) * (cfg.epochs - run.epoch)
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def _epoch_line(row: dict, eta: float | None = None) -> str:
-    """One plain line per epoch (also readable in a log file): losses, per-task val accuracy
-    and balanced accuracy, learning rate, seconds, ETA; ``*`` marks a new best checkpoint."""
-    tasks = "  ".join(
-        f"{n} acc {t['accuracy']:.3f} bal {t.get('balanced_accuracy', float('nan')):.3f}"
-        for n, t in row["val"].items()
-    )
-    line = (
-        f"epoch {row['epoch']:>3}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  {tasks}  "
-        f"lr {row['lr']:.1e}  {row['seconds']:.1f}s"
-    )
-    if eta is not None:
-        line += f"  eta {_duration(eta)}"
-    return line + ("  *" if row["improved"] else "")
-
-
 def _training_card(card: ModelCard, run, status: str) -> ModelCard:
     epochs_run = len(run.history)
     seconds = [h["seconds"] for h in run.history]
@@ -385,50 +351,3 @@ def _training_card(card: ModelCard, run, status: str) -> ModelCard:
         }
     )
     return card.replace(training=training)
-
-
-def _console(progress: bool):
-    if not progress:
-        return None
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-class _NoBar:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-class _Bar:
-    """A transient bar on a terminal; nothing in a log file (the epoch lines say it all)."""
-
-    def __init__(self, description: str, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        console = Console(stderr=True)
-        self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-            console=console,
-            disable=not console.is_terminal,
-        )
-        self.task = self.progress.add_task(description, total=total)
-
-    def __enter__(self):
-        self.progress.start()
-        return lambda: self.progress.advance(self.task)
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-
-def _bar(enabled: bool, description: str, total: int):
-    return _Bar(description, total) if enabled else _NoBar()

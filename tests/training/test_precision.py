@@ -103,3 +103,13 @@ def test_a_bf16_run_records_its_precision_and_prints_plain_epoch_lines(tmp_path)
     card = read_card(out)
     assert card.training["precision"] == "bf16" and card.training["config"]["precision"] == "bf16"
     assert "balanced acc" in result.output
+
+
+def test_eta_uses_the_recent_epochs_and_reads_as_minutes():
+    from drifa_edge.training.progress import _duration, eta_seconds
+    from drifa_edge.training.state import RunState
+
+    run = RunState(epoch=6, history=[{"seconds": s} for s in (100, 10, 10, 10, 10, 10)])
+    assert eta_seconds(run, 10) == pytest.approx(40.0)  # the last five epochs, 4 to go
+    assert eta_seconds(RunState(epoch=10, history=run.history), 10) == 0.0
+    assert _duration(3725) == "1h02m" and _duration(65) == "1m05s"
