@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import openvino as ov
 
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.drift.check import load_split
     from drifa_edge.quantize.calibration_set import load_calibration_set
 

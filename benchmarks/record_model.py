@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from drifa_edge.card import CARD_FILE, read_card, sha256_file
+from drifa_edge.artifact.card import CARD_FILE, read_card, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "real_small_model.json"

@@ -16,8 +16,8 @@ from drifa_edge.errors import ConfigError
 
 def _metrics_of(out: Path) -> dict:
     """Test metrics per task of a trained artifact (single model or ensemble)."""
-    from drifa_edge.card import read_card
-    from drifa_edge.training.ensemble import ENSEMBLE_FILE
+    from drifa_edge.artifact.card import read_card
+    from drifa_edge.artifact.ensemble import ENSEMBLE_FILE
 
     if (out / ENSEMBLE_FILE).is_file():
         return json.loads((out / ENSEMBLE_FILE).read_text()).get("metrics", {})
@@ -38,14 +38,14 @@ def _with_ci(m: dict, key: str) -> str:
 
 def _chance_reports(out: Path) -> dict[str, dict]:
     """{member folder: its card's training.chance section} of a model or an ensemble."""
-    from drifa_edge.card import read_card
-    from drifa_edge.training.ensemble import resolve_members
+    from drifa_edge.artifact.card import read_card
+    from drifa_edge.artifact.ensemble import ENSEMBLE_FILE, resolve_members
 
     reports = {}
     for member in resolve_members(out):
         reports[str(member)] = read_card(member, verify=False).training.get("chance") or {}
-    if (out / "ensemble.json").is_file():
-        reports[str(out)] = json.loads((out / "ensemble.json").read_text()).get("chance") or {}
+    if (out / ENSEMBLE_FILE).is_file():
+        reports[str(out)] = json.loads((out / ENSEMBLE_FILE).read_text()).get("chance") or {}
     return reports
 
 

@@ -1,8 +1,7 @@
 """Accuracy, calibration and uncertainty drift of a candidate build against a reference.
 
-- :mod:`~drifa_edge.drift.metrics`: the metrics (pure numpy);
+- :mod:`drifa_edge.metrics`: the metrics, temperature scaling and referral thresholds (pure numpy);
 - :mod:`~drifa_edge.drift.stats`: the paired tests (Wilcoxon signed-rank, paired bootstrap);
-- :mod:`~drifa_edge.drift.temperature`: temperature scaling and referral thresholds;
 - :mod:`~drifa_edge.drift.policy`: the thresholds (``calibration/*.toml``);
 - :mod:`~drifa_edge.drift.gate`: the criteria and the report object;
 - :mod:`~drifa_edge.drift.check`: ``drifa-edge check`` as a function;
@@ -12,7 +11,7 @@
 from drifa_edge.drift.check import run_check
 from drifa_edge.drift.gate import Criterion, DriftReport, TaskDrift, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy, load_policy
-from drifa_edge.drift.temperature import fit_temperature
+from drifa_edge.metrics.temperature import fit_temperature
 
 __all__ = [
     "Criterion",

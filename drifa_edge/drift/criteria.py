@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.drift import metrics as M
+from drifa_edge import metrics as M
 from drifa_edge.drift.policy import DriftPolicy
 from drifa_edge.drift.stats import BootstrapInterval, paired_bootstrap, wilcoxon_signed_rank
 
@@ -56,7 +56,7 @@ class Side:
 
     @classmethod
     def of(cls, samples: np.ndarray, labels: np.ndarray, threshold: float, metric: str) -> Side:
-        from drifa_edge.inference.uncertainty import refer, summarize
+        from drifa_edge.metrics.uncertainty import refer, summarize
 
         s = summarize(samples)
         return cls(

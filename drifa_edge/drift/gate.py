@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
-from drifa_edge.drift import metrics as M
+from drifa_edge import metrics as M
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.drift.criteria import (
     Bootstrap,
     Criterion,

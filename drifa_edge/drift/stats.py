@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drifa_edge.drift.metrics import rankdata
 from drifa_edge.errors import BadInputError
+from drifa_edge.metrics import rankdata
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 

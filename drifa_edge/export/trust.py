@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from drifa_edge.card import read_card
+from drifa_edge.artifact.card import read_card
 from drifa_edge.errors import UntrustedModelError
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@
 - balanced accuracy, macro-F1, ECE: percentile bootstrap over cases
   (``scipy.stats.bootstrap`` on case indices, ``n_resamples`` seeded resamples);
   a resample in which a class is absent skips it (balanced accuracy, macro-F1:
-  the conventions of ``drift.metrics``).
+  the conventions of ``drifa_edge.metrics``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from drifa_edge.errors import BadInputError
 
 CONFIDENCE = 0.95
 RESAMPLES = 1000
-ECE_BINS = 15  # as drift.metrics.task_metrics
+ECE_BINS = 15  # as drifa_edge.metrics.task_metrics
 
 
 def wilson_interval(correct: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -56,7 +56,7 @@ def metric_intervals(
 ) -> dict[str, Any]:
     """Intervals of one task: ``probs`` (N, C) MC-mean probabilities, ``labels`` (N,) in [0, C)
     (unscored rows already dropped). Returns {metric: {"low", "high", "method"}}."""
-    from drifa_edge.drift.metrics import balanced_accuracy, ece, macro_f1
+    from drifa_edge.metrics import balanced_accuracy, ece, macro_f1
 
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)

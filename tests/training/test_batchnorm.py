@@ -101,7 +101,7 @@ PAPER_MOMENTUM_RUN = TrainConfig(
 def test_a_short_run_at_the_paper_momentum_beats_the_majority_class(tmp_path):
     """~20 s (two tiny runs). The stale-statistics failure of issue 12 on the synthetic set:
     without the recomputation the same run stays at the majority rate and is flagged at chance."""
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
 
     sets = make_synthetic(n_per_class=60, size=32, seed=0)
     fixed = read_card(train(sets, PAPER_MOMENTUM_RUN, tmp_path / "fixed", progress=False))

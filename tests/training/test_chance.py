@@ -66,7 +66,7 @@ def test_bad_input_is_refused():
 
 torch = pytest.importorskip("torch")
 
-from drifa_edge.card import read_card  # noqa: E402
+from drifa_edge.artifact.card import read_card  # noqa: E402
 from drifa_edge.data.synthetic import make_synthetic  # noqa: E402
 from drifa_edge.training.config import TrainConfig  # noqa: E402
 from drifa_edge.training.loop import train  # noqa: E402

@@ -72,7 +72,7 @@ def test_unknown_class_balance_suggests_a_name():
 def test_the_card_records_the_class_balance(unbalanced, tmp_path):
     """~6 s: one epoch of a tiny model with class weights."""
     pytest.importorskip("torch")
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.training.loop import train
 
     cfg = BASE.replace(

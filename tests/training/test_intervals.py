@@ -49,7 +49,7 @@ def test_bootstrap_of_a_mean_matches_the_normal_approximation():
 
 
 def test_metric_intervals_bracket_the_point_estimates_and_shrink_with_more_cases():
-    from drifa_edge.drift.metrics import balanced_accuracy, ece, macro_f1
+    from drifa_edge.metrics import balanced_accuracy, ece, macro_f1
 
     def case(n, seed):
         rng = np.random.default_rng(seed)

@@ -81,7 +81,7 @@ def test_a_bf16_run_records_its_precision_and_prints_plain_epoch_lines(tmp_path)
     losses, per-task val accuracy and balanced accuracy, LR, seconds and an ETA."""
     from typer.testing import CliRunner
 
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.cli import app
 
     recipe = tmp_path / "r.toml"

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
 def test_short_run_at_paper_momentum_beats_the_majority_class(shared_data, tmp_path):
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.data.sources import load_datasets
     from drifa_edge.training.config import TrainConfig
     from drifa_edge.training.loop import train
