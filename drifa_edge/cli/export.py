@@ -208,6 +208,9 @@ def export(
     trt_major: int = typer.Option(
         None, "--trt-major", help="with --prepare-only: TensorRT major of the target (10 Jetson, 11 desktop)"
     ),
+    force: bool = typer.Option(
+        False, "--force", help="export even if the model card flags a task at chance (not for clinical use)"
+    ),
 ) -> None:
     """Export a checkpoint: ONNX keeping MC dropout, OpenVINO IR, INT8, TensorRT; each build is checked."""
     from drifa_edge.artifact.card import CARD_FILE
@@ -250,6 +253,7 @@ def export(
                 opset=opset,
                 exporter=exporter,
                 check_config=CheckConfig(samples=samples),
+                force=force,
             )
             print_checks(result.checks, console)
             summary["files"] = result.files
