@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drifa_edge.card import default_card, package_versions
+from drifa_edge.artifact.card import default_card, package_versions
+from drifa_edge.artifact.checkpoint import load_checkpoint, save_checkpoint
 from drifa_edge.export.onnx import export_full_graph, export_onnx
 from drifa_edge.export.openvino import export_openvino
 from drifa_edge.inference.engine import EngineConfig, run_mc
@@ -43,7 +44,6 @@ from drifa_edge.model.config import ModelConfig, paper_config
 from drifa_edge.model.drifa import build_model
 from drifa_edge.model.dropout import set_dropout_mode
 from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
-from drifa_edge.training.checkpoint import load_checkpoint, save_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_runtimes.json"
 

@@ -74,7 +74,7 @@ def collect(args) -> Path:
     import int8_levers as L
     import openvino as ov
 
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.drift.check import load_split
     from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
     from drifa_edge.quantize.calibration_set import load_calibration_set
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
 
     def thresholds_of(ref):  # the card's, else the reference run's 90th MI percentile
-        from drifa_edge.inference.uncertainty import summarize
+        from drifa_edge.metrics.uncertainty import summarize
 
         out = {}
         for t in tasks:

@@ -41,12 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drifa_edge.card import ReferralRule, default_card  # noqa: E402
+from drifa_edge.artifact import layout  # noqa: E402
+from drifa_edge.artifact.card import ReferralRule, default_card  # noqa: E402
 from drifa_edge.drift.gate import evaluate_drift  # noqa: E402
 from drifa_edge.drift.policy import DriftPolicy  # noqa: E402
-from drifa_edge.export import layout  # noqa: E402
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax  # noqa: E402
-from drifa_edge.inference.uncertainty import fit_referral_threshold, summarize  # noqa: E402
+from drifa_edge.metrics.uncertainty import fit_referral_threshold, summarize  # noqa: E402
 from drifa_edge.quantize import ir  # noqa: E402
 from drifa_edge.quantize.calibration_set import load_calibration_set  # noqa: E402
 from drifa_edge.quantize.config import QuantizeConfig  # noqa: E402
@@ -225,8 +225,8 @@ def speed_checkpoint(card, folder: Path, quick: bool) -> Path:
 
     import torch
 
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     if (folder / "model.safetensors").is_file():
         return folder
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import openvino as ov
 
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.drift.check import load_split
 
     started = time.time()

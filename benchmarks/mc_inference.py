@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
+from drifa_edge.artifact.checkpoint import save_checkpoint
 from drifa_edge.inference.engine import EngineConfig, run_mc
 from drifa_edge.model.config import ModelConfig, paper_config
 from drifa_edge.model.drifa import build_model
 from drifa_edge.model.dropout import set_dropout_mode
 from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
-from drifa_edge.training.checkpoint import save_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mc_inference.json"
 TARGET_RATIO = 3.0
@@ -70,7 +70,7 @@ def case_images(cfg: ModelConfig, batch: int, seed: int = 0) -> list[np.ndarray]
 
 def authors_model(checkpoint: Path, threads: int | None):
     """The eager model as the notebook runs it: contiguous layout, fresh masks each pass."""
-    from drifa_edge.training.checkpoint import load_checkpoint
+    from drifa_edge.artifact.checkpoint import load_checkpoint
 
     if threads:
         torch.set_num_threads(threads)

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int8_levers import SHARED_DATA, IRRuntime, export_model, speed_checkpoint  # noqa: E402
 from mc_inference import authors_model, cpu_summary, interleaved, run_authors  # noqa: E402
 
-from drifa_edge.card import default_card, read_card  # noqa: E402
-from drifa_edge.export import layout  # noqa: E402
+from drifa_edge.artifact import layout  # noqa: E402
+from drifa_edge.artifact.card import default_card, read_card  # noqa: E402
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits  # noqa: E402
 from drifa_edge.model.config import paper_config  # noqa: E402
 from drifa_edge.quantize.config import QuantizeConfig  # noqa: E402

@@ -21,10 +21,10 @@ import sys
 
 import torch
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
 from drifa_edge.model.config import paper_config
 from drifa_edge.model.drifa import build_model
-from drifa_edge.training.checkpoint import save_checkpoint
+from drifa_edge.artifact.checkpoint import save_checkpoint
 
 torch.manual_seed(0)
 cfg = paper_config()

@@ -94,7 +94,7 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the pipeline into ``out`` (must be empty or absent); returns what each step produced."""
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.data.sources import load_datasets
     from drifa_edge.training.config import load_config
     from drifa_edge.training.loop import train

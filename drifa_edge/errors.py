@@ -9,6 +9,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+# Exit codes of the CLI: each exception type below carries its own (``exit_code``); 9 is
+# a batch that finished with some cases failed (``drifa-edge predict``; their lines say why).
+PARTIAL_FAILURE_EXIT = 9
+
 
 class DrifaError(Exception):
     """Base class of every error drifa-edge raises on purpose."""

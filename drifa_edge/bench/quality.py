@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.bench.rows import AUTHORS
-from drifa_edge.card import ModelCard
 from drifa_edge.errors import DrifaError
 
 
@@ -52,7 +52,7 @@ def load_probs(path: str) -> dict[str, np.ndarray]:
 def quality_metrics(probs_path: str, labels: dict[str, np.ndarray]) -> dict[str, Any] | str:
     """Accuracy, macro-F1 and ECE per task of the MC-mean probabilities (unscored rows dropped)."""
     try:
-        from drifa_edge.drift.metrics import accuracy, ece, macro_f1
+        from drifa_edge.metrics import accuracy, ece, macro_f1
     except ImportError as e:
         return f"n/a (module missing: {e})"
     out: dict[str, Any] = {}

@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from drifa_edge import __version__
+from drifa_edge.artifact.atomic import atomic_write
+from drifa_edge.artifact.card import read_card
+from drifa_edge.artifact.ensemble import ENSEMBLE_FILE
 from drifa_edge.bench import quality
 from drifa_edge.bench.rows import AUTHORS, PlannedRow, RowSpec, plan_rows, resolve_checkpoint
 from drifa_edge.bench.worker import RESULT_MARKER, cell_summary
-from drifa_edge.card import read_card
 from drifa_edge.errors import ConfigError
-from drifa_edge.export.layout import ENSEMBLE_FILE
 
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "drifa-edge-bench/1"
@@ -373,7 +374,7 @@ def write_results(result: BenchResult, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     result.json_path = out / "bench.json"
-    result.json_path.write_text(json.dumps(result.to_dict(), indent=2))
+    atomic_write(result.json_path, json.dumps(result.to_dict(), indent=2))
     result.csv_path = out / "bench.csv"
     write_csv(result, result.csv_path)
 

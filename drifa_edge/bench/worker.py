@@ -102,9 +102,9 @@ def _open_authors_row(spec: RowSpec) -> tuple[MC, dict[str, Any], Any]:
     """The authors' way: the eager torch model called T times in a row, softmax after each pass."""
     import torch
 
+    from drifa_edge.artifact.checkpoint import load_checkpoint
     from drifa_edge.inference.engine import softmax
     from drifa_edge.model.dropout import set_dropout_mode
-    from drifa_edge.training.checkpoint import load_checkpoint
 
     if spec.threads:
         torch.set_num_threads(spec.threads)

@@ -23,9 +23,9 @@ from drifa_edge.cli import info as _info  # noqa: E402,F401
 from drifa_edge.cli import predict as _predict  # noqa: E402,F401
 from drifa_edge.cli import train as _train  # noqa: E402,F401
 from drifa_edge.cli.app import app
-from drifa_edge.errors import DrifaError
+from drifa_edge.errors import PARTIAL_FAILURE_EXIT, DrifaError
 
-PARTIAL_FAILURE_EXIT = 9
+__all__ = ["PARTIAL_FAILURE_EXIT", "app", "main"]
 
 
 def main() -> None:

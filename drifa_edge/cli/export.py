@@ -77,13 +77,13 @@ def _int8(
 
 
 def _tensorrt(out: Path, target: str, fp16: bool, int8: bool, calib: list[str] | None, subset: int) -> dict:
-    from drifa_edge.card import read_card
-    from drifa_edge.export import layout
+    from drifa_edge.artifact.card import read_card
+    from drifa_edge.artifact.ensemble import resolve_members
 
     trt = _optional_module("drifa_edge.export.tensorrt", "--trt")
     precision = "int8" if int8 else ("fp16" if fp16 else None)  # None: the target's default
     summary = {}
-    for member in layout.read_members(out):
+    for member in resolve_members(out):
         images = None
         if precision == "int8":
             from drifa_edge.quantize.calibration_set import load_calibration_set
@@ -98,17 +98,18 @@ def _clear_previous_export(out: Path) -> None:
     """--overwrite: remove what an earlier export wrote (only the names drifa-edge uses)."""
     import shutil
 
-    from drifa_edge.card import CARD_FILE
-    from drifa_edge.export import layout
+    from drifa_edge.artifact import layout
+    from drifa_edge.artifact.card import CARD_FILE
+    from drifa_edge.artifact.ensemble import ENSEMBLE_FILE, resolve_members
 
-    for member in layout.read_members(out):
+    for member in resolve_members(out):
         for path in member.iterdir():
             built = path.is_dir() and path.name.split("-")[0] in ("onnx", "openvino", "tensorrt")
             if built:
                 shutil.rmtree(path)
             elif path.name in (CARD_FILE, layout.CHECKS_FILE):
                 path.unlink()
-    (out / layout.ENSEMBLE_FILE).unlink(missing_ok=True)
+    (out / ENSEMBLE_FILE).unlink(missing_ok=True)
 
 
 def print_checks(checks: dict[str, list[dict]], console: Console) -> None:
@@ -168,7 +169,7 @@ def export(
     target: str = typer.Option("desktop-cuda", "--target", help="target profile in export/ (TensorRT)"),
 ) -> None:
     """Export a checkpoint: ONNX keeping MC dropout, OpenVINO IR, INT8, TensorRT; each build is checked."""
-    from drifa_edge.card import CARD_FILE
+    from drifa_edge.artifact.card import CARD_FILE
     from drifa_edge.export import export_all
     from drifa_edge.export.checks import CheckConfig
 

@@ -51,11 +51,12 @@ def predict(
 
     Exit code 0 when every case succeeded, 9 when some failed (their lines say why).
     """
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
+    from drifa_edge.artifact.ensemble import resolve_members
     from drifa_edge.errors import ConfigError
     from drifa_edge.inference.engine import EngineConfig
     from drifa_edge.inference.manifest import parse_inputs, read_manifest
-    from drifa_edge.inference.predict import predict_cases, resolve_members
+    from drifa_edge.inference.predict import predict_cases
     from drifa_edge.runtimes.base import RuntimeOptions
 
     if bool(inputs) == (manifest is not None):

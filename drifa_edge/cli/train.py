@@ -15,8 +15,8 @@ from drifa_edge.errors import ConfigError
 
 def _metrics_of(out: Path) -> dict:
     """Test metrics per task of a trained artifact (single model or ensemble)."""
-    from drifa_edge.card import read_card
-    from drifa_edge.training.ensemble import ENSEMBLE_FILE
+    from drifa_edge.artifact.card import read_card
+    from drifa_edge.artifact.ensemble import ENSEMBLE_FILE
 
     if (out / ENSEMBLE_FILE).is_file():
         return json.loads((out / ENSEMBLE_FILE).read_text()).get("metrics", {})

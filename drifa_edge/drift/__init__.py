@@ -1,10 +1,9 @@
 """Accuracy, calibration and uncertainty drift of a candidate build against a reference.
 
-- :mod:`~drifa_edge.drift.metrics`: the metrics (pure numpy);
+- :mod:`drifa_edge.metrics`: the metrics, temperature scaling and referral thresholds (pure numpy);
 - :mod:`~drifa_edge.drift.noise`: the noise model (permutation of MC draws between two runs);
 - :mod:`~drifa_edge.drift.stats`: p-values, Holm's correction, shift bounds, sample size;
 - :mod:`~drifa_edge.drift.criteria`: the criteria and the decision rule;
-- :mod:`~drifa_edge.drift.temperature`: temperature scaling and referral thresholds;
 - :mod:`~drifa_edge.drift.policy`: margins, rule and level (``calibration/*.toml``);
 - :mod:`~drifa_edge.drift.gate`: the report object and :func:`evaluate_drift`;
 - :mod:`~drifa_edge.drift.check`: ``drifa-edge check`` as a function;
@@ -14,7 +13,7 @@
 from drifa_edge.drift.check import run_check
 from drifa_edge.drift.gate import Criterion, DriftReport, TaskDrift, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy, load_policy
-from drifa_edge.drift.temperature import fit_temperature
+from drifa_edge.metrics.temperature import fit_temperature
 
 __all__ = [
     "Criterion",

@@ -20,14 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard, ReferralRule, read_card, write_card
-from drifa_edge.drift import metrics as M
+from drifa_edge import metrics as M
+from drifa_edge.artifact.card import ModelCard, ReferralRule, apply_calibration, read_card, write_card
+from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.drift.gate import DriftReport, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy
-from drifa_edge.drift.temperature import apply_calibration, fit_calibration
-from drifa_edge.errors import ArtifactError, BadInputError, DrifaError, UnsupportedBackendError
+from drifa_edge.errors import ArtifactError, BadInputError, DrifaError
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
-from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime
+from drifa_edge.inference.predictor import choose_runtime, open_members
+from drifa_edge.metrics.temperature import fit_calibration
+from drifa_edge.runtimes.base import Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,49 +39,12 @@ _EXPORT_RUNTIMES = ("openvino", "onnxruntime")
 
 def member_paths(path: str | Path) -> list[Path]:
     """The member folders of an artifact: several for an ensemble, else the path itself."""
-    try:
-        from drifa_edge.training.ensemble import resolve_members
-    except ImportError:
-        from drifa_edge.export.layout import read_members as resolve_members
     return [Path(p) for p in resolve_members(Path(path))]
-
-
-def pick_runtime(path: str | Path, precision: str = "fp32") -> str:
-    """``--runtime auto``: torch for a checkpoint folder (model.safetensors), else the
-    first of OpenVINO / ONNX Runtime that is installed and whose build of ``precision``
-    the export folder holds."""
-    from drifa_edge.export import layout
-
-    folder = member_paths(path)[0]
-    if (folder / "model.safetensors").is_file():
-        return "torch"
-    folders = {"openvino": layout.openvino_folder, "onnxruntime": layout.onnx_folder}
-    found = []
-    for name in _EXPORT_RUNTIMES:
-        try:
-            sub = folders[name](precision)
-        except UnsupportedBackendError:
-            continue
-        if (folder / sub).is_dir():
-            found.append(f"{sub}/")
-            if probe_runtime(name).get("available"):
-                return name
-    if found:
-        raise UnsupportedBackendError(
-            f"{folder}: holds {found} but no runtime for it is installed; "
-            "pip install 'drifa-edge[openvino]' or 'drifa-edge[onnx]'"
-        )
-    raise ArtifactError(
-        f"{folder}: neither a checkpoint (model.safetensors) nor an export with a {precision} build; "
-        "pass a folder from 'drifa-edge train' or 'drifa-edge export'"
-    )
 
 
 def open_artifact(path: str | Path, runtime: str, options: RuntimeOptions) -> list[Runtime]:
     """One runtime per ensemble member of the artifact at ``path``."""
-    if runtime == "auto":
-        runtime = pick_runtime(path, options.precision)
-    return [open_runtime(runtime, member, options) for member in member_paths(path)]
+    return open_members(Path(path), choose_runtime(path, runtime, options.precision), options)
 
 
 def _split_seed(card: ModelCard) -> int:

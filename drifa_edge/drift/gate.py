@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
-from drifa_edge.drift import metrics as M
+from drifa_edge import metrics as M
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.drift.criteria import Criterion, CriterionTest, criterion_tests, judge
 from drifa_edge.drift.noise import permutation_null
 from drifa_edge.drift.policy import DriftPolicy
@@ -160,7 +160,7 @@ def changed_cases(
 
 
 def _decisions(samples: np.ndarray, threshold: float, metric: str) -> dict[str, np.ndarray]:
-    from drifa_edge.inference.uncertainty import refer, summarize
+    from drifa_edge.metrics.uncertainty import refer, summarize
 
     s = summarize(samples)
     return {"predicted": s["predicted"], "referred": refer(s[metric], threshold)}

@@ -11,12 +11,16 @@ is the strict profile.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drifa_edge.errors import ConfigError, missing_dependency, suggest
+from drifa_edge.artifact.card import REFERRAL_METRICS
+from drifa_edge.errors import ConfigError, suggest
+from drifa_edge.profiles import profile_file, profile_names, read_toml
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python >= 3.11; only a type here
 
 DECISIONS = ("material", "difference", "equivalence")
 # keys of earlier policies and what replaced them
@@ -25,9 +29,6 @@ REMOVED_KEYS = {
     "bootstrap_reps": "permutations (the null is a permutation of MC draws, not a case bootstrap)",
     "kl_require_significance": "decision (every criterion, KL included, is judged by the same rule)",
 }
-REFERRAL_METRICS = ("mutual_information", "predictive_entropy", "expected_entropy")
-# calibration/ beside the package in a source checkout; named profiles resolve there
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "calibration"
 
 
 @dataclass(frozen=True)
@@ -113,26 +114,15 @@ class DriftPolicy:
         return d
 
 
-def _toml_loads(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError as e:
-            raise missing_dependency("tomli", "all") from e
-    return tomllib.loads(text)
-
-
-def resolve_policy_path(value: str | Path) -> Path:
-    """A policy file path, or the name of a profile in ``calibration/`` ("strict-clinical")."""
+def resolve_policy_path(value: str | Path) -> Path | Traversable:
+    """A policy file path, or the name of a shipped profile ("default", "strict-clinical")."""
     path = Path(value)
     if path.is_file():
         return path
-    named = PROFILE_DIR / f"{value}.toml"
-    if path.suffix == "" and named.is_file():
+    named = profile_file("calibration", str(value))
+    if path.suffix == "" and named is not None:
         return named
-    known = sorted(p.stem for p in PROFILE_DIR.glob("*.toml")) if PROFILE_DIR.is_dir() else []
+    known = profile_names("calibration")
     raise ConfigError(
         f"drift policy {str(value)!r} not found; pass a TOML file or one of the profiles {known}"
         + suggest(str(value), known)
@@ -144,10 +134,7 @@ def load_policy(path: str | Path | None = None) -> DriftPolicy:
     if path is None:
         return DriftPolicy()
     path = resolve_policy_path(path)
-    try:
-        data = _toml_loads(path.read_text())
-    except ValueError as e:  # tomllib.TOMLDecodeError is a ValueError
-        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    data = read_toml(path)
     known = [f.name for f in dataclasses.fields(DriftPolicy)]
     for key in data:
         if key in REMOVED_KEYS:
@@ -158,7 +145,7 @@ def load_policy(path: str | Path | None = None) -> DriftPolicy:
         if not isinstance(data["coverages"], list):
             raise ConfigError(f"{path}: coverages must be a list of fractions, got {data['coverages']!r}")
         data["coverages"] = tuple(float(c) for c in data["coverages"])
-    data.setdefault("name", path.stem)
+    data.setdefault("name", path.name.removesuffix(".toml"))
     try:
         return DriftPolicy(**data)
     except TypeError as e:

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.drift.gate import DriftReport, TaskDrift
 from drifa_edge.errors import MissingDependencyError
 
@@ -271,8 +272,8 @@ def write_report(report: DriftReport, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "markdown": out / "report.md"}
-    paths["json"].write_text(report_json(report) + "\n")
-    paths["markdown"].write_text(report_markdown(report))
+    atomic_write(paths["json"], report_json(report) + "\n")
+    atomic_write(paths["markdown"], report_markdown(report))
     for name, t in report.tasks.items():
         path = out / f"reliability_{name}.png"
         draw_reliability(t).save(path)

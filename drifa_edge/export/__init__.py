@@ -1,6 +1,7 @@
 """Export: ONNX with MC dropout kept (:mod:`.onnx`), OpenVINO IR (:mod:`.openvino`),
-the checks that end every export (:mod:`.checks`), and the folder layout shared with
-the runtimes (:mod:`.layout`). Heavy imports stay in the submodules.
+TensorRT engines (:mod:`.tensorrt`) and the checks that end every export (:mod:`.checks`).
+The folder layout they write is :mod:`drifa_edge.artifact.layout`. Heavy imports stay in
+the submodules.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drifa_edge.card import read_card
-from drifa_edge.export import layout
+from drifa_edge.artifact.card import read_card
+from drifa_edge.artifact.ensemble import resolve_members
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ExportResult:
 def collect_files(out: Path) -> dict[str, str]:
     """Every file the card(s) under ``out`` vouch for, relative to ``out``."""
     files = {}
-    for member in layout.read_members(out):
+    for member in resolve_members(out):
         prefix = "" if member == out else f"{member.relative_to(out)}/"
         files.update({prefix + rel: sha for rel, sha in read_card(member, verify=False).files.items()})
     return files

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.errors import ConfigError, ParityError, missing_dependency
-from drifa_edge.export import layout
 from drifa_edge.inference.engine import EngineConfig, run_mc, softmax
 from drifa_edge.model.config import dropout_shapes
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime
@@ -281,7 +282,7 @@ def record_checks(artifact: Path, results: Sequence[CheckResult]) -> None:
     recorded = json.loads(path.read_text()) if path.is_file() else {}
     for r in results:
         recorded.setdefault(r.runtime, {})[r.name] = r.to_dict()
-    path.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    atomic_write(path, json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     summary = {rt: {name: r["passed"] for name, r in checks.items()} for rt, checks in recorded.items()}
     layout.update_card(artifact, {"checks": summary}, hash_files=[layout.CHECKS_FILE])
 

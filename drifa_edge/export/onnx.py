@@ -1,6 +1,6 @@
 """ONNX export of DRIFA-Net with MC dropout kept.
 
-The model is exported as four graphs (see :mod:`drifa_edge.export.layout`): the
+The model is exported as four graphs (see :mod:`drifa_edge.artifact.layout`): the
 deterministic ``prefix`` (run once per case) and three versions of the stochastic
 ``suffix``, which the engine runs on the prefix output tiled T times (T stays a
 run-time choice; one call serves B*T rows):
@@ -25,9 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from drifa_edge.card import ModelCard, package_versions, write_card
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import ModelCard, package_versions, write_card
+from drifa_edge.artifact.ensemble import ENSEMBLE_FILE, resolve_members
 from drifa_edge.errors import ConfigError, ExportError, missing_dependency
-from drifa_edge.export import ExportResult, collect_files, layout
+from drifa_edge.export import ExportResult, collect_files
 from drifa_edge.export import checks as export_checks
 from drifa_edge.model.config import dropout_shapes
 
@@ -38,8 +40,8 @@ try:
 except ImportError as e:  # export needs the [torch] and [onnx] extras
     raise missing_dependency(getattr(e, "name", None) or "torch", "torch,onnx") from e
 
+from drifa_edge.artifact.checkpoint import load_checkpoint
 from drifa_edge.model.dropout import dropouts, set_dropout_mode
-from drifa_edge.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +242,13 @@ def export_onnx(
     Raises :class:`ParityError` (after writing ``checks.json``) when a check fails."""
     checkpoint, out = Path(checkpoint), Path(out)
     config = ExportConfig(opset, exporter, check, check_config or export_checks.CheckConfig())
-    sources = layout.read_members(checkpoint)
+    sources = resolve_members(checkpoint)
     names = [str(source.relative_to(checkpoint)) for source in sources]  # ["."] for a single model
     checks = {}
     for source, name in zip(sources, names, strict=True):
         checks[name] = _export_member(source, out / name, config)
     if names != ["."]:  # the same manifest (format, member names, metrics) as the checkpoint's
-        shutil.copyfile(checkpoint / layout.ENSEMBLE_FILE, out / layout.ENSEMBLE_FILE)
+        shutil.copyfile(checkpoint / ENSEMBLE_FILE, out / ENSEMBLE_FILE)
     return ExportResult(out, tuple(out / n for n in names), collect_files(out), checks)
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from drifa_edge.card import read_card
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import read_card
+from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.errors import ArtifactError, ExportError, missing_dependency
-from drifa_edge.export import ExportResult, collect_files, layout
+from drifa_edge.export import ExportResult, collect_files
 from drifa_edge.export import checks as export_checks
 from drifa_edge.runtimes.openvino import RT_INFO_CARD
 
@@ -86,7 +88,7 @@ def export_openvino(
     if not out.is_dir():
         raise ArtifactError(f"{out}: not an export folder; run 'drifa-edge export CHECKPOINT --onnx' first")
     config = check_config or export_checks.CheckConfig()
-    members = layout.read_members(out)
+    members = resolve_members(out)
     results = {}
     for member in members:
         name = str(member.relative_to(out))  # "." for a single model

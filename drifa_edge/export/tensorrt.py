@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,58 +33,33 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.atomic import atomic_write
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import (
     BadInputError,
     ConfigError,
     ExportError,
-    MissingDependencyError,
     suggest,
 )
-from drifa_edge.export import layout
+from drifa_edge.profiles import profile_file, profile_names, read_toml
+from drifa_edge.runtimes.tensorrt import INSTALL_HINT, import_tensorrt  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("prefix", "suffix", "suffix_masks")
+PRECISIONS = layout.TENSORRT_PRECISIONS
+GRAPHS = layout.TENSORRT_GRAPHS
 MASK_MODES = {"graph": "suffix", "host": "suffix_masks"}  # masks -> the ONNX suffix graph
-BUILD_FILE = "build.json"
+BUILD_FILE = layout.TENSORRT_BUILD_FILE
 BUILD_FORMAT = "drifa-edge-trt-build/1"
-MIN_TENSORRT_MAJOR = 10
-INSTALL_HINT = (
-    "pip install 'drifa-edge[tensorrt]' on a machine with an NVIDIA GPU and driver "
-    "(the tensorrt wheels come from NVIDIA's package index, pypi.nvidia.com; on Jetson use the "
-    "TensorRT that JetPack installs)"
-)
-
-
-def import_tensorrt():
-    """``import tensorrt`` (>= 10) or a :class:`MissingDependencyError` saying how to get it."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise MissingDependencyError(f"TensorRT is not installed; {INSTALL_HINT}") from e
-    except OSError as e:  # the wheel is there but libnvinfer / the driver is not
-        raise MissingDependencyError(f"TensorRT is installed but cannot load ({e}); {INSTALL_HINT}") from e
-    version = getattr(trt, "__version__", None)
-    if version is None:  # e.g. a folder named tensorrt on sys.path (a namespace package), not TensorRT
-        raise MissingDependencyError(f"'import tensorrt' found {trt!r}, not NVIDIA TensorRT; {INSTALL_HINT}")
-    major = int(str(version).split(".")[0])
-    if major < MIN_TENSORRT_MAJOR:
-        raise MissingDependencyError(
-            f"drifa-edge needs TensorRT >= {MIN_TENSORRT_MAJOR} (explicit quantization, "
-            f"execute_async_v3), found {trt.__version__}; {INSTALL_HINT}"
-        )
-    return trt
-
-
 # --------------------------------------------------------------------------- target profiles
 
 
-def targets_dir() -> Path:
-    """Folder of the target profiles: $DRIFA_TARGETS_DIR, else ``export/`` in the repository."""
+def targets_dir() -> Path | None:
+    """Folder of user target profiles set by $DRIFA_TARGETS_DIR; None means the shipped profiles
+    (package data, :mod:`drifa_edge.profiles`)."""
     env = os.environ.get("DRIFA_TARGETS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "export"
+    return Path(env) if env else None
 
 
 @dataclass(frozen=True)
@@ -165,42 +139,35 @@ class TensorRTProfile:
         return cls(target=target, **d)
 
 
-def _toml_loads(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError as e:
-            raise MissingDependencyError(
-                "reading a target profile on Python 3.10 needs 'pip install tomli'"
-            ) from e
-    return tomllib.loads(text)
-
-
 def load_profile(target: str | Path) -> TensorRTProfile:
-    """The TensorRT settings of a target: a name in ``export/`` ("jetson-orin") or a TOML path."""
+    """The TensorRT settings of a target: a shipped profile name ("jetson-orin"), a name in
+    $DRIFA_TARGETS_DIR when set, or a TOML path."""
     path = Path(target)
     if not path.is_file():
-        named = targets_dir() / f"{target}.toml"
-        if path.suffix or not named.is_file():
-            known = sorted(p.stem for p in targets_dir().glob("*.toml")) if targets_dir().is_dir() else []
+        folder = targets_dir()
+        if folder is not None:
+            named = folder / f"{target}.toml"
+            named = named if named.is_file() else None
+            known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+            where = f"looked in {folder} (DRIFA_TARGETS_DIR)"
+        else:
+            named = profile_file("export", str(target))
+            known = profile_names("export")
+            where = "the shipped profiles; set DRIFA_TARGETS_DIR to use a folder of your own"
+        if path.suffix or named is None:
             raise ConfigError(
                 f"target profile {str(target)!r} not found; pass a TOML file or one of {known} "
-                f"(looked in {targets_dir()}, set DRIFA_TARGETS_DIR to change)" + suggest(str(target), known)
+                f"({where})" + suggest(str(target), known)
             )
         path = named
-    try:
-        data = _toml_loads(path.read_text())
-    except Exception as e:  # tomllib.TOMLDecodeError and friends
-        raise ConfigError(f"{path}: not a valid TOML file ({e})") from e
+    data = read_toml(path)
     section = data.get("tensorrt")
     if not isinstance(section, dict):
         raise ConfigError(
-            f"{path}: no [tensorrt] section, so {path.stem!r} is not a TensorRT target "
+            f"{path}: no [tensorrt] section, so {path.name.removesuffix('.toml')!r} is not a TensorRT target "
             "(TensorRT targets: desktop-cuda, jetson-orin)"
         )
-    return TensorRTProfile.from_dict(path.stem, section)
+    return TensorRTProfile.from_dict(path.name.removesuffix(".toml"), section)
 
 
 def row_range(profile: TensorRTProfile, graph: str, samples: int = 30) -> tuple[int, int, int]:
@@ -584,6 +551,4 @@ def check_engines(export_dir: str | Path, folder_name: str, precision: str, case
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

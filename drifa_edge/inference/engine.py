@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drifa_edge.errors import BadInputError, ConfigError
+from drifa_edge.metrics.uncertainty import softmax
 from drifa_edge.model.config import ModelConfig, dropout_shapes
 from drifa_edge.runtimes.base import Runtime
 
@@ -82,13 +83,6 @@ def rows_per_call(cfg: EngineConfig, model: ModelConfig, precision: str = "fp32"
             )
         rows = min(rows, fit)
     return rows
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / float(temperature)
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _check_images(runtime: Runtime, images: Sequence[np.ndarray]) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.data.preprocess import preprocess
 from drifa_edge.data.readers import read_image
 from drifa_edge.errors import BadInputError, ConfigError, suggest

@@ -1,6 +1,6 @@
 """Prediction over files: read and preprocess each case as its model card says, run
-the MC engine on batches of good cases, and write one JSON line per case as soon
-as its batch is done.
+the MC engine on batches of good cases (:class:`~drifa_edge.inference.predictor.Predictor`),
+and write one JSON line per case as soon as its batch is done.
 
 A bad case (unreadable, corrupt, empty, NaN, too large, missing modality, wrong
 channel count) becomes an error line naming the file and a message on stderr;
@@ -10,144 +10,40 @@ error are tried again). ``PredictSummary.exit_code`` is 9 when any case failed.
 
 Channels: a file whose channel count differs from the card's is reported, not
 converted, unless the card or the caller allows it (see ``manifest.load_case``).
-
-Seeds: with a seedable runtime (torch) every case runs on its own mask stream,
-seeded from (seed, case_id), so a case gets the same numbers whatever batch it
-falls in, on resume too. Runtimes with in-graph random ops (ONNX Runtime,
-OpenVINO) cannot be seeded: their lines record ``mc_seed: null``.
+Seeds: see :mod:`drifa_edge.inference.predictor`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from drifa_edge import __version__
-from drifa_edge.card import ModelCard, ReferralRule
-from drifa_edge.errors import (
-    ArtifactError,
-    ConfigError,
-    DrifaError,
-    MissingDependencyError,
-    UnsupportedBackendError,
-    suggest,
-)
-from drifa_edge.export.layout import onnx_folder, openvino_folder
-from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc
-from drifa_edge.inference.manifest import Case, case_seed, load_case
-from drifa_edge.inference.uncertainty import summarize
-from drifa_edge.inference.writers import (
-    JsonlWriter,
-    ensemble_sha256,
-    model_sha256,
-    read_jsonl,
-    rewrite_jsonl,
-    task_result,
-    write_csv,
-)
-from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime, runtime_names
+from drifa_edge._moved import forward
+from drifa_edge.artifact.ensemble import resolve_members
+from drifa_edge.errors import PARTIAL_FAILURE_EXIT, ConfigError
+from drifa_edge.inference.engine import EngineConfig
+from drifa_edge.inference.manifest import Case
+from drifa_edge.inference.predictor import Predictor, PreparedCase, choose_runtime
+from drifa_edge.inference.writers import JsonlWriter, read_jsonl, rewrite_jsonl, write_csv
+from drifa_edge.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
+# referral_rules, WEIGHTS_FILE, PARTIAL_FAILURE_EXIT moved (warns; goes next release)
+__getattr__ = forward(
+    "drifa_edge.inference.predict",
+    "drifa_edge.inference.predictor",
+    "drifa_edge.errors",
+    "drifa_edge.artifact.checkpoint",
+)
 
 FORMATS = ("jsonl", "csv")
-PARTIAL_FAILURE_EXIT = 9
-WEIGHTS_FILE = "model.safetensors"  # a checkpoint folder (training.checkpoint, kept torch-free here)
-# --runtime auto on an export folder: the first installed runtime whose folder is there
-_EXPORT_RUNTIMES = (("openvino", openvino_folder), ("onnxruntime", onnx_folder))
+__all__ = ["FORMATS", "PredictSummary", "choose_runtime", "predict_cases", "resolve_members"]
 
 
-# ------------------------------------------------------------------ artifact
-
-
-def resolve_members(path: str | Path) -> list[Path]:
-    """Member folders of an ensemble (``ensemble.json``), or ``[path]`` for one model."""
-    try:
-        from drifa_edge.training.ensemble import resolve_members as resolve
-    except ImportError:  # not built yet, or torch missing on an edge install
-        from drifa_edge.export.layout import read_members as resolve
-    return list(resolve(Path(path)))
-
-
-def choose_runtime(path: str | Path, requested: str = "auto", precision: str = "fp32") -> str:
-    """The runtime for ``--runtime requested``: itself, or for ``auto`` torch on a checkpoint
-    folder, else the first installed of OpenVINO / ONNX Runtime whose files the export has."""
-    if requested != "auto":
-        if requested not in runtime_names():
-            raise UnsupportedBackendError(
-                f"unknown runtime {requested!r}; choose auto or one of {list(runtime_names())}"
-                + suggest(requested, runtime_names())
-            )
-        return requested
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not a folder; pass a checkpoint or export folder")
-    member = resolve_members(path)[0]
-    if (member / WEIGHTS_FILE).is_file():
-        return "torch"
-    present, reasons = [], []
-    for name, folder_of in _EXPORT_RUNTIMES:
-        try:
-            sub = folder_of(precision)
-        except DrifaError:  # this runtime has no build of that precision
-            continue
-        if not (member / sub).is_dir():
-            continue
-        present.append(f"{sub}/")
-        probe = probe_runtime(name)
-        if probe.get("available"):
-            return name
-        reasons.append(f"{name}: {probe.get('reason', 'not installed')}")
-    if present:
-        raise MissingDependencyError(
-            f"{member} has {', '.join(present)} but no runtime for it is installed ({'; '.join(reasons)}); "
-            "pip install 'drifa-edge[openvino]' or 'drifa-edge[onnx]'"
-        )
-    raise ArtifactError(
-        f"{member}: neither a checkpoint ({WEIGHTS_FILE}) nor an export with a {precision} OpenVINO or "
-        "ONNX build; pass a folder from 'drifa-edge train' or 'drifa-edge export', or name --runtime"
-    )
-
-
-def _open_members(artifact: Path, runtime: str, options: RuntimeOptions) -> list[Runtime]:
-    runtimes: list[Runtime] = []
-    try:
-        for member in resolve_members(artifact):
-            runtimes.append(open_runtime(runtime, member, options))
-        first = runtimes[0].card
-        for rt in runtimes[1:]:
-            if rt.card.model.tasks != first.model.tasks or rt.card.preprocess != first.preprocess:
-                raise ArtifactError(
-                    f"{artifact}: ensemble members differ in tasks, classes or preprocessing; "
-                    "every member must come from the same training recipe"
-                )
-    except BaseException:
-        for rt in runtimes:
-            rt.close()
-        raise
-    return runtimes
-
-
-# ------------------------------------------------------------------ records
-
-
-def referral_rules(artifact: Path, runtimes: list[Runtime]) -> dict[str, ReferralRule]:
-    """Referral rule per task: an ensemble's own (fitted on its K*T samples, in
-    ``ensemble.json``) if it has them, else the (first) model card's."""
-    rules = dict(runtimes[0].card.referral)
-    manifest = artifact / "ensemble.json"
-    if len(runtimes) > 1 and manifest.is_file():
-        try:
-            fitted = json.loads(manifest.read_text()).get("referral") or {}
-            rules.update({task: ReferralRule(**rule) for task, rule in fitted.items()})
-        except (json.JSONDecodeError, TypeError, AttributeError) as e:
-            raise ArtifactError(f"{manifest}: unreadable 'referral' section ({e})") from e
-    return rules
+PREVIEW = 50  # records kept in PredictSummary.preview
 
 
 @dataclass
@@ -172,105 +68,6 @@ class PredictSummary:
     @property
     def exit_code(self) -> int:
         return PARTIAL_FAILURE_EXIT if self.failed else 0
-
-
-# ------------------------------------------------------------------ the run
-
-
-class _Run:
-    """State of one prediction run: runtimes, output, counters."""
-
-    PREVIEW = 50
-
-    def __init__(self, runtimes, rules, engine_cfg, writer, summary, allow_conversion, on_record) -> None:
-        self.runtimes = runtimes
-        self.card: ModelCard = runtimes[0].card
-        self.rules = rules
-        self.cfg = engine_cfg
-        self.writer = writer
-        self.summary = summary
-        self.allow_conversion = allow_conversion
-        self.on_record = on_record
-        self.per_case_seed = engine_cfg.seed is not None and all(rt.seedable for rt in runtimes)
-        self.meta = {
-            "model_sha256": summary.model_sha256,
-            "runtime": summary.runtime,
-            "precision": summary.precision,
-            "device": summary.device,
-            "samples": engine_cfg.samples,
-            "seed": engine_cfg.seed,
-            "ensemble_size": len(runtimes),
-            "rows_per_call": rows_per_call(engine_cfg, self.card.model, summary.precision),
-            "drifa_edge_version": __version__,
-        }
-
-    def prepare(self, case: Case) -> dict[str, Any]:
-        item: dict[str, Any] = {"case": case}
-        try:
-            item["arrays"], item["converted"] = load_case(case, self.card, self.allow_conversion)
-        except Exception as e:  # a bad file must never stop the batch
-            item["error"] = _message(e)
-        return item
-
-    def run_batch(self, items: list[dict[str, Any]]) -> None:
-        good = [it for it in items if "error" not in it]
-        if good:
-            try:
-                self._infer(good)
-            except Exception as e:
-                if len(good) == 1:
-                    good[0]["error"] = f"inference failed: {_message(e)}"
-                else:  # isolate the case that breaks the batch
-                    log.warning("batch of %d cases failed (%s); retrying one by one", len(good), e)
-                    for it in good:
-                        self.run_batch([it])
-                    good = []
-        for it in items:
-            if "written" not in it:
-                self._write(it)
-
-    def _infer(self, good: list[dict[str, Any]]) -> None:
-        n_tasks = len(self.card.task_names)
-        images = [np.stack([it["arrays"][k] for it in good]) for k in range(n_tasks)]  # (B, C, S, S)
-        seeds = [case_seed(self.cfg.seed, it["case"].case_id) for it in good] if self.per_case_seed else None
-        probs = run_mc(self.runtimes, images, self.cfg, case_seeds=seeds)  # task -> (B, K*T, C)
-        summaries = {task: summarize(p) for task, p in probs.items()}
-        for i, it in enumerate(good):
-            it["tasks"] = {
-                task: task_result(self.card, task, s, i, self.rules.get(task))
-                for task, s in summaries.items()
-            }
-            it["mc_seed"] = None if seeds is None else seeds[i]
-
-    def _write(self, it: dict[str, Any]) -> None:
-        case: Case = it["case"]
-        record: dict[str, Any] = {
-            "case_id": case.case_id,
-            "status": "error" if "error" in it else "ok",
-            "error": it.get("error"),
-            "tasks": it.get("tasks"),
-            "inputs": {t: None if p is None else str(p) for t, p in case.inputs.items()},
-        }
-        if it.get("converted"):
-            record["channel_conversion"] = it["converted"]
-        record["mc_seed"] = it.get("mc_seed")
-        record.update(self.meta)
-        self.writer.write(record)
-        it["written"] = True
-        if record["status"] == "ok":
-            self.summary.ok += 1
-        else:
-            self.summary.failed += 1
-            self.summary.errors.append((case.case_id, record["error"]))
-            log.error("case %s: %s", case.case_id, record["error"])
-        if len(self.summary.preview) < self.PREVIEW:
-            self.summary.preview.append(record)
-        if self.on_record is not None:
-            self.on_record(record)
-
-
-def _message(e: BaseException) -> str:
-    return str(e) if isinstance(e, DrifaError) else f"{type(e).__name__}: {e}"
 
 
 def _paths(out_path: Path | None, fmt: str) -> tuple[Path | None, Path | None]:
@@ -339,43 +136,61 @@ def predict_cases(
     jsonl, csv_path = _paths(out_path, fmt)
     if resume and jsonl is None:
         raise ConfigError("--resume needs --out FILE (the file to continue)")
-    name = choose_runtime(artifact, runtime, options.precision)
-    runtimes = _open_members(Path(artifact), name, options)
-    try:
-        card = runtimes[0].card
-        sha = model_sha256(card) if len(runtimes) == 1 else ensemble_sha256([rt.card for rt in runtimes])
-        done = _done_cases(jsonl, resume, force, sha) if jsonl is not None else set()
+    with Predictor.open(artifact, runtime, options, cfg, allow_channel_conversion) as predictor:
+        card = predictor.card
+        done = _done_cases(jsonl, resume, force, predictor.sha256) if jsonl is not None else set()
         summary = PredictSummary(
-            jsonl, csv_path, name, options.precision, runtimes[0].device, cfg.samples, cfg.seed,
-            len(runtimes), sha,
+            jsonl, csv_path, predictor.runtime, options.precision, predictor.device, cfg.samples, cfg.seed,
+            predictor.ensemble_size, predictor.sha256,
         )  # fmt: skip
         with JsonlWriter(jsonl) as writer:
-            rules = referral_rules(Path(artifact), runtimes)
-            run = _Run(runtimes, rules, cfg, writer, summary, allow_channel_conversion, on_record)
-            _loop(run, cases, done, batch_size)
-    finally:
-        for rt in runtimes:
-            rt.close()
+
+            def write(records: list[dict[str, Any]]) -> None:
+                for record in records:
+                    writer.write(record)
+                    _count(summary, record)
+                    if on_record is not None:
+                        on_record(record)
+
+            _loop(predictor, cases, done, batch_size, summary, write)
     if csv_path is not None:
         classes = {t.name: t.classes for t in card.model.tasks}
         write_csv(csv_path, read_jsonl(jsonl, repair=False), classes)
     return summary
 
 
-def _loop(run: _Run, cases: Iterable[Case], done: set[str], batch_size: int) -> None:
+def _count(summary: PredictSummary, record: dict[str, Any]) -> None:
+    if record["status"] == "ok":
+        summary.ok += 1
+    else:
+        summary.failed += 1
+        summary.errors.append((record["case_id"], record["error"]))
+        log.error("case %s: %s", record["case_id"], record["error"])
+    if len(summary.preview) < PREVIEW:
+        summary.preview.append(record)
+
+
+def _loop(
+    predictor: Predictor,
+    cases: Iterable[Case],
+    done: set[str],
+    batch_size: int,
+    summary: PredictSummary,
+    write: Callable[[list[dict[str, Any]]], None],
+) -> None:
     seen: set[str] = set()
-    pending: list[dict[str, Any]] = []
+    pending: list[PreparedCase] = []
     for case in cases:
         if case.case_id in seen:
             raise ConfigError(f"case_id {case.case_id!r} given twice; case ids must be unique")
         seen.add(case.case_id)
         if case.case_id in done:
-            run.summary.skipped += 1
+            summary.skipped += 1
             continue
-        pending.append(run.prepare(case))
-        n_good = sum("error" not in it for it in pending)
+        pending.append(predictor.prepare(case))
+        n_good = sum(it.ok for it in pending)
         if n_good >= batch_size or len(pending) >= 4 * batch_size:
-            run.run_batch(pending)
+            write(predictor.predict_prepared(pending))
             pending = []
     if pending:
-        run.run_batch(pending)
+        write(predictor.predict_prepared(pending))

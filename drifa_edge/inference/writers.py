@@ -27,9 +27,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from drifa_edge.card import ModelCard, ReferralRule
+from drifa_edge.artifact.atomic import atomic_write, fsync_dir
+from drifa_edge.artifact.card import ModelCard, ReferralRule
 from drifa_edge.errors import ArtifactError, ConfigError
-from drifa_edge.inference.uncertainty import refer, referral_score
+from drifa_edge.metrics.uncertainty import refer, referral_score
 
 # Scalar fields of each task in the CSV, then one column per class for p and std.
 TASK_FIELDS = ("predicted", "confidence", "predictive_entropy", "expected_entropy", "mutual_information")
@@ -113,7 +114,7 @@ class JsonlWriter:
             created = not path.exists()
             self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
             if created:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
 
     def write(self, record: Mapping[str, Any]) -> None:
         line = dumps(record) + "\n"
@@ -171,7 +172,7 @@ def read_jsonl(path: Path, repair: bool = True) -> list[dict[str, Any]]:
 
 def rewrite_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Replace ``path`` with ``records`` atomically (temp file + fsync + rename)."""
-    _atomic_write(path, "".join(dumps(r) + "\n" for r in records))
+    atomic_write(path, "".join(dumps(r) + "\n" for r in records))
 
 
 def csv_columns(classes: Mapping[str, Sequence[str]]) -> list[str]:
@@ -211,33 +212,4 @@ def write_csv(path: Path, records: Iterable[Mapping[str, Any]], classes: Mapping
     writer.writeheader()
     for record in records:
         writer.writerow({k: "" if v is None else v for k, v in record_to_row(record, classes).items()})
-    _atomic_write(path, buffer.getvalue())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a created or renamed file's directory entry durable (POSIX; a no-op elsewhere)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, buffer.getvalue())

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from drifa_edge.artifact import layout
 from drifa_edge.errors import ConfigError, ExportError
-from drifa_edge.export import layout
 from drifa_edge.inference.engine import softmax
 from drifa_edge.quantize import ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet

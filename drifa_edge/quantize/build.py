@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drifa_edge.export import layout
+from drifa_edge.artifact import layout
 from drifa_edge.quantize.calibration_set import CalibrationSet
 from drifa_edge.quantize.config import QuantizeConfig
 

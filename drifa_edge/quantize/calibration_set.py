@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import BadInputError, ConfigError
 
 log = logging.getLogger(__name__)

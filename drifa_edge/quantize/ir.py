@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.export import layout
+from drifa_edge.artifact import layout
 from drifa_edge.quantize import scopes
 from drifa_edge.quantize.calibration_set import tile_rows
 

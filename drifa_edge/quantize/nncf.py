@@ -32,8 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.errors import ConfigError, ExportError, missing_dependency
-from drifa_edge.export import layout
 from drifa_edge.quantize import build, ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet, load_calibration_set
 from drifa_edge.quantize.config import QuantizeConfig
@@ -231,7 +232,7 @@ def quantize_openvino(
     if config.backend != "openvino" or config.method != "nncf":
         raise ConfigError(f"quantize_openvino builds OpenVINO + NNCF, got {config.backend} + {config.method}")
     root = Path(export_dir)
-    members = layout.read_members(root)
+    members = resolve_members(root)
     sections = {}
     for member in members:
         card = layout.verified_card(member, _fp32_files())

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.errors import ConfigError, ExportError, missing_dependency
-from drifa_edge.export import layout
 from drifa_edge.quantize import build, ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet, load_calibration_set
 from drifa_edge.quantize.config import QuantizeConfig
@@ -224,7 +225,7 @@ def quantize_onnx(
         raise ConfigError(f"quantize_onnx builds ONNX INT8, got backend {config.backend!r}")
     root = Path(export_dir)
     sections = {}
-    for member in layout.read_members(root):
+    for member in resolve_members(root):
         if calib is None:
             if not calib_values:
                 raise ConfigError("INT8 needs calibration data: pass --calib synthetic or --calib NAME=PATH")

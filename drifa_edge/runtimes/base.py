@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from drifa_edge.card import ModelCard
+from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import UnsupportedBackendError, suggest
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")

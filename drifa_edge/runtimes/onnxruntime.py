@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from drifa_edge.artifact import layout
 from drifa_edge.errors import BadInputError, UnsupportedBackendError, missing_dependency, suggest
-from drifa_edge.export import layout
 from drifa_edge.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)

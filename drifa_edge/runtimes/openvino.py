@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from drifa_edge.artifact import layout
 from drifa_edge.errors import BadInputError, UnsupportedBackendError, missing_dependency
-from drifa_edge.export import layout
 from drifa_edge.runtimes.base import RuntimeOptions
 
 RT_INFO_CARD = ["drifa_edge", "model_card"]

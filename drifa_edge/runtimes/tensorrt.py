@@ -28,14 +28,42 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard, read_card
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import ModelCard, read_card
 from drifa_edge.errors import ArtifactError, MissingDependencyError, UnsupportedBackendError
-from drifa_edge.export import layout
 from drifa_edge.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
-BUILD_FILE = "build.json"
+BUILD_FILE = layout.TENSORRT_BUILD_FILE
+MIN_TENSORRT_MAJOR = 10
+INSTALL_HINT = (
+    "pip install 'drifa-edge[tensorrt]' on a machine with an NVIDIA GPU and driver "
+    "(the tensorrt wheels come from NVIDIA's package index, pypi.nvidia.com; on Jetson use the "
+    "TensorRT that JetPack installs)"
+)
+
+
+def import_tensorrt():
+    """``import tensorrt`` (>= 10) or a :class:`MissingDependencyError` saying how to get it."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise MissingDependencyError(f"TensorRT is not installed; {INSTALL_HINT}") from e
+    except OSError as e:  # the wheel is there but libnvinfer / the driver is not
+        raise MissingDependencyError(f"TensorRT is installed but cannot load ({e}); {INSTALL_HINT}") from e
+    version = getattr(trt, "__version__", None)
+    if version is None:  # e.g. a folder named tensorrt on sys.path (a namespace package), not TensorRT
+        raise MissingDependencyError(f"'import tensorrt' found {trt!r}, not NVIDIA TensorRT; {INSTALL_HINT}")
+    major = int(str(version).split(".")[0])
+    if major < MIN_TENSORRT_MAJOR:
+        raise MissingDependencyError(
+            f"drifa-edge needs TensorRT >= {MIN_TENSORRT_MAJOR} (explicit quantization, "
+            f"execute_async_v3), found {trt.__version__}; {INSTALL_HINT}"
+        )
+    return trt
+
+
 CUDA_HINT = "pip install 'drifa-edge[tensorrt]' (cuda-python), or a CUDA build of PyTorch"
 
 
@@ -164,7 +192,7 @@ def cuda_device_info(index: int = 0) -> dict[str, Any]:
 
 def probe() -> dict[str, Any]:
     try:
-        trt = _import_tensorrt()
+        trt = import_tensorrt()
     except MissingDependencyError as e:
         found = "not installed" if isinstance(e.__cause__, ImportError) else "unusable"
         return {
@@ -331,7 +359,7 @@ class TensorRTRuntime:
     name = "tensorrt"
 
     def __init__(self, card: ModelCard, folder: Path, build: dict[str, Any], options: RuntimeOptions) -> None:
-        trt = _import_tensorrt()
+        trt = import_tensorrt()
         if options.extra.get("dropout", "mc") != "mc":
             raise UnsupportedBackendError(
                 f"the TensorRT build {folder.name} holds the MC suffix only (dropout 'mc'), not "
@@ -412,12 +440,6 @@ class TensorRTRuntime:
         self.prefix = self.suffix = None
 
 
-def _import_tensorrt():
-    from drifa_edge.export.tensorrt import import_tensorrt
-
-    return import_tensorrt()
-
-
 def _device_index(device: str | None) -> int:
     if device in (None, "", "cuda", "gpu", "GPU"):
         return 0
@@ -436,7 +458,7 @@ def read_build(folder: Path) -> dict[str, Any]:
 
 def open_runtime(path: Path, options: RuntimeOptions) -> TensorRTRuntime:
     """Open the TensorRT build of an export folder (or an engine folder) for ``options.precision``."""
-    _import_tensorrt()  # a clear message first on machines without TensorRT
+    import_tensorrt()  # a clear message first on machines without TensorRT
     export_dir, folder = find_engine_folder(path, options.precision, options.extra.get("target"))
     rel = [f"{folder.name}/{f}" for f in ("prefix.engine", "suffix.engine", BUILD_FILE)]
     layout.verified_card(export_dir, rel)  # sha256 of the engines and build.json before deserializing

@@ -93,7 +93,7 @@ def open_runtime(path: Path, options: RuntimeOptions) -> TorchRuntime:
         import torch  # noqa: F401
     except ImportError as e:
         raise missing_dependency("torch", "torch") from e
-    from drifa_edge.training.checkpoint import load_checkpoint
+    from drifa_edge.artifact.checkpoint import load_checkpoint
 
     model, card = load_checkpoint(path)
     return TorchRuntime(model, card, options)

@@ -15,12 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drifa_edge.errors import ConfigError, MissingDependencyError, suggest
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = None
+from drifa_edge.errors import ConfigError, suggest
+from drifa_edge.profiles import profile_file, profile_names, read_toml
 
 PAIRING_MODES = ("index", "case_id")
 NORMALIZATIONS = ("fixed", "train")  # fixed: mean 0.5 / std 0.5; train: statistics of the train split
@@ -172,17 +168,17 @@ def _positive_float(name: str, value: Any) -> None:
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    """The raw key/value table of a TOML recipe."""
+    """The raw key/value table of a TOML recipe: a file, or the name of a shipped recipe ("demo")."""
     path = Path(path)
-    if tomllib is None:
-        raise MissingDependencyError("reading a TOML recipe needs Python 3.11 or newer (tomllib)")
     if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist; see train/README.md for the shipped recipes")
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"recipe {path} is not valid TOML: {e}") from e
+        named = profile_file("train", str(path))
+        if named is None:
+            raise ConfigError(
+                f"recipe {path} does not exist; pass a TOML file or one of the shipped recipes "
+                f"{profile_names('train')} (see train/README.md)" + suggest(str(path), profile_names("train"))
+            )
+        return read_toml(named)
+    return read_toml(path)
 
 
 def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

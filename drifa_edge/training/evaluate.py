@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import ModelCard, ReferralRule
+from drifa_edge.artifact.card import ModelCard, ReferralRule
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
 from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
 from drifa_edge.training.config import TrainConfig
@@ -44,7 +44,7 @@ def member_probs(logits: np.ndarray, temperatures: Sequence[float]) -> np.ndarra
 
 def calibrate(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], cfg: TrainConfig) -> dict:
     """Per task {"temperature", "threshold"} fitted on validation MC logits of one member."""
-    from drifa_edge.drift.temperature import fit_calibration
+    from drifa_edge.metrics.temperature import fit_calibration
 
     return fit_calibration(logits, labels, target_rate=cfg.referral_rate, referral_metric=REFERRAL_METRIC)
 
@@ -53,7 +53,7 @@ def fit_thresholds(
     probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], rate: float
 ) -> dict[str, float]:
     """Referral threshold per task on the scored validation rows of given probabilities."""
-    from drifa_edge.inference.uncertainty import fit_referral_threshold, summarize
+    from drifa_edge.metrics.uncertainty import fit_referral_threshold, summarize
 
     out = {}
     for task, p in probs.items():
@@ -65,7 +65,7 @@ def fit_thresholds(
 def split_metrics(
     probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], thresholds: dict[str, float]
 ) -> dict[str, dict[str, Any]]:
-    from drifa_edge.drift.metrics import task_metrics
+    from drifa_edge.metrics import task_metrics
 
     return {
         task: task_metrics(p, labels[task], thresholds[task], referral_metric=REFERRAL_METRIC)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from drifa_edge.card import CARD_FILE, ModelCard
+from drifa_edge.artifact.card import CARD_FILE, ModelCard
 from drifa_edge.errors import ConfigError, DrifaError, missing_dependency
 from drifa_edge.model.config import ModelConfig
 from drifa_edge.training.config import TrainConfig
@@ -165,7 +165,7 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
     while not run.finished(cfg.epochs):
         row = _fit_epoch(model, optimizer, scheduler, data, cfg, run, progress)
         if row["improved"]:
-            from drifa_edge.training.checkpoint import save_checkpoint
+            from drifa_edge.artifact.checkpoint import save_checkpoint
 
             save_checkpoint(model, _training_card(card, run, "training"), out)
         save_state(last, model, optimizer, scheduler, run, cfg.to_dict())
@@ -175,7 +175,7 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
             log.info("early stopping after epoch %d (best %d)", run.epoch, run.best_epoch)
 
     if not run.evaluated:
-        from drifa_edge.card import write_card
+        from drifa_edge.artifact.card import write_card
         from drifa_edge.training.evaluate import evaluate_checkpoint, summary
 
         evaluated = evaluate_checkpoint(out, data, cfg)

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from drifa_edge.card import sha256_file
+from drifa_edge.artifact.atomic import atomic_replace, atomic_write, temporary_path
+from drifa_edge.artifact.card import sha256_file
 from drifa_edge.errors import ArtifactError, ConfigError
 
 LAST_DIR = "last"
@@ -52,9 +53,9 @@ class RunState:
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_suffix(".tmp")
+    tmp = temporary_path(path)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    atomic_replace(tmp, path)
 
 
 def flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -97,9 +98,7 @@ def save_state(folder: Path, model, optimizer, scheduler, run: RunState, config:
         "config": config,
         "files": {f: sha256_file(folder / f) for f in ("model.safetensors", "optimizer.safetensors")},
     }
-    tmp = folder / "state.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(folder / "state.json")
+    atomic_write(folder / "state.json", json.dumps(doc, indent=1))
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], folder: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
 from drifa_edge.data.sources import (
     LabelledSet,
     load_datasets,

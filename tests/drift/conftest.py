@@ -83,10 +83,10 @@ def _train(cfg, images, labels, steps: int = 40, seed: int = 0):
 def artifacts(tmp_path_factory) -> Artifacts:
     torch = pytest.importorskip("torch")
     pytest.importorskip("safetensors")
-    from drifa_edge.card import default_card
+    from drifa_edge.artifact.card import default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     cfg = ModelConfig(
         tasks=(TaskSpec("derm", ("a", "b", "c")), TaskSpec("blood", ("w", "x", "y", "z"), channels=1)),

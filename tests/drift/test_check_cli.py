@@ -9,6 +9,8 @@ import pytest
 
 from drifa_edge.drift import check as check_module
 from drifa_edge.errors import ArtifactError
+from drifa_edge.inference.predictor import choose_runtime
+from drifa_edge.runtimes.base import probe_runtime
 
 
 @pytest.fixture
@@ -66,22 +68,22 @@ def test_cli_bad_policy_exits_2(artifacts, stub_data, monkeypatch):
     )
 
 
-def test_pick_runtime(artifacts, tmp_path):
-    assert check_module.pick_runtime(artifacts.reference) == "torch"
+def test_auto_runtime_of_check(artifacts, tmp_path):
+    assert choose_runtime(artifacts.reference) == "torch"
     export = tmp_path / "export"
     (export / "openvino-int8").mkdir(parents=True)
     (export / "model_card.json").write_text((artifacts.reference / "model_card.json").read_text())
-    expected = "openvino" if check_module.probe_runtime("openvino").get("available") else None
+    expected = "openvino" if probe_runtime("openvino").get("available") else None
     if expected:
-        assert check_module.pick_runtime(export, "int8") == "openvino"
+        assert choose_runtime(export, "auto", "int8") == "openvino"
     with pytest.raises(ArtifactError, match="neither a checkpoint"):
-        check_module.pick_runtime(export, "fp32")
+        choose_runtime(export, "auto", "fp32")
 
 
 def test_recalibrate_and_write_card(artifacts, stub_data, tmp_path):
     import shutil
 
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
 
     candidate = tmp_path / "hot"
     shutil.copytree(artifacts.hot, candidate)

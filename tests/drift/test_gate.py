@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from drifa_edge.card import ReferralRule, default_card
+from drifa_edge.artifact.card import ReferralRule, default_card
 from drifa_edge.drift.gate import evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy, load_policy
 from drifa_edge.drift.report import report_json

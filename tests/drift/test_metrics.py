@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from drifa_edge.drift import metrics as M
+from drifa_edge import metrics as M
 from drifa_edge.errors import BadInputError
 
 # ---------------------------------------------------------------- a hand-worked case

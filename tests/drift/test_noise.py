@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from drifa_edge.drift import metrics as M
+from drifa_edge import metrics as M
 from drifa_edge.drift.criteria import criterion_tests, judge
 from drifa_edge.drift.noise import _swap_batches, permutation_null
 from drifa_edge.drift.policy import DriftPolicy

@@ -15,12 +15,12 @@ def test_check_on_shared_skin_and_blood(shared_data: Path, tmp_path: Path) -> No
     pytest.importorskip("torch")
     import torch
 
-    from drifa_edge.card import default_card
+    from drifa_edge.artifact.card import default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.data.sources import open_dataset
     from drifa_edge.drift.check import run_check
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     values = [f"skin_isic9={shared_data / 'skin_isic9'}", f"blood_pbc8={shared_data / 'blood_pbc8'}"]
     tasks = tuple(

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
 from drifa_edge.drift.gate import DriftReport, evaluate_drift
 from drifa_edge.drift.report import draw_reliability, report_markdown, write_report
 from drifa_edge.model.config import ModelConfig, TaskSpec

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drifa_edge.card import default_card
-from drifa_edge.drift.temperature import apply_calibration, fit_calibration, fit_temperature, mc_nll
+from drifa_edge.artifact.card import apply_calibration, default_card
 from drifa_edge.errors import BadInputError
+from drifa_edge.metrics.temperature import fit_calibration, fit_temperature, mc_nll
 from drifa_edge.model.config import ModelConfig, TaskSpec
 
 

@@ -17,10 +17,10 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0, dropout: float = 0.25) ->
     """Width 0.125, 32 px, an RGB task with 3 classes and a gray one with 2; random
     weights and BatchNorm statistics (so eval-mode BatchNorm is not the identity)."""
     torch = pytest.importorskip("torch")
-    from drifa_edge.card import default_card
+    from drifa_edge.artifact.card import default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     cfg = ModelConfig(

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
 from drifa_edge.errors import ConfigError, ParityError
 from drifa_edge.export import checks
 from drifa_edge.model.config import ModelConfig, TaskSpec, dropout_shapes
@@ -124,7 +124,7 @@ def test_mc_consistency_catches_a_wrong_dropout_rate():
 
 
 def test_record_and_raise(tmp_path):
-    from drifa_edge.card import write_card
+    from drifa_edge.artifact.card import write_card
 
     write_card(FakeRuntime().card, tmp_path)
     good = checks.CheckResult("deterministic_parity", "fake", True, 1e-8, 1e-4)
@@ -132,7 +132,7 @@ def test_record_and_raise(tmp_path):
     checks.record_checks(tmp_path, [good, bad])
     recorded = json.loads((tmp_path / "checks.json").read_text())
     assert recorded["fake"]["mc_consistency"]["value"] == 3.2
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
 
     card = read_card(tmp_path)  # checks.json is hashed: verification passes
     assert card.export["checks"] == {"fake": {"deterministic_parity": True, "mc_consistency": False}}

@@ -92,7 +92,7 @@ def test_int8_options_reach_the_build(checked_export, tmp_path):
     pytest.importorskip("nncf")
     import shutil
 
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.quantize import scopes
 
     checkpoint, out, _ = checked_export

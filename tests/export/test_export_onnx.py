@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from drifa_edge.card import read_card, sha256_file
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import read_card, sha256_file
 from drifa_edge.errors import ExportError
-from drifa_edge.export import layout
 from drifa_edge.model.config import dropout_shapes
 
 onnx = pytest.importorskip("onnx")

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from drifa_edge.card import read_card
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import read_card
 from drifa_edge.errors import ArtifactError, ExportError
-from drifa_edge.export import layout
 
 ov = pytest.importorskip("openvino")
 

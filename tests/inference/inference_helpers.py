@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drifa_edge.card import ReferralRule, default_card
+from drifa_edge.artifact.card import ReferralRule, default_card
 from drifa_edge.model.config import ModelConfig, TaskSpec
 
 TASKS = (TaskSpec("derm", ("nevus", "melanoma", "other")), TaskSpec("blood", ("a", "b"), channels=1))
@@ -20,8 +20,8 @@ def tiny_config(dropout: float = 0.25) -> ModelConfig:
 
 def make_checkpoint(folder: Path, seed: int = 0, temperature: dict | None = None) -> Path:
     torch = pytest.importorskip("torch")
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     model = build_model(tiny_config())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from inference_helpers import make_checkpoint, tiny_config
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
 from drifa_edge.errors import BadInputError, ConfigError
 from drifa_edge.inference.engine import (
     EngineConfig,
@@ -16,7 +16,7 @@ from drifa_edge.inference.engine import (
     softmax,
     suffix_row_bytes,
 )
-from drifa_edge.inference.uncertainty import summarize
+from drifa_edge.metrics.uncertainty import summarize
 from drifa_edge.model.config import dropout_shapes, paper_config
 from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
 
@@ -158,8 +158,8 @@ def test_seed_reproducibility_torch(torch_rt):
 
 def test_prefix_tiling_equals_full_passes_under_identical_masks(torch_rt, checkpoint):
     torch = pytest.importorskip("torch")
+    from drifa_edge.artifact.checkpoint import load_checkpoint
     from drifa_edge.model.dropout import dropouts
-    from drifa_edge.training.checkpoint import load_checkpoint
 
     card = torch_rt.card
     B, T = 2, 3

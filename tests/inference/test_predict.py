@@ -14,10 +14,11 @@ import pytest
 from inference_helpers import make_checkpoint, png_bomb, write_good_case, write_manifest, write_png
 
 from drifa_edge.errors import ArtifactError, ConfigError, MissingDependencyError
-from drifa_edge.inference import predict as predict_module
+from drifa_edge.inference import predictor as predictor_module
 from drifa_edge.inference.engine import EngineConfig
 from drifa_edge.inference.manifest import Case, read_manifest
-from drifa_edge.inference.predict import choose_runtime, predict_cases
+from drifa_edge.inference.predict import predict_cases
+from drifa_edge.inference.predictor import choose_runtime
 from drifa_edge.inference.writers import read_jsonl
 from drifa_edge.runtimes.base import RuntimeOptions
 
@@ -232,7 +233,7 @@ def test_ensemble_folder(tmp_path):
     root = tmp_path / "ens"
     for k in range(2):
         make_checkpoint(root / f"member-{k}", seed=k)
-    from drifa_edge.training.ensemble import write_manifest as write_ensemble
+    from drifa_edge.artifact.ensemble import write_manifest as write_ensemble
 
     referral = {"derm": {"metric": "predictive_entropy", "threshold": 0.5, "target_rate": 0.1}}
     write_ensemble(root, ["member-0", "member-1"], {"referral": referral})
@@ -261,7 +262,7 @@ def test_choose_runtime(checkpoint, tmp_path, monkeypatch):
     (export / "model_card.json").write_text("{}")  # only its presence matters here
     installed = {"onnxruntime"}
     monkeypatch.setattr(
-        predict_module, "probe_runtime", lambda name: {"available": name in installed, "reason": "absent"}
+        predictor_module, "probe_runtime", lambda name: {"available": name in installed, "reason": "absent"}
     )
     assert choose_runtime(export) == "onnxruntime"
     installed.add("openvino")

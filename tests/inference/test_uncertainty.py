@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from drifa_edge.errors import BadInputError, ConfigError
-from drifa_edge.inference.uncertainty import (
+from drifa_edge.metrics.uncertainty import (
     REFERRAL_METRICS,
     entropy,
     fit_referral_threshold,

@@ -92,7 +92,7 @@ def ort_int8(tiny_export, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def synthetic_cases(tiny_export):
     """(images per task, labels per task) of 24 synthetic test cases, preprocessed for the card."""
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.data.sources import load_eval_arrays
 
     card = read_card(tiny_export)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
 from drifa_edge.model.config import ModelConfig, TaskSpec
 from drifa_edge.quantize.accuracy_control import make_validation_fn
 
@@ -68,7 +68,7 @@ def test_accuracy_controlled_build(tiny_export, tmp_path):
     pytest.importorskip("nncf")
     import shutil
 
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.quantize.config import QuantizeConfig
     from drifa_edge.quantize.nncf import quantize_openvino_with_accuracy_control
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drifa_edge.card import default_card
+from drifa_edge.artifact.card import default_card
 from drifa_edge.data.preprocess import preprocess
 from drifa_edge.data.sources import load_datasets
 from drifa_edge.errors import ConfigError

@@ -107,7 +107,7 @@ def test_mask_chain_stays_float_in_every_suffix_graph(ov_int8):
 def test_cutting_suffix_det_and_suffix_masks_from_the_mc_graph_is_exact(tiny_export):
     """The surgery that makes suffix_det / suffix_masks from the MC suffix, applied to the
     FP32 graphs, must reproduce the exported FP32 graphs bit for bit."""
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.quantize import ir
 
     core = ov.Core()
@@ -177,8 +177,8 @@ def test_int8_fixed_mask_and_dropout_off_graphs_track_fp32(ov_int8, synthetic_ca
 
 
 def test_card_records_provenance_and_hashes(ov_int8):
-    from drifa_edge.card import read_card
-    from drifa_edge.export import layout
+    from drifa_edge.artifact import layout
+    from drifa_edge.artifact.card import read_card
 
     path, section = ov_int8
     card = read_card(path, verify=True)  # every hashed file, INT8 included, matches
@@ -204,7 +204,7 @@ def test_same_request_reuses_build(ov_int8):
 
 
 def test_other_data_or_settings_change_the_key(ov_int8):
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.quantize.calibration_set import load_calibration_set
     from drifa_edge.quantize.config import QuantizeConfig
     from drifa_edge.quantize.nncf import _reusable, build_key
@@ -243,8 +243,8 @@ def test_modified_int8_file_is_refused(ov_int8, tmp_path):
 def test_seeded_random_ops_pair_two_builds(tiny_export):
     """Fixed graph seeds give the same masks call after call: the basis of the paired
     FP32-vs-INT8 comparisons (sensitivity ranking)."""
-    from drifa_edge.card import read_card
-    from drifa_edge.export import layout
+    from drifa_edge.artifact import layout
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.quantize import ir
 
     core = ov.Core()

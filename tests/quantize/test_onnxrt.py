@@ -38,7 +38,7 @@ def test_ort_int8_stays_stochastic(ort_int8, synthetic_cases):
     path, _ = ort_int8
     model = onnx.load(str(path / "onnx-int8" / "suffix.onnx"))
     ops = collections.Counter(n.op_type for n in model.graph.node)
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.model.config import dropout_shapes
 
     assert ops["RandomUniformLike"] == len(dropout_shapes(read_card(path).model))

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 
 
 def _n_dropouts(path) -> int:
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
     from drifa_edge.model.config import dropout_shapes
 
     return len(dropout_shapes(read_card(path).model))

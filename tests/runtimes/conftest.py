@@ -15,10 +15,10 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0, dropout: float = 0.25) ->
 
     BatchNorm running statistics are randomized so the eval-mode graph is not trivial."""
     torch = pytest.importorskip("torch")
-    from drifa_edge.card import default_card
+    from drifa_edge.artifact.card import default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     cfg = ModelConfig(

@@ -66,7 +66,7 @@ def images(card, batch: int, seed: int = 0) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference_model(tiny_artifacts):
-    from drifa_edge.training.checkpoint import load_checkpoint
+    from drifa_edge.artifact.checkpoint import load_checkpoint
 
     model, card = load_checkpoint(tiny_artifacts[0])
     return model, card

@@ -9,11 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from drifa_edge.card import read_card  # noqa: E402
+from drifa_edge.artifact.card import read_card  # noqa: E402
+from drifa_edge.artifact.ensemble import ENSEMBLE_FORMAT, resolve_members  # noqa: E402
 from drifa_edge.data.synthetic import make_synthetic  # noqa: E402
 from drifa_edge.errors import ArtifactError, ConfigError  # noqa: E402
 from drifa_edge.training.config import TrainConfig  # noqa: E402
-from drifa_edge.training.ensemble import ENSEMBLE_FORMAT, resolve_members, train_ensemble  # noqa: E402
+from drifa_edge.training.ensemble import train_ensemble  # noqa: E402
 
 CFG = TrainConfig(
     epochs=1, batch_size=16, image_size=32, width=0.125, bn_momentum=0.1, mc_samples=2, threads=1, ensemble=2

@@ -10,13 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from drifa_edge.card import read_card  # noqa: E402
+from drifa_edge.artifact.card import read_card  # noqa: E402
+from drifa_edge.artifact.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from drifa_edge.data.synthetic import make_synthetic  # noqa: E402
 from drifa_edge.errors import ArtifactError, ConfigError  # noqa: E402
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax  # noqa: E402
 from drifa_edge.model.dropout import set_dropout_mode  # noqa: E402
 from drifa_edge.runtimes.base import open_runtime  # noqa: E402
-from drifa_edge.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from drifa_edge.training.config import TrainConfig  # noqa: E402
 from drifa_edge.training.data import prepare_data  # noqa: E402
 from drifa_edge.training.loop import train  # noqa: E402

@@ -17,11 +17,11 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from drifa_edge.card import default_card
+    from drifa_edge.artifact.card import default_card
+    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.export.onnx import export_onnx
     from drifa_edge.model.config import ModelConfig, TaskSpec
     from drifa_edge.model.drifa import build_model
-    from drifa_edge.training.checkpoint import save_checkpoint
 
     cfg = ModelConfig(
         tasks=(

@@ -79,7 +79,7 @@ def test_unknown_target_lists_the_known_ones():
 def test_bad_toml_is_a_config_error(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[tensorrt\nrows_opt = 3\n")
-    with pytest.raises(ConfigError, match="not a valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_profile(path)
 
 
@@ -141,7 +141,7 @@ def _onnx_inputs(path):
 @pytest.mark.parametrize("graph", ["prefix", "suffix", "suffix_masks"])
 def test_profile_shapes_match_the_onnx_graphs(tiny_export, graph):
     """The card-derived shapes must equal the exported graph's inputs (dynamic batch axis)."""
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
 
     card = read_card(tiny_export)
     profile = load_profile("jetson-orin")
@@ -156,7 +156,7 @@ def test_profile_shapes_match_the_onnx_graphs(tiny_export, graph):
 
 
 def test_graph_inputs_of_the_prefix(tiny_export):
-    from drifa_edge.card import read_card
+    from drifa_edge.artifact.card import read_card
 
     assert graph_inputs(read_card(tiny_export), "prefix") == {
         "image_derm": (3, 32, 32),

@@ -128,7 +128,7 @@ def fake_tensorrt(monkeypatch):
 @pytest.fixture
 def engine_export(tiny_export, tmp_path):
     """A copy of the tiny export with a fake (hashed) jetson-orin fp16 build."""
-    from drifa_edge.export import layout
+    from drifa_edge.artifact import layout
 
     out = tmp_path / "out"
     shutil.copytree(tiny_export, out)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from drifa_edge.card import default_card, write_card
+from drifa_edge.artifact import layout
+from drifa_edge.artifact.card import default_card, write_card
 from drifa_edge.errors import ArtifactError, BadInputError, UnsupportedBackendError
-from drifa_edge.export import layout
 from drifa_edge.model.config import ModelConfig, TaskSpec, dropout_shapes
 
 
@@ -43,21 +43,6 @@ def test_io_names_and_dropout_modes():
     assert layout.suffix_graph("mc") == "suffix" and layout.suffix_graph("off") == "suffix_det"
     with pytest.raises(UnsupportedBackendError, match="dropout mode"):
         layout.suffix_graph("external")
-
-
-def test_members_of_a_single_model_and_an_ensemble(tmp_path, card):
-    write_card(card, tmp_path)
-    assert layout.read_members(tmp_path) == [tmp_path]
-    ens = tmp_path / "ens"
-    ens.mkdir()
-    (ens / layout.ENSEMBLE_FILE).write_text(json.dumps({"members": ["member-0", "member-1"]}))
-    assert layout.read_members(ens) == [ens / "member-0", ens / "member-1"]
-    (ens / layout.ENSEMBLE_FILE).write_text(json.dumps({"members": ["../elsewhere"]}))
-    with pytest.raises(ArtifactError, match="outside"):
-        layout.read_members(ens)
-    (ens / layout.ENSEMBLE_FILE).write_text("{not json")
-    with pytest.raises(ArtifactError, match="members"):
-        layout.read_members(ens)
 
 
 def test_verified_card_refuses_modified_unlisted_and_missing_files(tmp_path, card):

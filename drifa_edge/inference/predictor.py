@@ -1,0 +1,315 @@
+"""Per-case prediction as a library: open an artifact once, predict cases, close.
+
+Two steps, so a service can run them in different places:
+
+- :func:`prepare_case` reads and preprocesses one case's files as the model card says
+  (no runtime; the result is picklable, so it can be made in a worker process or on
+  another Ray node). A bad file never raises: the error is kept in the
+  :class:`PreparedCase` and becomes the case's error record.
+- :class:`Predictor` holds the opened runtime(s) of one model or ensemble and turns
+  prepared cases into the JSON records that ``drifa-edge predict`` writes, one per
+  case, in the order given (same schema and, for the same seed, the same values).
+
+Seeds: with a seedable runtime (torch) every case runs on its own mask stream, seeded
+from (seed, case_id), so a case gets the same numbers whatever batch it falls in.
+Runtimes with in-graph random ops (ONNX Runtime, OpenVINO) cannot be seeded: their
+records say ``mc_seed: null``.
+
+Example::
+
+    with Predictor.open("runs/export", engine_cfg=EngineConfig(samples=30, seed=0)) as predictor:
+        records = predictor.predict([Case("c1", {"derm": Path("a.png"), "scan": Path("b.png")})])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drifa_edge import __version__
+from drifa_edge.artifact.builds import list_builds
+from drifa_edge.artifact.card import ModelCard, ReferralRule
+from drifa_edge.artifact.checkpoint import WEIGHTS_FILE
+from drifa_edge.artifact.ensemble import ensemble_referral, resolve_members
+from drifa_edge.errors import (
+    ArtifactError,
+    DrifaError,
+    MissingDependencyError,
+    UnsupportedBackendError,
+    suggest,
+)
+from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc
+from drifa_edge.inference.manifest import Case, case_seed, load_case
+from drifa_edge.inference.writers import ensemble_sha256, model_sha256, task_result
+from drifa_edge.metrics.uncertainty import summarize
+from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime, runtime_names
+
+log = logging.getLogger(__name__)
+
+# --runtime auto on an export folder: the first installed runtime whose build is there
+_EXPORT_RUNTIMES = ("openvino", "onnxruntime")
+
+
+@dataclass
+class PreparedCase:
+    """One case decoded and preprocessed for a model card; picklable.
+
+    ``arrays`` holds one (C, S, S) float32 array per task in the card's task order, or
+    is None when the case could not be read; ``error`` then says why (file and fix).
+    ``converted`` lists channel conversions applied (task -> "gray->RGB")."""
+
+    case: Case
+    arrays: list[np.ndarray] | None = None
+    converted: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def prepare_case(case: Case, card: ModelCard, allow_conversion: bool = False) -> PreparedCase:
+    """Decode and preprocess ``case`` as ``card`` says; errors are captured, never raised.
+
+    ``allow_conversion`` accepts gray files for RGB tasks and vice versa (converted and
+    recorded), see :func:`drifa_edge.inference.manifest.load_case`."""
+    try:
+        arrays, converted = load_case(case, card, allow_conversion)
+    except Exception as e:  # a bad file must never stop the batch
+        return PreparedCase(case, error=error_message(e))
+    return PreparedCase(case, arrays, converted)
+
+
+def error_message(e: BaseException) -> str:
+    """A case's error text: our own messages as they are, anything else with its type."""
+    return str(e) if isinstance(e, DrifaError) else f"{type(e).__name__}: {e}"
+
+
+# ------------------------------------------------------------------ opening an artifact
+
+
+def choose_runtime(path: str | Path, requested: str = "auto", precision: str = "fp32") -> str:
+    """The runtime for ``--runtime requested``: itself, or for ``auto`` torch on a checkpoint
+    folder, else the first installed of OpenVINO / ONNX Runtime whose files the export has."""
+    if requested != "auto":
+        if requested not in runtime_names():
+            raise UnsupportedBackendError(
+                f"unknown runtime {requested!r}; choose auto or one of {list(runtime_names())}"
+                + suggest(requested, runtime_names())
+            )
+        return requested
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a folder; pass a checkpoint or export folder")
+    member = resolve_members(path)[0]
+    builds = list_builds(member)
+    if any(b.runtime == "torch" for b in builds):
+        return "torch"
+    present, reasons = [], []
+    for name in _EXPORT_RUNTIMES:
+        build = next((b for b in builds if b.runtime == name and b.precision == precision), None)
+        if build is None:
+            continue
+        present.append(f"{build.folder}/")
+        probe = probe_runtime(name)
+        if probe.get("available"):
+            return name
+        reasons.append(f"{name}: {probe.get('reason', 'not installed')}")
+    if present:
+        raise MissingDependencyError(
+            f"{member} has {', '.join(present)} but no runtime for it is installed ({'; '.join(reasons)}); "
+            "pip install 'drifa-edge[openvino]' or 'drifa-edge[onnx]'"
+        )
+    raise ArtifactError(
+        f"{member}: neither a checkpoint ({WEIGHTS_FILE}) nor an export with a {precision} OpenVINO or "
+        "ONNX build; pass a folder from 'drifa-edge train' or 'drifa-edge export', or name --runtime"
+    )
+
+
+def open_members(artifact: Path, runtime: str, options: RuntimeOptions) -> list[Runtime]:
+    """One opened runtime per ensemble member; they must share tasks, classes and preprocessing."""
+    runtimes: list[Runtime] = []
+    try:
+        for member in resolve_members(artifact):
+            runtimes.append(open_runtime(runtime, member, options))
+        first = runtimes[0].card
+        for rt in runtimes[1:]:
+            if rt.card.model.tasks != first.model.tasks or rt.card.preprocess != first.preprocess:
+                raise ArtifactError(
+                    f"{artifact}: ensemble members differ in tasks, classes or preprocessing; "
+                    "every member must come from the same training recipe"
+                )
+    except BaseException:
+        for rt in runtimes:
+            rt.close()
+        raise
+    return runtimes
+
+
+def referral_rules(artifact: Path, runtimes: list[Runtime]) -> dict[str, ReferralRule]:
+    """Referral rule per task: an ensemble's own (fitted on its K*T samples, in
+    ``ensemble.json``) if it has them, else the (first) model card's."""
+    rules = dict(runtimes[0].card.referral)
+    if len(runtimes) > 1:
+        rules.update(ensemble_referral(artifact))
+    return rules
+
+
+# ------------------------------------------------------------------ the predictor
+
+
+class Predictor:
+    """The opened runtime(s) of one model or ensemble; see the module docstring.
+
+    Not thread-safe: one predictor per thread (runtimes hold per-call state)."""
+
+    def __init__(
+        self,
+        artifact: Path,
+        runtime: str,
+        runtimes: list[Runtime],
+        options: RuntimeOptions,
+        engine_cfg: EngineConfig,
+        allow_conversion: bool = False,
+    ) -> None:
+        self.artifact = artifact
+        self.runtime = runtime
+        self.runtimes = runtimes
+        self.options = options
+        self.engine_cfg = engine_cfg
+        self.allow_conversion = allow_conversion
+        self.card: ModelCard = runtimes[0].card
+        self.rules = referral_rules(artifact, runtimes)
+        self.sha256 = (
+            model_sha256(self.card) if len(runtimes) == 1 else ensemble_sha256([rt.card for rt in runtimes])
+        )
+        self.per_case_seed = engine_cfg.seed is not None and all(rt.seedable for rt in runtimes)
+        # the run metadata every record ends with
+        self.meta: dict[str, Any] = {
+            "model_sha256": self.sha256,
+            "runtime": runtime,
+            "precision": options.precision,
+            "device": runtimes[0].device,
+            "samples": engine_cfg.samples,
+            "seed": engine_cfg.seed,
+            "ensemble_size": len(runtimes),
+            "rows_per_call": rows_per_call(engine_cfg, self.card.model, options.precision),
+            "drifa_edge_version": __version__,
+        }
+
+    @classmethod
+    def open(
+        cls,
+        artifact: str | Path,
+        runtime: str = "auto",
+        options: RuntimeOptions | None = None,
+        engine_cfg: EngineConfig | None = None,
+        allow_conversion: bool = False,
+    ) -> Predictor:
+        """Open ``artifact`` (checkpoint, export or ensemble folder) with ``runtime``
+        ("auto": torch for a checkpoint, else an installed runtime the export has a build for)."""
+        options = options or RuntimeOptions()
+        engine_cfg = engine_cfg or EngineConfig()
+        artifact = Path(artifact)
+        name = choose_runtime(artifact, runtime, options.precision)
+        runtimes = open_members(artifact, name, options)
+        try:
+            return cls(artifact, name, runtimes, options, engine_cfg, allow_conversion)
+        except BaseException:
+            for rt in runtimes:
+                rt.close()
+            raise
+
+    @property
+    def device(self) -> str:
+        return self.runtimes[0].device
+
+    @property
+    def ensemble_size(self) -> int:
+        return len(self.runtimes)
+
+    def prepare(self, case: Case) -> PreparedCase:
+        """:func:`prepare_case` with this predictor's card and channel setting."""
+        return prepare_case(case, self.card, self.allow_conversion)
+
+    def predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
+        """One record per case, in order (prepared here, then run together)."""
+        return self.predict_prepared([self.prepare(case) for case in cases])
+
+    def predict_prepared(self, items: Sequence[PreparedCase]) -> list[dict[str, Any]]:
+        """One record per prepared case, in order. The good cases run as one engine batch;
+        when that batch fails, each case runs alone so one bad case cannot take the others."""
+        outcomes: dict[int, tuple[dict[str, Any] | None, int | None, str | None]] = {}
+        self._run([(i, it) for i, it in enumerate(items) if it.ok], outcomes)
+        records = []
+        for i, it in enumerate(items):
+            tasks, mc_seed, error = outcomes.get(i, (None, None, it.error))
+            records.append(self._record(it, tasks, mc_seed, error))
+        return records
+
+    def _run(self, good: list[tuple[int, PreparedCase]], outcomes: dict) -> None:
+        if not good:
+            return
+        try:
+            results = self._infer([it for _, it in good])
+        except Exception as e:
+            if len(good) == 1:
+                outcomes[good[0][0]] = (None, None, f"inference failed: {error_message(e)}")
+                return
+            log.warning("batch of %d cases failed (%s); retrying one by one", len(good), e)
+            for pair in good:
+                self._run([pair], outcomes)
+            return
+        for (i, _), (tasks, mc_seed) in zip(good, results, strict=True):
+            outcomes[i] = (tasks, mc_seed, None)
+
+    def _infer(self, good: list[PreparedCase]) -> list[tuple[dict[str, Any], int | None]]:
+        n_tasks = len(self.card.task_names)
+        images = [np.stack([it.arrays[k] for it in good]) for k in range(n_tasks)]  # (B, C, S, S)
+        cfg = self.engine_cfg
+        seeds = [case_seed(cfg.seed, it.case.case_id) for it in good] if self.per_case_seed else None
+        probs = run_mc(self.runtimes, images, cfg, case_seeds=seeds)  # task -> (B, K*T, C)
+        summaries = {task: summarize(p) for task, p in probs.items()}
+        return [
+            (
+                {
+                    task: task_result(self.card, task, s, i, self.rules.get(task))
+                    for task, s in summaries.items()
+                },
+                None if seeds is None else seeds[i],
+            )
+            for i in range(len(good))
+        ]
+
+    def _record(
+        self, it: PreparedCase, tasks: dict[str, Any] | None, mc_seed: int | None, error: str | None
+    ) -> dict[str, Any]:
+        case = it.case
+        record: dict[str, Any] = {
+            "case_id": case.case_id,
+            "status": "error" if error is not None else "ok",
+            "error": error,
+            "tasks": tasks,
+            "inputs": {t: None if p is None else str(p) for t, p in case.inputs.items()},
+        }
+        if it.converted:
+            record["channel_conversion"] = it.converted
+        record["mc_seed"] = mc_seed
+        record.update(self.meta)
+        return record
+
+    def close(self) -> None:
+        for rt in self.runtimes:
+            rt.close()
+        self.runtimes = []
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

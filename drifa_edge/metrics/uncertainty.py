@@ -1,0 +1,89 @@
+"""Uncertainty from MC samples: pure numpy, no I/O.
+
+For samples p_s (S x C) of one case, with H the entropy in nats:
+- predictive entropy  H[mean_s p_s]        (total uncertainty)
+- expected entropy    mean_s H[p_s]        (aleatoric)
+- mutual information  H[mean p] - mean H[p] (epistemic, >= 0 by Jensen)
+
+The per-class standard deviation is the sample one (ddof=1) over the S samples,
+0 when S == 1. A referral score is one of :data:`REFERRAL_METRICS`, larger
+meaning more uncertain; a case is referred when its score is strictly above the
+threshold fitted on validation data for a target referral rate (1 - coverage).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drifa_edge.artifact.card import REFERRAL_METRICS
+from drifa_edge.errors import BadInputError, ConfigError, suggest
+
+_EPS = 1e-12
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / temperature) over the last axis, in float64 (max-subtracted, no overflow)."""
+    z = logits.astype(np.float64) / float(temperature)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Shannon entropy in nats; 0 * log 0 is taken as 0."""
+    p = np.asarray(p, dtype=np.float64)
+    return -(p * np.log(np.clip(p, _EPS, 1.0))).sum(axis=axis)
+
+
+def summarize(samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-case statistics of MC samples shaped (B, S, C)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3 or samples.shape[1] < 1:
+        raise BadInputError(f"MC samples must be shaped (cases, samples, classes), got {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise BadInputError("MC samples contain NaN or Inf")
+    if samples.min() < 0 or not np.allclose(samples.sum(axis=-1), 1.0, atol=1e-4):
+        raise BadInputError("MC samples must be probabilities (each row >= 0, summing to 1); got logits?")
+    mean = samples.mean(axis=1)  # (B, C)
+    predictive = entropy(mean)
+    expected = entropy(samples).mean(axis=1)
+    mi = np.maximum(predictive - expected, 0.0)  # clip float round-off below zero
+    return {
+        "mean": mean,
+        "std": samples.std(axis=1, ddof=1) if samples.shape[1] > 1 else np.zeros_like(mean),
+        "predicted": mean.argmax(axis=1),
+        "confidence": mean.max(axis=1),
+        "predictive_entropy": predictive,
+        "expected_entropy": expected,
+        "mutual_information": mi,
+        "least_confidence": 1.0 - mean.max(axis=1),
+    }
+
+
+def referral_score(summary: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """Per-case score for ``metric`` from a :func:`summarize` result; larger = refer sooner."""
+    if metric not in REFERRAL_METRICS:
+        raise ConfigError(
+            f"unknown referral metric {metric!r}; choose one of {REFERRAL_METRICS}"
+            + suggest(metric, REFERRAL_METRICS)
+        )
+    return summary[metric]
+
+
+def fit_referral_threshold(scores: np.ndarray, target_rate: float) -> float:
+    """Threshold such that about ``target_rate`` of cases have a score above it."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        raise BadInputError("cannot fit a referral threshold on zero cases")
+    if not np.isfinite(scores).all():
+        raise BadInputError("referral scores contain NaN or Inf")
+    if not 0.0 <= target_rate < 1.0:
+        raise BadInputError(f"target referral rate must be in [0, 1), got {target_rate}")
+    if target_rate == 0.0:
+        return float(scores.max())
+    return float(np.quantile(scores, 1.0 - target_rate))
+
+
+def refer(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """True where a case should go to a human (score strictly above threshold)."""
+    return np.asarray(scores) > threshold
