@@ -152,7 +152,7 @@ def run_demo(
         from drifa_edge.drift.check import run_check
 
         t = time.perf_counter()
-        log("[4/6] drift gate: OpenVINO INT8 against PyTorch FP32, noise floor measured in the same run")
+        log("[4/6] drift gate: OpenVINO INT8 against PyTorch FP32, noise model from the two runs' MC draws")
         report = run_check(
             ckpt,
             export_dir,

@@ -88,7 +88,6 @@ def add_gate_verdicts(
         return
     policy = load_policy(policy_name)
     ref = load_probs(reference["eval"]["probs"])
-    ref_again = load_probs(noise_eval["probs"])
     ref_card = ModelCard.from_json(Path(reference["eval"]["card"]).read_text())
     for r in rows:
         if "eval" not in r:
@@ -100,7 +99,6 @@ def add_gate_verdicts(
         try:
             report = evaluate_drift(
                 ref,
-                ref_again,
                 load_probs(r["eval"]["probs"]),
                 labels,
                 ref_card,

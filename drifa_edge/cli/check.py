@@ -22,16 +22,35 @@ from drifa_edge.errors import DriftExceededError
 
 
 def print_report(report: DriftReport, console: Console) -> None:
-    table = Table(title="drift check: noise floor (ref vs ref, other draws) next to the candidate")
-    for col in ("task", "criterion", "noise floor", "candidate", "threshold", "verdict"):
+    policy = report.policy
+    table = Table(
+        title=f"drift check ({policy.name}: {policy.decision}, alpha {policy.alpha}): "
+        "two runs of the reference (null median) next to the candidate"
+    )
+    for col in ("task", "criterion", "null median", "candidate", "limit", "p (Holm)", "verdict"):
         table.add_column(col, overflow="fold")
     for c in report.criteria:
         verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
         values = (format_value(c.noise), format_value(c.value), format_value(c.threshold))
-        table.add_row(plain(c.task), plain(c.name), *(plain(v) for v in values), verdict)
+        table.add_row(
+            plain(c.task),
+            plain(c.name),
+            *(plain(v) for v in values),
+            plain(format_value(c.p_adjusted, 3)),
+            verdict,
+        )
     console.print(table)
+    for t in report.tasks.values():
+        console.print(
+            f"{t.task}: {t.cases} cases; {len(t.changed)} changed class or referral "
+            f"(two runs of the reference: {t.changed_by_noise:.0f})",
+            highlight=False,
+            markup=False,
+        )
     for c in report.failures:
-        console.print(f"[red]{plain(c.task)}: {plain(c.name)}[/] {plain(c.detail)}", highlight=False)
+        console.print(f"{c.task}: {c.name} {c.detail}", style="red", highlight=False, markup=False)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
     recal = report.meta.get("recalibration")
     if recal:
         for task, r in recal.items():
@@ -54,7 +73,7 @@ def check(
         help="policy TOML or profile name (default, strict-clinical); default: built-in default",
     ),
     samples: int = typer.Option(30, "--samples", "-T", help="MC samples per case"),
-    seed: int = typer.Option(0, "--seed", help="MC seed; the noise floor uses seed + 1000"),
+    seed: int = typer.Option(0, "--seed", help="MC seed of both runs and of the permutations"),
     out: Path | None = typer.Option(
         None, "--out", help="folder for report.json, report.md, reliability PNGs"
     ),
@@ -79,11 +98,6 @@ def check(
         help="with --recalibrate: store the refitted values in the candidate's model card",
     ),
     limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
-    repeats: int = typer.Option(
-        1,
-        "--repeats",
-        help="independent runs (seeds seed, seed+1, ...); the gate passes when more than half pass",
-    ),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
@@ -101,9 +115,6 @@ def check(
         ref_device=ref_device,
         write_candidate_card=write_card,
     )
-    if repeats != 1:
-        _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options)
-        return
     report = run_check(reference, candidate, data, seed=seed, out=out, **options)
     if as_json:
         from drifa_edge.drift.report import report_json
@@ -119,35 +130,3 @@ def check(
         raise DriftExceededError(f"the candidate drifts beyond policy '{report.policy.name}' ({failed})")
     if not as_json:
         Console().print("[bold green]PASS[/]: the candidate is within the policy")
-
-
-def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options) -> None:
-    """--repeats R: R independent checks, one line each, and the majority verdict."""
-    import json
-
-    from drifa_edge.drift.check import repeated_summary, run_check_repeated
-
-    reports, passed = run_check_repeated(reference, candidate, data, repeats, seed=seed, out=out, **options)
-    summary = repeated_summary(reports, seed)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-    else:
-        table = Table(title=f"drift check, {repeats} independent runs (pass: more than half)")
-        for col in ("run", "seed", "verdict", "failed criteria"):
-            table.add_column(col, overflow="fold")
-        for k, row in enumerate(summary["runs"]):
-            verdict = "[green]pass[/]" if row["verdict"] == "pass" else "[bold red]FAIL[/]"
-            table.add_row(str(k), str(row["seed"]), verdict, plain(", ".join(row["failures"])))
-        console = Console()
-        console.print(table)
-        if out is not None:
-            console.print(
-                f"reports written to {plain(out)}/repeat-*/ and {plain(out)}/summary.json", highlight=False
-            )
-    n_pass, policy_name = summary["passed_runs"], reports[0].policy.name
-    if not passed:
-        raise DriftExceededError(
-            f"{n_pass} of {repeats} runs passed policy '{policy_name}'; the gate needs more than half"
-        )
-    if not as_json:
-        Console().print(f"[bold green]PASS[/]: {n_pass} of {repeats} runs within the policy")

@@ -1,9 +1,11 @@
 """Accuracy, calibration and uncertainty drift of a candidate build against a reference.
 
 - :mod:`drifa_edge.metrics`: the metrics, temperature scaling and referral thresholds (pure numpy);
-- :mod:`~drifa_edge.drift.stats`: the paired tests (Wilcoxon signed-rank, paired bootstrap);
-- :mod:`~drifa_edge.drift.policy`: the thresholds (``calibration/*.toml``);
-- :mod:`~drifa_edge.drift.gate`: the criteria and the report object;
+- :mod:`~drifa_edge.drift.noise`: the noise model (permutation of MC draws between two runs);
+- :mod:`~drifa_edge.drift.stats`: p-values, Holm's correction, shift bounds, sample size;
+- :mod:`~drifa_edge.drift.criteria`: the criteria and the decision rule;
+- :mod:`~drifa_edge.drift.policy`: margins, rule and level (``calibration/*.toml``);
+- :mod:`~drifa_edge.drift.gate`: the report object and :func:`evaluate_drift`;
 - :mod:`~drifa_edge.drift.check`: ``drifa-edge check`` as a function;
 - :mod:`~drifa_edge.drift.report`: report.json, report.md, reliability diagrams.
 """

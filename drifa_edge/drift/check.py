@@ -1,15 +1,16 @@
 """``drifa-edge check`` as a library call: open two artifacts, run both over the
 same labelled data with the same seeds, and hand the MC samples to the gate.
 
-The reference runs twice (seed and seed + ``noise_seed_offset``): the second run
-is the noise floor. The candidate runs once with the reference's seed, so where
-both runtimes can share the dropout masks (torch against torch) there is no MC
-noise between them at all.
+Each side runs once, the candidate with the reference's seed, so where both
+runtimes can share the dropout masks (torch against torch) their draws pair up.
+The noise model needs no third run: it swaps MC draws between the two runs
+(:mod:`drifa_edge.drift.noise`). The report says how many cases were used and
+the smallest shift they can detect; a test set too small for the policy is
+logged as a warning with the number of cases it would need.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -20,18 +21,20 @@ from typing import Any
 import numpy as np
 
 from drifa_edge import metrics as M
-from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.artifact.card import ModelCard, ReferralRule, apply_calibration, read_card, write_card
 from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.drift.gate import DriftReport, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy
-from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaError
+from drifa_edge.errors import ArtifactError, BadInputError, DrifaError
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
+
+# (runtime, folder of a precision in an export folder); the first one installed and present wins
+_EXPORT_RUNTIMES = ("openvino", "onnxruntime")
 
 
 def member_paths(path: str | Path) -> list[Path]:
@@ -108,7 +111,6 @@ def run_check(
     device: str | None = None,
     ref_device: str | None = None,
     write_candidate_card: bool = False,
-    noise_seed_offset: int = 1000,
 ) -> DriftReport:
     """Run the drift gate of a candidate build against a reference on labelled test data.
 
@@ -141,9 +143,8 @@ def run_check(
                     raise
                 log.warning("no validation data for fitting missing referral thresholds (%s); using test", e)
         report = check_arrays(
-            ref_rts, cand_rts, test, policy, samples=samples, seed=seed, val=val,
-            recalibrate=recalibrate, noise_seed_offset=noise_seed_offset,
-        )  # fmt: skip
+            ref_rts, cand_rts, test, policy, samples=samples, seed=seed, val=val, recalibrate=recalibrate
+        )
     finally:
         for rt in ref_rts + cand_rts:
             rt.close()
@@ -158,70 +159,13 @@ def run_check(
     if write_candidate_card and recalibrate:
         meta["candidate_card_written"] = write_calibration(candidate_path, meta["candidate_calibration"])
     report = DriftReport(tasks=report.tasks, policy=report.policy, meta=meta)
+    for warning in report.warnings:
+        log.warning(warning)
     if out is not None:
         from drifa_edge.drift.report import write_report
 
         write_report(report, out)
     return report
-
-
-def majority_passed(verdicts: Sequence[bool]) -> bool:
-    """Repeated checks pass when more than half of the runs pass (a tie fails)."""
-    if not verdicts:
-        raise BadInputError("no check run to judge")
-    return 2 * sum(bool(v) for v in verdicts) > len(verdicts)
-
-
-def run_check_repeated(
-    reference_path: str | Path,
-    candidate_path: str | Path,
-    data_values: Sequence[str],
-    repeats: int,
-    seed: int = 0,
-    out: str | Path | None = None,
-    **options: Any,
-) -> tuple[list[DriftReport], bool]:
-    """``repeats`` independent runs of :func:`run_check` with seeds ``seed``, ``seed + 1``, ...
-
-    Each run draws a fresh reference, noise floor and candidate, so a single verdict on a
-    borderline build - a draw that may go either way (``benchmarks/gate_power.py``:
-    FP32 against FP32 fails about 3 % of draws, the shipped INT8 12 %) - becomes a
-    majority of independent draws. Returns (reports, passed). With ``out``: one
-    ``repeat-<k>/`` report folder per run and ``summary.json``.
-    """
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
-    if repeats > 1 and options.get("write_candidate_card"):
-        raise ConfigError("--write-card with --repeats would write the card once per run; run it once")
-    reports = []
-    for k in range(repeats):
-        sub = None if out is None else (Path(out) / f"repeat-{k}" if repeats > 1 else Path(out))
-        reports.append(
-            run_check(reference_path, candidate_path, data_values, seed=seed + k, out=sub, **options)
-        )
-    if out is not None and repeats > 1:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(out) / "summary.json", json.dumps(repeated_summary(reports, seed), indent=2))
-    return reports, majority_passed([r.passed for r in reports])
-
-
-def repeated_summary(reports: Sequence[DriftReport], seed: int) -> dict[str, Any]:
-    """The majority verdict of repeated checks and one line per run (``summary.json``)."""
-    passed = majority_passed([r.passed for r in reports])
-    return {
-        "verdict": "pass" if passed else "fail",
-        "rule": "pass when more than half of the runs pass",
-        "passed_runs": sum(r.passed for r in reports),
-        "runs": [
-            {
-                "seed": seed + k,
-                "verdict": "pass" if r.passed else "fail",
-                "failures": [f"{c.task}: {c.name}" for c in r.failures],
-                "report": f"repeat-{k}/report.json",
-            }
-            for k, r in enumerate(reports)
-        ],
-    }
 
 
 def write_calibration(path: str | Path, calibration: dict[str, Any]) -> list[str]:
@@ -257,22 +201,19 @@ def check_arrays(
     seed: int = 0,
     val: tuple | None = None,
     recalibrate: bool = False,
-    noise_seed_offset: int = 1000,
 ) -> DriftReport:
     """The gate on arrays already loaded: ``test`` / ``val`` = (ref images, cand images,
     labels {task: (N,)}, row ids). Separated from :func:`run_check` for tests and the demo."""
-    ref_images, cand_images, labels, _ = test
+    ref_images, cand_images, labels, ids = test
     cfg = EngineConfig(samples=samples, seed=seed)
-    again_cfg = EngineConfig(samples=samples, seed=seed + noise_seed_offset)
     ref_logits = run_mc_logits(ref_rts, ref_images, cfg)
-    again_logits = run_mc_logits(ref_rts, ref_images, again_cfg)
     cand_logits = run_mc_logits(cand_rts, cand_images, cfg)
     ref_temps, cand_temps = _card_temperatures(ref_rts), _card_temperatures(cand_rts)
     ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
     meta: dict[str, Any] = {
         "samples": samples,
         "seed": seed,
-        "noise_seed": seed + noise_seed_offset,
+        "noise_model": "permutation of MC draws between the two runs (drifa_edge.drift.noise)",
         "reference_runtime": _describe(ref_rts),
         "candidate_runtime": _describe(cand_rts),
         # masks are shared only by one seedable runtime at one precision (bf16 draws other uniforms)
@@ -321,7 +262,6 @@ def check_arrays(
     meta["temperatures"] = {"reference": ref_temps, "candidate": cand_temps}
     return evaluate_drift(
         _probabilities(ref_logits, ref_temps),
-        _probabilities(again_logits, ref_temps),
         _probabilities(cand_logits, cand_temps),
         labels,
         ref_card,
@@ -329,6 +269,7 @@ def check_arrays(
         policy,
         seed=seed,
         meta=meta,
+        ids=None if ids is None else [str(i) for i in ids],
     )
 
 

@@ -1,228 +1,146 @@
-"""The pass/fail criteria of the drift gate, each judged on paired per-case data.
+"""The pass/fail criteria of the drift gate and the rule that judges them.
 
-Every criterion compares a candidate number with what the reference already
-does: the noise floor (the reference against itself with other draws) for the
-uncertainty numbers, the reference's own value for accuracy, macro-F1 and ECE.
-The comparison is a paired bootstrap over cases (one interval per criterion), or
-the Wilcoxon signed-rank test for the per-case KL. Two policies of judging
-(``DriftPolicy.delta_test``):
+Each criterion is one statistic of (reference, candidate) from
+:mod:`drifa_edge.drift.noise`, compared with its permutation null (what two runs
+of the reference show) and with a clinical margin from the policy. Three rules
+(``DriftPolicy.decision``), all at the policy's ``alpha``:
 
-- ``significant``: fail when the candidate is worse than the tolerance AND the
-  interval of (candidate - comparison) excludes 0, i.e. the gap is both material
-  and more than case sampling or MC noise explains;
-- ``noninferiority``: fail unless the whole interval lies within the tolerance
-  (the candidate must show it is not worse; needs many cases or shared masks).
+- ``material`` (default): fail a criterion when the difference test rejects
+  after Holm's correction over every criterion of every task AND the estimated
+  shift exceeds its margin. The significance part bounds the false-alarm rate of
+  the whole gate by alpha (Holm controls the family-wise error); the margin part
+  keeps a large test set from failing a shift too small to matter.
+- ``difference``: the Holm-corrected difference test alone (for measurements).
+- ``equivalence`` (``strict-clinical``): pass a criterion only when the upper
+  one-sided (1 - alpha) bound of the shift is within its margin. The gate passes
+  only if every criterion does: an intersection-union test, level alpha without
+  any correction (Berger 1982, *Technometrics* 24:295-300).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from drifa_edge import metrics as M
+from drifa_edge.drift.noise import STATISTICS, NullDistribution
 from drifa_edge.drift.policy import DriftPolicy
-from drifa_edge.drift.stats import BootstrapInterval, paired_bootstrap, wilcoxon_signed_rank
+from drifa_edge.drift.stats import (
+    cases_needed,
+    detectable_shift,
+    holm,
+    permutation_p_value,
+    shift_estimate,
+)
+
+# criterion name -> (statistic of drift.noise, policy attribute of its margin)
+CRITERIA: dict[str, tuple[str, str]] = {
+    "kl_ratio": ("kl", "kl_ratio_max"),
+    "spearman_mi": ("spearman_mi", "spearman_mi_margin"),
+    "spearman_entropy": ("spearman_entropy", "spearman_entropy_margin"),
+    "referral_agreement": ("referral_agreement", "referral_agreement_margin"),
+    "referral_rate_diff": ("referral_rate_diff", "referral_rate_diff_max"),
+    "accuracy_delta": ("accuracy_delta", "accuracy_drop_max"),
+    "macro_f1_delta": ("macro_f1_delta", "macro_f1_drop_max"),
+    "ece_delta": ("ece_delta", "ece_rise_max"),
+}
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One pass/fail line of the gate."""
+    """One pass/fail line of the gate. ``shift``, its bounds, ``margin`` and
+    ``detectable_shift`` are in badness units (> 0: worse); for ``kl_ratio`` that is
+    the log of the ratio of mean KLs."""
 
     task: str
     name: str
-    value: float | None  # the candidate's number
-    threshold: float | None  # the limit it was held to (None: not applicable)
+    value: float | None  # the candidate's number (kl_ratio: mean KL / the null's median)
+    threshold: float | None  # the limit ``value`` was held to: noise -/+ margin (kl: the ratio)
     passed: bool
-    noise: float | None = None  # the same number on the noise floor (or the reference's delta)
-    rule: str = ""  # how value and threshold compare, in words
+    noise: float | None = None  # the null's median: what two runs of the reference show
+    rule: str = ""
     detail: str = ""
-    interval: BootstrapInterval | None = None  # of (candidate - comparison), where bootstrapped
+    p_value: float | None = None  # one-sided permutation p of "no worse than the reference"
+    p_adjusted: float | None = None  # Holm-adjusted over every criterion of every task
+    shift: float | None = None
+    shift_low: float | None = None  # one-sided (1 - alpha) lower bound
+    shift_high: float | None = None  # one-sided (1 - alpha) upper bound
+    margin: float | None = None
+    spread: float | None = None  # the null's standard deviation (MC noise of the statistic)
+    detectable_shift: float | None = None  # found with 80 % power (equivalence: passed with 80 %)
+    cases: int = 0
+    cases_needed: int = 0  # for the policy to mean anything at this MC noise (stats.cases_needed)
 
 
 @dataclass(frozen=True)
-class Side:
-    """Per-case quantities of one run (reference, reference again, candidate)."""
+class CriterionTest:
+    """A criterion's evidence before judging: observed, null, margin (badness units)."""
 
-    probs: np.ndarray  # (N, C) MC mean
-    predicted: np.ndarray
-    confidence: np.ndarray
-    correct: np.ndarray  # float 0/1
-    mutual_information: np.ndarray
-    predictive_entropy: np.ndarray
-    referred: np.ndarray  # bool
-
-    @classmethod
-    def of(cls, samples: np.ndarray, labels: np.ndarray, threshold: float, metric: str) -> Side:
-        from drifa_edge.metrics.uncertainty import refer, summarize
-
-        s = summarize(samples)
-        return cls(
-            probs=s["mean"],
-            predicted=s["predicted"],
-            confidence=s["confidence"],
-            correct=(s["predicted"] == labels).astype(np.float64),
-            mutual_information=s["mutual_information"],
-            predictive_entropy=s["predictive_entropy"],
-            referred=refer(s[metric], threshold),
-        )
+    task: str
+    name: str
+    value: float
+    noise: float
+    badness: float
+    null_badness: np.ndarray
+    margin: float
+    cases: int
 
 
-def judge(ci: BootstrapInterval, tolerance: float, higher_is_better: bool, test: str) -> tuple[bool, str]:
-    """Pass/fail of an interval of (candidate - comparison) against ``tolerance``."""
-    sign = 1.0 if higher_is_better else -1.0
-    worse_point = -sign * ci.estimate  # > 0: the candidate is worse
-    worst_bound = -sign * (ci.low if higher_is_better else ci.high)
-    best_bound = -sign * (ci.high if higher_is_better else ci.low)
-    if test == "significant":
-        return not (
-            worse_point > tolerance and best_bound > 0
-        ), "fail if beyond the threshold and the CI excludes 0"
-    return worst_bound <= tolerance, "fail unless the whole CI is within the threshold"
-
-
-def _ci_text(ci: BootstrapInterval, what: str) -> str:
-    return f"{what} {ci.estimate:+.4f}, {ci.level:.0%} CI [{ci.low:+.4f}, {ci.high:+.4f}]"
-
-
-def _centred_ranks(a: np.ndarray) -> np.ndarray:
-    ranks = M.rankdata_rows(a)
-    return ranks - ranks.mean(axis=1, keepdims=True)
-
-
-def _rank_corr_rows(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
-    """Spearman of each row pair of centred ranks (rows, N); a row whose values are all tied gives 0."""
-    denom = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
-    return np.divide((ra * rb).sum(axis=1), denom, out=np.zeros(len(ra)), where=denom > 0)
-
-
-class Bootstrap:
-    """Paired bootstrap intervals over the cases of one task, with the policy's settings."""
-
-    def __init__(self, cases: int, policy: DriftPolicy, seed: int) -> None:
-        self.cases, self.policy, self.seed = cases, policy, seed
-        self._count = 0
-
-    def __call__(self, statistic: Callable[[np.ndarray], Any], vectorized: bool = False) -> BootstrapInterval:
-        self._count += 1  # a different stream per criterion, the same ones every run
-        level, reps = 1.0 - self.policy.alpha, self.policy.bootstrap_reps
-        return paired_bootstrap(statistic, self.cases, reps, level, self.seed + self._count, vectorized)
-
-
-def kl_criterion(task: str, kl_cand: np.ndarray, kl_noise: np.ndarray, policy: DriftPolicy) -> Criterion:
-    """mean KL(ref||cand) <= kl_ratio_max x mean KL(ref||ref'); with ``kl_require_significance``
-    a larger ratio fails only if the one-sided Wilcoxon test on the per-case
-    differences KL(ref||cand) - kl_ratio_max * KL(ref||ref') rejects at ``alpha``."""
-    noise_mean = float(kl_noise.mean())
-    ratio = float(kl_cand.mean()) / max(noise_mean, policy.kl_noise_min)
-    test = wilcoxon_signed_rank(kl_cand - policy.kl_ratio_max * kl_noise, alternative="greater")
-    within = ratio <= policy.kl_ratio_max
-    passed = within or (policy.kl_require_significance and test.p_value >= policy.alpha)
-    rule = "mean KL(ref||cand) / mean KL(ref||ref') <= threshold"
-    if policy.kl_require_significance:
-        rule += f", or not significantly above it (one-sided Wilcoxon p >= {policy.alpha})"
-    detail = (
-        f"mean KL cand {kl_cand.mean():.3g} vs noise {noise_mean:.3g} nats; "
-        f"Wilcoxon p={test.p_value:.3g} (n={test.n})"
-    )
-    return Criterion(task, "kl_ratio", ratio, policy.kl_ratio_max, passed, 1.0, rule, detail)
-
-
-def spearman_criterion(
-    task: str, name: str, ref: np.ndarray, again: np.ndarray, cand: np.ndarray, margin: float,
-    policy: DriftPolicy, bootstrap: Bootstrap,
-) -> Criterion:  # fmt: skip
-    """Spearman(ref, cand) >= Spearman(ref, ref') - margin, of one per-case uncertainty."""
-    rule = "candidate >= noise floor - margin"
-    if np.ptp(ref) == 0 or np.ptp(again) == 0:
-        return Criterion(
-            task, name, None, None, True, None, rule, "undefined: the reference's values are constant"
-        )
-    noise = M.spearman(ref, again)
-    if np.ptp(cand) == 0:
-        return Criterion(
-            task, name, None, noise - margin, False, noise, rule, "the candidate's values are constant"
-        )
-    value = M.spearman(ref, cand)
-
-    def statistic(i: np.ndarray) -> np.ndarray:
-        ranks = _centred_ranks(ref[i])
-        return _rank_corr_rows(ranks, _centred_ranks(cand[i])) - _rank_corr_rows(
-            ranks, _centred_ranks(again[i])
-        )
-
-    ci = bootstrap(statistic, vectorized=True)
-    passed, how = judge(ci, margin, True, policy.delta_test)
-    text = _ci_text(ci, "cand - noise")
-    return Criterion(task, name, value, noise - margin, passed, noise, f"{rule}; {how}", text, ci)
-
-
-def referral_criteria(
-    task: str, ref: Side, again: Side, cand: Side, policy: DriftPolicy, bootstrap: Bootstrap
-) -> list[Criterion]:
-    """Referral agreement >= noise - margin; |rate(cand) - rate(ref)| <= noise + max."""
-    agree_cand = (ref.referred == cand.referred).astype(np.float64)
-    agree_noise = (ref.referred == again.referred).astype(np.float64)
-    ci = bootstrap(lambda i: agree_cand[i].mean(axis=1) - agree_noise[i].mean(axis=1), vectorized=True)
-    margin = policy.referral_agreement_margin
-    passed, how = judge(ci, margin, True, policy.delta_test)
-    noise = float(agree_noise.mean())
-    agreement = Criterion(
-        task, "referral_agreement", float(agree_cand.mean()), noise - margin, passed, noise,
-        f"candidate >= noise floor - margin; {how}", _ci_text(ci, "cand - noise"), ci,
-    )  # fmt: skip
-    r, n, c = (s.referred.astype(np.float64) for s in (ref, again, cand))
-    ci = bootstrap(
-        lambda i: np.abs(c[i].mean(1) - r[i].mean(1)) - np.abs(n[i].mean(1) - r[i].mean(1)), vectorized=True
-    )
-    limit = policy.referral_rate_diff_max
-    passed, how = judge(ci, limit, False, policy.delta_test)
-    noise = float(abs(n.mean() - r.mean()))
-    rate = Criterion(
-        task, "referral_rate_diff", float(abs(c.mean() - r.mean())), noise + limit, passed, noise,
-        f"|rate(cand) - rate(ref)| <= noise floor + max difference; {how}",
-        f"rates ref {r.mean():.3f}, cand {c.mean():.3f}; " + _ci_text(ci, "cand - noise"), ci,
-    )  # fmt: skip
-    return [agreement, rate]
-
-
-def delta_criteria(
-    task: str,
-    ref: Side,
-    again: Side,
-    cand: Side,
-    labels: np.ndarray,
-    policy: DriftPolicy,
-    bootstrap: Bootstrap,
-) -> list[Criterion]:
-    """Accuracy, macro-F1 and ECE of the candidate against the reference's own."""
-    classes, bins = ref.probs.shape[1], policy.ece_bins
-    index = {id(s): M.bin_index(s.confidence, bins) for s in (ref, again, cand)}
-    code = {id(s): labels * classes + s.predicted for s in (ref, again, cand)}
-
-    def accuracy(s: Side, i: np.ndarray) -> float:
-        return float(s.correct[i].mean())
-
-    def macro_f1(s: Side, i: np.ndarray) -> float:
-        cm = np.bincount(code[id(s)][i], minlength=classes**2).reshape(classes, classes)
-        return M.macro_f1_from_confusion(cm)
-
-    def ece(s: Side, i: np.ndarray) -> float:
-        return M.ece_from_parts(index[id(s)][i], s.confidence[i], s.correct[i], bins)
-
+def criterion_tests(task: str, nd: NullDistribution, policy: DriftPolicy) -> list[CriterionTest]:
+    """The evidence of every criterion of one task from its permutation null."""
     out = []
-    everything = np.arange(labels.size)
-    for name, metric, tolerance, higher_is_better in (
-        ("accuracy_delta", accuracy, policy.accuracy_drop_max, True),
-        ("macro_f1_delta", macro_f1, policy.macro_f1_drop_max, True),
-        ("ece_delta", ece, policy.ece_rise_max, False),
-    ):
-        ci = bootstrap(lambda i, metric=metric: metric(cand, i) - metric(ref, i))
-        passed, how = judge(ci, tolerance, higher_is_better, policy.delta_test)
-        noise = metric(again, everything) - metric(ref, everything)
-        threshold = -tolerance if higher_is_better else tolerance
-        text = _ci_text(ci, "cand - ref")
-        out.append(Criterion(task, name, ci.estimate, threshold, passed, noise, how, text, ci))
+    for name, (stat, margin_key) in CRITERIA.items():
+        observed, null = nd.observed[stat], nd.null[stat]
+        median = float(np.median(null))
+        if stat == "kl":  # a ratio margin: judged on log(mean KL)
+            floor = policy.kl_noise_min
+            badness, null_b = math.log(max(observed, floor)), np.log(np.maximum(null, floor))
+            value, noise, margin = observed / max(median, floor), 1.0, math.log(policy.kl_ratio_max)
+        else:
+            sign = 1.0 if STATISTICS[stat] else -1.0
+            badness, null_b = sign * observed, sign * null
+            value, noise, margin = observed, median, float(getattr(policy, margin_key))
+        out.append(CriterionTest(task, name, value, noise, badness, null_b, margin, nd.cases))
+    return out
+
+
+def _threshold(t: CriterionTest, policy: DriftPolicy) -> float:
+    if t.name == "kl_ratio":
+        return policy.kl_ratio_max
+    higher_is_worse = STATISTICS[CRITERIA[t.name][0]]
+    return t.noise + t.margin if higher_is_worse else t.noise - t.margin
+
+
+def judge(tests: list[CriterionTest], policy: DriftPolicy) -> list[Criterion]:
+    """Apply the policy's decision rule to every criterion of every task at once (Holm needs all)."""
+    alpha, decision = policy.alpha, policy.decision
+    p_values = [permutation_p_value(t.badness, t.null_badness) for t in tests]
+    adjusted, rejected = holm(p_values, alpha)
+    per_test = alpha if decision == "equivalence" else alpha / max(1, len(tests))
+    out = []
+    for t, p, p_adj, reject in zip(tests, p_values, adjusted, rejected, strict=True):
+        est = shift_estimate(t.badness, t.null_badness, alpha)
+        if decision == "equivalence":
+            passed = est.high <= t.margin
+            rule = f"pass only if the {1 - alpha:.0%} upper bound of the shift <= margin"
+        elif decision == "material":
+            passed = not (reject and est.shift > t.margin)
+            rule = f"fail if Holm-adjusted p <= {alpha} and shift > margin"
+        else:
+            passed = not reject
+            rule = f"fail if Holm-adjusted p <= {alpha}"
+        detail = (
+            f"shift {est.shift:+.4f} [{est.low:+.4f}, {est.high:+.4f}] vs margin {t.margin:.4f}; "
+            f"p {p:.3g}, Holm {p_adj:.3g}"
+        )
+        out.append(
+            Criterion(
+                task=t.task, name=t.name, value=t.value, threshold=_threshold(t, policy), passed=passed,
+                noise=t.noise, rule=rule, detail=detail, p_value=p, p_adjusted=p_adj,
+                shift=est.shift, shift_low=est.low, shift_high=est.high, margin=t.margin,
+                spread=est.spread, detectable_shift=detectable_shift(est.spread, t.margin, per_test, decision),
+                cases=t.cases, cases_needed=cases_needed(t.cases, est.spread, t.margin, per_test),
+            )
+        )  # fmt: skip
     return out

@@ -1,22 +1,24 @@
 """The drift gate: is a candidate build (INT8, another runtime) as good as the reference?
 
 Monte Carlo dropout makes two runs of the *same* model disagree, so every
-uncertainty criterion is judged against the noise floor: the reference run a
-second time with other dropout draws (``ref_again``). The candidate runs with the
-reference's seed, so where both runtimes draw the same masks (torch vs torch) the
-comparison is free of MC noise; where they cannot (ONNX Runtime, OpenVINO draw
-in-graph), the noise floor says how much disagreement chance alone explains.
-The criteria themselves are in :mod:`drifa_edge.drift.criteria`.
+criterion is judged against what two runs of the reference show: the
+permutation null of :mod:`drifa_edge.drift.noise`, built by swapping MC draws
+between the reference's and the candidate's run of each case (no extra
+inference). The candidate runs with the reference's seed, so where both
+runtimes draw the same masks (torch vs torch) their draws pair up. The criteria
+and the decision rule (Holm-corrected difference test plus clinical margins, or
+an equivalence test) are in :mod:`drifa_edge.drift.criteria`.
 
-:func:`evaluate_drift` works on MC samples already computed (pure numpy);
-:func:`drifa_edge.drift.check.run_check` (``drifa-edge check``) opens the
-artifacts, loads the data, runs the engine and calls it. Neither raises on a
-failed gate: the report says so, and the CLI turns that into exit code 8.
+:func:`evaluate_drift` works on MC samples already computed (pure numpy and
+scipy.stats); :func:`drifa_edge.drift.check.run_check` (``drifa-edge check``)
+opens the artifacts, loads the data, runs the engine and calls it. Neither
+raises on a failed gate: the report says so, and the CLI turns that into exit code 8.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,34 +26,28 @@ import numpy as np
 
 from drifa_edge import metrics as M
 from drifa_edge.artifact.card import ModelCard
-from drifa_edge.drift.criteria import (
-    Bootstrap,
-    Criterion,
-    Side,
-    delta_criteria,
-    kl_criterion,
-    referral_criteria,
-    spearman_criterion,
-)
+from drifa_edge.drift.criteria import Criterion, CriterionTest, criterion_tests, judge
+from drifa_edge.drift.noise import permutation_null
 from drifa_edge.drift.policy import DriftPolicy
 from drifa_edge.errors import BadInputError
 
-__all__ = ["Criterion", "DriftReport", "TaskDrift", "evaluate_drift", "evaluate_task"]
+__all__ = ["Criterion", "DriftReport", "TaskDrift", "evaluate_drift"]
 
 
 @dataclass(frozen=True)
 class TaskDrift:
     task: str
     classes: tuple[str, ...]
+    cases: int  # scored cases the check used
     reference: dict[str, Any]  # task_metrics of the reference
-    reference_again: dict[str, Any]  # ... of the reference with other draws (noise floor)
     candidate: dict[str, Any]
-    noise: dict[str, Any]  # pair_metrics(reference, reference_again)
     pair: dict[str, Any]  # pair_metrics(reference, candidate)
+    noise: dict[str, float]  # median of each statistic's permutation null (two runs of the reference)
     deltas: dict[str, float | None]  # candidate - reference
-    noise_deltas: dict[str, float | None]  # reference_again - reference
     reliability: dict[str, dict[str, list[float]]]  # "reference" / "candidate" -> reliability bins
-    criteria: tuple[Criterion, ...]
+    changed: list[dict[str, Any]]  # cases whose class or referral differs between reference and candidate
+    changed_by_noise: float  # median number of such cases between two runs of the reference
+    criteria: tuple[Criterion, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -82,10 +78,40 @@ class DriftReport:
     def failures(self) -> list[Criterion]:
         return [c for c in self.criteria if not c.passed]
 
+    @property
+    def warnings(self) -> list[str]:
+        """Sample-size and resolution warnings: where the verdict means less than the policy says."""
+        out = []
+        small = [c for c in self.criteria if c.cases_needed > c.cases]
+        for task in dict.fromkeys(c.task for c in small):
+            worst = max((c for c in small if c.task == task), key=lambda c: c.cases_needed)
+            names = ", ".join(c.name for c in small if c.task == task)
+            what = (
+                "an unchanged build passes with < 80 % probability"
+                if self.policy.decision == "equivalence"
+                else "a shift of one margin is found with < 80 % probability"
+            )
+            out.append(
+                f"task {task!r}: {worst.cases} cases are too few for policy '{self.policy.name}' "
+                f"({names}: {what}); about {worst.cases_needed} cases are needed (worst: {worst.name})"
+            )
+        m = len(self.criteria)
+        if (
+            self.policy.decision != "equivalence"
+            and m
+            and 1 / (self.policy.permutations + 1) > self.policy.alpha / m
+        ):
+            out.append(
+                f"permutations = {self.policy.permutations} cannot reach Holm's smallest level alpha / {m}: "
+                f"no criterion can fail; set permutations >= {int(np.ceil(m / self.policy.alpha))}"
+            )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": "pass" if self.passed else "fail",
             "failures": [f"{c.task}: {c.name}" for c in self.failures],
+            "warnings": self.warnings,
             "policy": self.policy.to_dict(),
             "meta": self.meta,
             "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
@@ -97,76 +123,100 @@ def _threshold(card: ModelCard, task: str) -> float:
     return float("inf") if rule is None else float(rule.threshold)
 
 
-def _reliability(side: Side, labels: np.ndarray, bins: int) -> dict[str, list[float]]:
-    r = M.reliability_bins(side.probs, labels, bins)
+def _reliability(probs: np.ndarray, labels: np.ndarray, bins: int) -> dict[str, list[float]]:
+    r = M.reliability_bins(probs, labels, bins)
     return {k: v.tolist() for k, v in r.items()}
+
+
+def changed_cases(
+    ref: dict[str, np.ndarray],
+    cand: dict[str, np.ndarray],
+    labels: np.ndarray,
+    classes: Sequence[str],
+    index: np.ndarray,
+    ids: Sequence[str] | None,
+) -> list[dict[str, Any]]:
+    """Cases whose predicted class or referral differs: one dict per case, by position in the split.
+
+    ``ref`` / ``cand`` hold per-case ``predicted`` and ``referred``; ``index`` maps scored
+    cases back to their row in the split, ``ids`` (optional) names the rows.
+    """
+    out = []
+    changed = (ref["predicted"] != cand["predicted"]) | (ref["referred"] != cand["referred"])
+    for i in np.flatnonzero(changed):
+        row = int(index[i])
+        out.append(
+            {
+                "row": row,
+                "id": None if ids is None else str(ids[row]),
+                "label": classes[labels[i]],
+                "reference_class": classes[ref["predicted"][i]],
+                "candidate_class": classes[cand["predicted"][i]],
+                "reference_referred": bool(ref["referred"][i]),
+                "candidate_referred": bool(cand["referred"][i]),
+            }
+        )
+    return out
+
+
+def _decisions(samples: np.ndarray, threshold: float, metric: str) -> dict[str, np.ndarray]:
+    from drifa_edge.metrics.uncertainty import refer, summarize
+
+    s = summarize(samples)
+    return {"predicted": s["predicted"], "referred": refer(s[metric], threshold)}
 
 
 def evaluate_task(
     task: str,
     classes: tuple[str, ...],
     ref: np.ndarray,
-    ref_again: np.ndarray,
     cand: np.ndarray,
     labels: np.ndarray,
     ref_threshold: float,
     cand_threshold: float,
     policy: DriftPolicy,
     seed: int = 0,
-) -> TaskDrift:
-    """Every metric and criterion of one task; samples (N, S, C), labels (N,), -1 rows dropped."""
-    sizes = {ref.shape[0], ref_again.shape[0], cand.shape[0], labels.shape[0]}
+    ids: Sequence[str] | None = None,
+) -> tuple[TaskDrift, list[CriterionTest]]:
+    """Metrics, changed cases and the criteria's evidence of one task; samples (N, T, C),
+    labels (N,), -1 rows dropped. The criteria are judged across tasks by :func:`evaluate_drift`."""
+    sizes = {ref.shape[0], cand.shape[0], labels.shape[0]}
     if len(sizes) != 1:
         raise BadInputError(f"task {task!r}: samples and labels disagree on the number of cases: {sizes}")
     keep = M.scored(labels)
     if not keep.any():
         raise BadInputError(f"task {task!r}: no scored case (every label is -1)")
-    ref, ref_again, cand, labels = ref[keep], ref_again[keep], cand[keep], labels[keep].astype(np.int64)
+    ref, cand, labels = ref[keep], cand[keep], labels[keep].astype(np.int64)
     metric = policy.referral_metric
     task_opts = {"referral_metric": metric, "bins": policy.ece_bins, "coverages": policy.coverages}
     m_ref = M.task_metrics(ref, labels, ref_threshold, **task_opts)
-    m_again = M.task_metrics(ref_again, labels, ref_threshold, **task_opts)
     m_cand = M.task_metrics(cand, labels, cand_threshold, **task_opts)
-    noise = M.pair_metrics(ref, ref_again, ref_threshold, ref_threshold, referral_metric=metric)
-    pair = M.pair_metrics(ref, cand, ref_threshold, cand_threshold, referral_metric=metric)
-
-    r = Side.of(ref, labels, ref_threshold, metric)
-    n = Side.of(
-        ref_again, labels, ref_threshold, metric
-    )  # the noise floor refers at the reference's threshold
-    c = Side.of(cand, labels, cand_threshold, metric)
-    boot = Bootstrap(labels.size, policy, seed)
-    criteria = [kl_criterion(task, M.per_case_kl(ref, cand), M.per_case_kl(ref, ref_again), policy)]
-    for name, margin in (
-        ("mutual_information", policy.spearman_mi_margin),
-        ("predictive_entropy", policy.spearman_entropy_margin),
-    ):
-        short = "spearman_mi" if name == "mutual_information" else "spearman_entropy"
-        a, b, x = getattr(r, name), getattr(n, name), getattr(c, name)
-        criteria.append(spearman_criterion(task, short, a, b, x, margin, policy, boot))
-    criteria += referral_criteria(task, r, n, c, policy, boot)
-    criteria += delta_criteria(task, r, n, c, labels, policy, boot)
-    return TaskDrift(
+    nd = permutation_null(
+        ref, cand, labels, ref_threshold, cand_threshold,
+        metric=metric, bins=policy.ece_bins, permutations=policy.permutations, seed=seed,
+    )  # fmt: skip
+    r, c = _decisions(ref, ref_threshold, metric), _decisions(cand, cand_threshold, metric)
+    drift = TaskDrift(
         task=task,
         classes=tuple(classes),
+        cases=int(labels.size),
         reference=m_ref,
-        reference_again=m_again,
         candidate=m_cand,
-        noise=noise,
-        pair=pair,
+        pair=M.pair_metrics(ref, cand, ref_threshold, cand_threshold, referral_metric=metric),
+        noise={k: float(np.median(v)) for k, v in nd.null.items()},
         deltas=M.metric_deltas(m_ref, m_cand),
-        noise_deltas=M.metric_deltas(m_ref, m_again),
         reliability={
-            "reference": _reliability(r, labels, policy.ece_bins),
-            "candidate": _reliability(c, labels, policy.ece_bins),
+            "reference": _reliability(ref.mean(axis=1), labels, policy.ece_bins),
+            "candidate": _reliability(cand.mean(axis=1), labels, policy.ece_bins),
         },
-        criteria=tuple(criteria),
+        changed=changed_cases(r, c, labels, classes, np.flatnonzero(keep), ids),
+        changed_by_noise=float(np.median(nd.null["changed_cases"])),
     )
+    return drift, criterion_tests(task, nd, policy)
 
 
 def evaluate_drift(
     ref: dict[str, np.ndarray],
-    ref_again: dict[str, np.ndarray],
     cand: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     ref_card: ModelCard,
@@ -175,35 +225,32 @@ def evaluate_drift(
     *,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> DriftReport:
-    """Judge a candidate against a reference from MC probabilities per task (N, S, C).
+    """Judge a candidate against a reference from MC probabilities per task (N, T, C).
 
-    ``ref_again`` is the reference with other dropout draws: the noise floor.
-    Referral thresholds come from each card (a task without one refers nobody).
-    ``seed`` drives the bootstrap. Returns the report; never raises on a failed gate.
+    Both runs need the same T (their draws are swapped to build the null). Referral
+    thresholds come from each card (a task without one refers nobody). ``seed``
+    drives the permutations; ``ids`` (N,) names the rows in the list of changed
+    cases. Holm's correction runs over every criterion of every task. Returns the
+    report; never raises on a failed gate.
     """
     policy = policy or DriftPolicy()
-    tasks: dict[str, TaskDrift] = {}
-    for spec in ref_card.model.tasks:
+    drifts: dict[str, TaskDrift] = {}
+    tests: list[CriterionTest] = []
+    for k, spec in enumerate(ref_card.model.tasks):
         name = spec.name
-        for what, d in (
-            ("reference", ref),
-            ("ref_again", ref_again),
-            ("candidate", cand),
-            ("labels", labels),
-        ):
+        for what, d in (("reference", ref), ("candidate", cand), ("labels", labels)):
             if name not in d:
                 raise BadInputError(f"task {name!r} missing from {what} (has {sorted(d)})")
-        tasks[name] = evaluate_task(
-            name,
-            spec.classes,
-            np.asarray(ref[name]),
-            np.asarray(ref_again[name]),
-            np.asarray(cand[name]),
-            np.asarray(labels[name]),
-            _threshold(ref_card, name),
-            _threshold(cand_card, name),
-            policy,
-            seed=seed,
-        )
+        drift, task_tests = evaluate_task(
+            name, spec.classes, np.asarray(ref[name]), np.asarray(cand[name]), np.asarray(labels[name]),
+            _threshold(ref_card, name), _threshold(cand_card, name), policy, seed=seed + 7919 * k, ids=ids,
+        )  # fmt: skip
+        drifts[name], tests = drift, tests + task_tests
+    judged = judge(tests, policy)
+    tasks = {
+        name: dataclasses.replace(d, criteria=tuple(c for c in judged if c.task == name))
+        for name, d in drifts.items()
+    }
     return DriftReport(tasks=tasks, policy=policy, meta=dict(meta or {}))

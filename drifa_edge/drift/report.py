@@ -1,5 +1,6 @@
 """Write a drift report: ``report.json`` (everything), ``report.md`` (the tables a
-reviewer reads: the noise floor next to the candidate) and one reliability
+reviewer reads: each criterion's null next to the candidate, the shift against its
+margin, the sample size, the cases that changed) and one reliability
 diagram PNG per task (reference against candidate), drawn with Pillow.
 """
 
@@ -33,14 +34,15 @@ TABLE_METRICS = (
     "referral_rate",
     "accuracy_retained",
 )
-PAIR_METRICS = (
-    "agreement",
-    "mean_kl",
-    "spearman_mi",
-    "spearman_entropy",
-    "referral_agreement",
-    "referral_rate_diff",
-)
+# pair metric -> the statistic of drift.noise whose null median is its noise floor
+PAIR_METRICS = {
+    "mean_kl": "kl",
+    "spearman_mi": "spearman_mi",
+    "spearman_entropy": "spearman_entropy",
+    "referral_agreement": "referral_agreement",
+    "referral_rate_diff": "referral_rate_diff",
+}
+CHANGED_SHOWN = 50  # rows of the changed-cases table in report.md (report.json has all)
 
 
 def _clean(x: Any) -> Any:
@@ -76,32 +78,70 @@ def _signed(x: float | None) -> str:
     return "-" if x is None else f"{x:+.4f}"
 
 
-def task_markdown(t: TaskDrift) -> list[str]:
-    lines = [f"## Task `{t.task}` ({t.reference['cases']} scored cases, {len(t.classes)} classes)", ""]
-    lines += ["### Criteria", ""]
-    lines += [
-        "| criterion | noise floor (ref vs ref') | candidate (ref vs cand) | threshold | verdict | detail |"
+def _criteria_table(t: TaskDrift) -> list[str]:
+    lines = [
+        "| criterion | null median (ref vs ref) | candidate | limit | shift [bounds] | margin | p (Holm) "
+        "| detectable at 80 % | cases needed | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += ["|---|---|---|---|---|---|"]
     for c in t.criteria:
         verdict = "pass" if c.passed else "**FAIL**"
+        shift = f"{_signed(c.shift)} [{_signed(c.shift_low)}, {_signed(c.shift_high)}]"
+        p = f"{format_value(c.p_value, 3)} ({format_value(c.p_adjusted, 3)})"
         lines.append(
-            f"| {c.name} | {format_value(c.noise)} | {format_value(c.value)} | {format_value(c.threshold)} | {verdict} | {c.detail} |"
+            f"| {c.name} | {format_value(c.noise)} | {format_value(c.value)} | {format_value(c.threshold)} "
+            f"| {shift} | {format_value(c.margin)} | {p} | {format_value(c.detectable_shift)} "
+            f"| {c.cases_needed} | {verdict} |"
         )
-    lines += ["", "### Agreement with the reference", ""]
-    lines += ["| metric | noise floor (ref vs ref') | candidate (ref vs cand) |", "|---|---|---|"]
-    for key in PAIR_METRICS:
-        lines.append(f"| {key} | {format_value(t.noise.get(key))} | {format_value(t.pair.get(key))} |")
-    lines += ["", "### Metrics", ""]
-    lines += [
-        "| metric | reference | reference, other draws | candidate | Δ noise (ref' − ref) | Δ candidate (cand − ref) |",
+    return lines
+
+
+def _changed_table(t: TaskDrift) -> list[str]:
+    head = (
+        f"{len(t.changed)} of {t.cases} cases changed class or referral "
+        f"(two runs of the reference change a median of {t.changed_by_noise:.0f})."
+    )
+    if not t.changed:
+        return [head, ""]
+    lines = [
+        head,
+        "",
+        "| row | id | label | reference | candidate | referred (ref → cand) |",
         "|---|---|---|---|---|---|",
     ]
+    for row in t.changed[:CHANGED_SHOWN]:
+        referred = f"{format_value(row['reference_referred'])} → {format_value(row['candidate_referred'])}"
+        lines.append(
+            f"| {row['row']} | {row['id'] or '-'} | {row['label']} | {row['reference_class']} "
+            f"| {row['candidate_class']} | {referred} |"
+        )
+    if len(t.changed) > CHANGED_SHOWN:
+        lines.append(f"| ... | {len(t.changed) - CHANGED_SHOWN} more in report.json | | | | |")
+    return lines + [""]
+
+
+def task_markdown(t: TaskDrift) -> list[str]:
+    lines = [f"## Task `{t.task}` ({t.cases} scored cases, {len(t.classes)} classes)", ""]
+    lines += ["### Criteria", ""]
+    lines += _criteria_table(t)
+    lines += [
+        "",
+        "Shift: how much worse than two runs of the reference (> 0 worse; kl_ratio: log ratio).",
+        "",
+    ]
+    lines += ["### Cases whose class or referral changed", ""]
+    lines += _changed_table(t)
+    lines += ["### Agreement with the reference", ""]
+    lines += ["| metric | null median (ref vs ref) | candidate (ref vs cand) |", "|---|---|---|"]
+    for key, stat in PAIR_METRICS.items():
+        lines.append(f"| {key} | {format_value(t.noise.get(stat))} | {format_value(t.pair.get(key))} |")
+    lines += ["", "### Metrics", ""]
+    lines += ["| metric | reference | candidate | Δ (cand − ref) |", "|---|---|---|---|"]
     keys = list(TABLE_METRICS) + [k for k in t.reference if k.startswith("accuracy_at_")]
     for key in keys:
         lines.append(
-            f"| {key} | {format_value(t.reference.get(key))} | {format_value(t.reference_again.get(key))} | "
-            f"{format_value(t.candidate.get(key))} | {_signed(t.noise_deltas.get(key))} | {_signed(t.deltas.get(key))} |"
+            f"| {key} | {format_value(t.reference.get(key))} | {format_value(t.candidate.get(key))} "
+            f"| {_signed(t.deltas.get(key))} |"
         )
     lines += ["", "Per-class recall (reference → candidate):", ""]
     for name, r, c in zip(
@@ -124,13 +164,26 @@ def report_markdown(report: DriftReport) -> str:
                 f"{rt.get('members')} member(s))"
             )
     lines.append(
-        f"- MC samples T = {meta.get('samples')}, seed {meta.get('seed')}; noise floor = the reference "
-        f"again with seed {meta.get('noise_seed')}; candidate and reference share dropout masks: "
-        f"{format_value(meta.get('shared_masks'))}"
+        f"- MC samples T = {meta.get('samples')}, seed {meta.get('seed')}; candidate and reference share "
+        f"dropout masks: {format_value(meta.get('shared_masks'))}"
     )
+    pol = report.policy
     lines.append(
-        f"- policy `{report.policy.name}`; delta test: {report.policy.delta_test}, alpha {report.policy.alpha}"
+        f"- noise model: {pol.permutations} random swaps of MC draws between the two runs (what two runs "
+        "of the reference show, measured in this check)"
     )
+    rule = {
+        "material": f"fail where the difference test rejects (Holm over {len(report.criteria)} criteria "
+        "x tasks) and the shift exceeds the margin",
+        "difference": f"fail where the difference test rejects (Holm over {len(report.criteria)} tests)",
+        "equivalence": "pass only where the upper bound of the shift is within the margin "
+        "(intersection-union, no correction needed)",
+    }[pol.decision]
+    lines.append(f"- policy `{pol.name}`: {pol.decision}, alpha {pol.alpha}: {rule}")
+    cases = ", ".join(f"{t.task} {t.cases}" for t in report.tasks.values())
+    lines.append(f"- cases: {cases}")
+    for warning in report.warnings:
+        lines.append(f"- **warning**: {warning}")
     if meta.get("thresholds_fitted"):
         fitted = ", ".join(
             f"{k} = {format_value(v['threshold'])} on {v['on']}" for k, v in meta["thresholds_fitted"].items()

@@ -1,103 +1,124 @@
-"""Paired statistics for the drift gate: pure numpy, no I/O.
+"""Statistics of the gate's decisions: permutation p-values, Holm's correction,
+shift intervals and the sample size a policy needs.
 
-Both tests pair cases: the reference and the candidate saw the same images, so
-the question is about per-case differences, not two independent samples.
+The null distributions come from :mod:`drifa_edge.drift.noise`. Every statistic
+is oriented here as a *badness* (larger = the candidate is worse), so one set of
+formulas serves criteria where higher is better (Spearman, agreement, accuracy)
+and lower is better (KL, rate difference, ECE). KL is judged on the log scale,
+because its margin is a ratio.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from drifa_edge.errors import BadInputError
-from drifa_edge.metrics import rankdata
+from drifa_edge.errors import BadInputError, missing_dependency
 
-ALTERNATIVES = ("greater", "less", "two-sided")
-
-
-@dataclass(frozen=True)
-class WilcoxonResult:
-    statistic: float  # W+, the sum of the ranks of the positive differences
-    p_value: float
-    n: int  # non-zero differences that entered the test
-    z: float
+POWER = 0.8  # the power at which a "detectable" shift is quoted
 
 
-def _normal_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+def _norm_ppf(q: float) -> float:
+    try:
+        from scipy.stats import norm
+    except ImportError as e:
+        raise missing_dependency("scipy", "check") from e
+    return float(norm.ppf(q))
 
 
-def wilcoxon_signed_rank(d: np.ndarray, alternative: str = "greater") -> WilcoxonResult:
-    """Wilcoxon signed-rank test of "the differences ``d`` are centred on 0",
-    normal approximation with the tie correction, no continuity correction.
+def permutation_p_value(observed: float, null: np.ndarray) -> float:
+    """One-sided p of "the candidate is no worse than the reference": (1 + #{null >= observed}) / (B + 1),
+    the permutation p-value that counts the observed arrangement among the B + 1 (exact level, never 0)."""
+    null = np.asarray(null, dtype=np.float64)
+    if null.ndim != 1 or null.size == 0:
+        raise BadInputError(f"the null distribution must be a non-empty 1-D array, got shape {null.shape}")
+    return float((1 + np.count_nonzero(null >= observed - 1e-12)) / (null.size + 1))
 
-    Zero differences are dropped (Wilcoxon's convention, scipy's default
-    ``zero_method="wilcox"``). ``alternative="greater"``: the differences tend to
-    be positive. With no non-zero difference there is no evidence either way:
-    p = 1. The approximation is fine from about 20 non-zero differences; the gate
-    sees ~100 cases per task.
+
+def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[bool]]:
+    """Holm's step-down correction (Holm 1979, *Scand. J. Statist.* 6:65-70) of m p-values.
+
+    Returns (adjusted p-values, rejected at family-wise level ``alpha``). Adjusted
+    p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)) over the sorted p-values; a
+    hypothesis is rejected when its adjusted p is <= alpha. Controls the
+    probability of any false rejection at ``alpha`` under any dependence between
+    the tests (the gate's criteria share cases, so they are dependent).
     """
-    if alternative not in ALTERNATIVES:
-        raise BadInputError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
-    d = np.asarray(d, dtype=np.float64)
-    if d.ndim != 1 or not np.isfinite(d).all():
-        raise BadInputError(f"differences must be a finite 1-D array, got shape {d.shape}")
-    d = d[d != 0]
-    n = d.size
-    if n == 0:
-        return WilcoxonResult(statistic=0.0, p_value=1.0, n=0, z=0.0)
-    ranks = rankdata(np.abs(d))
-    w_plus = float(ranks[d > 0].sum())
-    mean = n * (n + 1) / 4.0
-    _, ties = np.unique(np.abs(d), return_counts=True)
-    var = n * (n + 1) * (2 * n + 1) / 24.0 - float(np.sum(ties**3 - ties)) / 48.0
-    z = (w_plus - mean) / math.sqrt(var) if var > 0 else 0.0
-    if alternative == "greater":
-        p = _normal_sf(z)
-    elif alternative == "less":
-        p = _normal_sf(-z)
-    else:
-        p = min(1.0, 2.0 * _normal_sf(abs(z)))
-    return WilcoxonResult(statistic=w_plus, p_value=float(p), n=int(n), z=float(z))
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or ((p < 0) | (p > 1)).any():
+        raise BadInputError(f"p-values must be a 1-D array in [0, 1], got {p_values!r}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted_sorted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = adjusted_sorted
+    return adjusted.tolist(), (adjusted <= alpha).tolist()
 
 
 @dataclass(frozen=True)
-class BootstrapInterval:
-    estimate: float  # the statistic on all cases
-    low: float
-    high: float
-    level: float  # e.g. 0.95
+class ShiftEstimate:
+    """How much worse the candidate is than the null, in the criterion's (badness) units."""
+
+    shift: float  # observed - median(null); > 0: worse than two runs of the reference
+    low: float  # (1 - level) lower confidence bound: observed - quantile(null, level)
+    high: float  # (1 - level) upper confidence bound: observed - quantile(null, 1 - level)
+    spread: float  # standard deviation of the null: the MC noise of the statistic
 
 
-def paired_bootstrap(
-    statistic: Callable[[np.ndarray], float],
-    cases: int,
-    reps: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-    vectorized: bool = False,
-) -> BootstrapInterval:
-    """Percentile bootstrap interval of ``statistic(index)`` over cases resampled
-    with replacement; ``statistic`` receives an index array and must evaluate both
-    sides of a comparison on the same cases (that is what makes it paired). With
-    ``vectorized`` it receives all draws at once, an index array (reps, cases), and
-    returns one value per row."""
-    if cases < 1:
-        raise BadInputError(f"bootstrap needs at least one case, got {cases}")
-    if reps < 100:
-        raise BadInputError(f"bootstrap needs >= 100 repetitions for a usable interval, got {reps}")
-    if not 0.5 <= level < 1.0:
-        raise BadInputError(f"confidence level must be in [0.5, 1), got {level}")
-    rng = np.random.default_rng(seed)
-    if vectorized:  # statistic maps (rows, cases) index arrays to (rows,) values
-        estimate = float(np.asarray(statistic(np.arange(cases)[None]))[0])
-        draws = np.asarray(statistic(rng.integers(0, cases, size=(reps, cases))), dtype=np.float64)
-    else:
-        estimate = float(statistic(np.arange(cases)))
-        draws = np.array([statistic(rng.integers(0, cases, size=cases)) for _ in range(reps)])
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(draws, [tail, 1.0 - tail])
-    return BootstrapInterval(estimate=estimate, low=float(low), high=float(high), level=level)
+def shift_estimate(observed: float, null: np.ndarray, level: float) -> ShiftEstimate:
+    """Point estimate and one-sided bounds at ``level`` of the shift δ under a location model
+    (the candidate's statistic is the null's distribution moved by δ), by test inversion:
+    ``low`` is the δ a one-sided test at ``level`` would just reject, ``high`` likewise the
+    other way. ``level`` e.g. 0.02 gives 98 % one-sided bounds."""
+    if not 0.0 < level < 0.5:
+        raise BadInputError(f"confidence level of a bound must be in (0, 0.5), got {level}")
+    null = np.asarray(null, dtype=np.float64)
+    q_low, q_mid, q_high = np.quantile(null, [level, 0.5, 1.0 - level])
+    return ShiftEstimate(
+        shift=float(observed - q_mid),
+        low=float(observed - q_high),
+        high=float(observed - q_low),
+        spread=float(null.std(ddof=1)) if null.size > 1 else 0.0,
+    )
+
+
+def z_of(alpha: float) -> float:
+    """The one-sided normal quantile z_{1 - alpha}."""
+    return _norm_ppf(1.0 - alpha)
+
+
+def detectable_shift(spread: float, margin: float, alpha: float, decision: str) -> float:
+    """The smallest shift the gate fails with probability :data:`POWER`, normal approximation.
+
+    ``difference``: fails when shift > z_a s, so (z_a + z_power) s; ``material``: fails
+    when shift > max(margin, z_a s), so max(margin, z_a s) + z_power s; ``equivalence``
+    fails anything whose upper bound passes the margin: the quoted number is the shift
+    it *passes* with probability POWER, margin - (z_a + z_power) s (< 0: even an
+    unchanged build fails more often than 1 - POWER). ``alpha`` is the per-test level
+    (Bonferroni's alpha / m for the difference family, alpha for equivalence).
+    """
+    z_a, z_p = z_of(alpha), _norm_ppf(POWER)
+    if decision == "difference":
+        return (z_a + z_p) * spread
+    if decision == "material":
+        return max(margin, z_a * spread) + z_p * spread
+    if decision == "equivalence":
+        return margin - (z_a + z_p) * spread
+    raise BadInputError(f"unknown decision rule {decision!r}")
+
+
+def cases_needed(cases: int, spread: float, margin: float, alpha: float) -> int:
+    """Cases for which (z_a + z_power) s <= margin, with s shrinking as 1/sqrt(cases).
+
+    For the difference test this is the size at which a shift of one margin is found with
+    probability POWER; for the equivalence test, the size at which an unchanged build passes
+    with probability POWER. Mean-type statistics (agreement, accuracy, mean KL, ECE) follow
+    the 1/sqrt(N) law; Spearman's does to first order.
+    """
+    if margin <= 0:
+        return cases if spread == 0 else 10**9
+    need = (z_of(alpha) + _norm_ppf(POWER)) * spread / margin
+    return int(math.ceil(cases * need * need))

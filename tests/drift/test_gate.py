@@ -1,13 +1,13 @@
-"""The drift gate: identical candidates pass, damaged ones fail.
+"""The drift gate: identical candidates pass, damaged ones fail, changed cases are listed.
 
 Two levels: MC samples from a parametric stand-in (numpy, fast, every criterion
 steered on purpose) and real tiny DRIFA-Nets through the torch runtime
-(perturbed weights, a wrong temperature).
+(perturbed weights, a wrong temperature). The noise model's own error rates are
+in test_noise.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -22,7 +22,7 @@ from drifa_edge.model.config import ModelConfig, TaskSpec
 CFG = ModelConfig(
     tasks=(TaskSpec("derm", ("a", "b", "c")), TaskSpec("blood", ("w", "x", "y", "z"))), image_size=32
 )
-FAST = DriftPolicy(bootstrap_reps=500)  # intervals good to ~0.005 here; the default 2000 is for reports
+FAST = DriftPolicy(alpha=0.05, permutations=399)  # Holm's smallest level 0.05/16 > 1/400
 N = 600  # enough cases that two noise draws give near-equal Spearman / referral numbers
 
 
@@ -60,7 +60,6 @@ def _card(threshold: float = 0.12):
 
 def _run(models, cand_seed=0, temperature=1.0, shift_scale=0.0, cand_threshold=0.12, policy=None):
     ref = {t: m.samples(0) for t, m in models.items()}
-    again = {t: m.samples(1000) for t, m in models.items()}
     rng = np.random.default_rng(42)
     cand = {
         t: m.samples(cand_seed, temperature=temperature, shift=shift_scale * rng.normal(size=m.base.shape))
@@ -68,7 +67,7 @@ def _run(models, cand_seed=0, temperature=1.0, shift_scale=0.0, cand_threshold=0
     }
     labels = {t: m.labels for t, m in models.items()}
     policy = policy or FAST
-    return evaluate_drift(ref, again, cand, labels, _card(), _card(cand_threshold), policy)
+    return evaluate_drift(ref, cand, labels, _card(), _card(cand_threshold), policy)
 
 
 def _failed(report) -> set[str]:
@@ -80,8 +79,9 @@ def test_identical_candidate_with_shared_draws_passes(models):
     assert report.passed, _failed(report)
     for t in report.tasks.values():
         assert t.pair["mean_kl"] == 0.0 and t.pair["spearman_mi"] == pytest.approx(1.0)
-        assert t.noise["mean_kl"] > 0  # the noise floor is real
+        assert t.noise["kl"] == 0.0  # shared masks: swapping identical draws changes nothing
         assert all(v == 0.0 for k, v in t.deltas.items() if v is not None and k != "referral_threshold")
+        assert t.changed == [] and all(c.p_value == 1.0 for c in t.criteria)
 
 
 def test_identical_candidate_with_independent_draws_passes(models):
@@ -91,6 +91,9 @@ def test_identical_candidate_with_independent_draws_passes(models):
     for t in report.tasks.values():
         kl = next(c for c in t.criteria if c.name == "kl_ratio")
         assert 0.5 < kl.value < 1.5
+        assert t.noise["kl"] > 0  # the null is real MC noise
+        # MC noise alone flips borderline cases; the report lists them and says how many to expect
+        assert 0 < len(t.changed) < 3 * t.changed_by_noise
 
 
 def test_shifted_logits_fail(models):
@@ -114,30 +117,49 @@ def test_referral_threshold_fitted_for_fp32_but_not_the_candidate_fails(models):
     assert report.tasks["derm"].pair["referral_rate_cand"] > report.tasks["derm"].pair["referral_rate_ref"]
 
 
-def test_strict_profile_is_non_inferiority(models):
-    """A small accuracy drop inside the CI: the default tolerates it, non-inferiority does not."""
+def test_strict_profile_is_equivalence(models):
+    """A small accuracy drop: the default (material) tolerates it, equivalence cannot show it is
+    within one point on 600 cases with this much MC noise, and says how many cases it needs."""
     default = _run(models, shift_scale=0.25)
-    strict_policy = dataclasses.replace(load_policy("strict-clinical"), bootstrap_reps=500)
-    strict = _run(models, shift_scale=0.25, policy=strict_policy)
+    strict = _run(models, shift_scale=0.25, policy=load_policy("strict-clinical"))
     loose = next(c for c in default.tasks["derm"].criteria if c.name == "accuracy_delta")
     tight = next(c for c in strict.tasks["derm"].criteria if c.name == "accuracy_delta")
-    assert loose.value == tight.value and -0.02 < loose.value < 0  # a drop smaller than 2 points
+    assert loose.value == tight.value and -0.03 < loose.value < 0
     assert loose.passed and not tight.passed
+    assert tight.shift_high > tight.margin and tight.cases_needed > N
+    worst = max(c.cases_needed for c in strict.tasks["derm"].criteria)
+    assert any("'derm'" in w and "accuracy_delta" in w and str(worst) in w for w in strict.warnings)
+
+
+def test_changed_cases_are_the_ones_whose_class_or_referral_differs(models):
+    report = _run(models, shift_scale=0.7)
+    derm = report.tasks["derm"]
+    ref = models["derm"].samples(0).mean(axis=1)
+    rng = np.random.default_rng(42)
+    cand = models["derm"].samples(0, shift=0.7 * rng.normal(size=models["derm"].base.shape)).mean(axis=1)
+    flipped = set(np.flatnonzero(ref.argmax(1) != cand.argmax(1)).tolist())
+    rows = {row["row"] for row in derm.changed}
+    assert flipped and flipped <= rows  # every class change is listed ...
+    for row in derm.changed:  # ... and every listed row changed class or referral
+        if row["row"] not in flipped:
+            assert row["reference_referred"] != row["candidate_referred"]
+        else:
+            assert row["reference_class"] != row["candidate_class"]
 
 
 def test_unscored_rows_are_left_out(models):
     ref = {t: m.samples(0) for t, m in models.items()}
-    again = {t: m.samples(1000) for t, m in models.items()}
+    cand = {t: m.samples(3) for t, m in models.items()}
     labels = {t: m.labels.copy() for t, m in models.items()}
-    base = evaluate_drift(ref, again, ref, labels, _card(), _card(), FAST)
+    base = evaluate_drift(ref, cand, labels, _card(), _card(), FAST)
     # repeat 50 rows as unscored padding, with a wildly different candidate on them
     pad = {t: np.concatenate([v, v[:50]]) for t, v in ref.items()}
-    pad_again = {t: np.concatenate([v, v[:50]]) for t, v in again.items()}
-    pad_cand = {t: np.concatenate([v, v[:50, :, ::-1]]) for t, v in ref.items()}
+    pad_cand = {t: np.concatenate([v, v[:50, :, ::-1]]) for t, v in cand.items()}
     pad_labels = {t: np.concatenate([y, -np.ones(50, dtype=int)]) for t, y in labels.items()}
-    padded = evaluate_drift(pad, pad_again, pad_cand, pad_labels, _card(), _card(), FAST)
-    assert padded.passed and padded.tasks["derm"].reference["cases"] == N
+    padded = evaluate_drift(pad, pad_cand, pad_labels, _card(), _card(), FAST)
+    assert padded.passed and padded.tasks["derm"].cases == N
     assert padded.tasks["derm"].pair == base.tasks["derm"].pair
+    assert [c.p_value for c in padded.criteria] == [c.p_value for c in base.criteria]
 
 
 def test_report_is_strict_json(models):
@@ -145,11 +167,8 @@ def test_report_is_strict_json(models):
     data = json.loads(report_json(report))
     assert data["verdict"] == "fail" and "derm: ece_delta" in data["failures"]
     for c in data["tasks"]["derm"]["criteria"]:
-        ci = c["interval"]
-        if c["name"] == "kl_ratio":  # judged by the Wilcoxon test, not a bootstrap
-            assert ci is None
-        else:
-            assert ci["low"] <= ci["estimate"] <= ci["high"] and ci["level"] == 0.95, c["name"]
+        assert c["shift_low"] <= c["shift"] <= c["shift_high"], c["name"]
+        assert 0 < c["p_value"] <= c["p_adjusted"] <= 1, c["name"]
 
 
 # ---------------------------------------------------------------- real tiny networks, torch runtime
@@ -169,7 +188,7 @@ def test_torch_identical_candidate_passes(artifacts):
     assert report.passed, _failed(report)
     assert report.meta["shared_masks"] is True
     for t in report.tasks.values():
-        assert t.pair["mean_kl"] == 0.0 and t.noise["mean_kl"] > 0
+        assert t.pair["mean_kl"] == 0.0 and t.changed == []
         assert t.reference["accuracy"] > 0.5  # the fixture model learned something
     # thresholds the cards lacked were fitted on validation data
     assert {v["on"] for v in report.meta["thresholds_fitted"].values()} == {"val"}
@@ -193,37 +212,26 @@ def test_torch_wrong_temperature_fails_and_recalibration_repairs_ece(artifacts):
 
 def test_mc_noise_is_not_read_as_drift_on_few_cases(models):
     """80 cases, a candidate identical to the reference but with its own dropout draws
-    (what an in-graph RNG runtime gives): the point thresholds alone would fail several
-    of these seeds; judged against the noise floor with a paired bootstrap, none fails."""
+    (what an in-graph RNG runtime gives): several of these seeds land beyond a point
+    threshold (null median -/+ margin) by MC noise alone; judged against the null, none fails."""
     n = 80
     ref = {t: m.samples(0)[:n] for t, m in models.items()}
-    again = {t: m.samples(1000)[:n] for t, m in models.items()}
     labels = {t: m.labels[:n] for t, m in models.items()}
     point_failures = 0
     for seed in range(1, 11):
         cand = {t: m.samples(seed)[:n] for t, m in models.items()}
-        report = evaluate_drift(ref, again, cand, labels, _card(), _card(), FAST)
+        report = evaluate_drift(ref, cand, labels, _card(), _card(), FAST)
         assert report.passed, (seed, _failed(report))
-        point_failures += any(
-            c.name != "kl_ratio" and c.interval is not None and not _within_point_threshold(c)
-            for c in report.criteria
-        )
+        point_failures += any(c.shift > c.margin for c in report.criteria)
     assert point_failures >= 3  # the situation the significance rule exists for
-
-
-def _within_point_threshold(c) -> bool:
-    higher_is_better = c.name in ("spearman_mi", "spearman_entropy", "referral_agreement")
-    higher_is_better |= c.name in ("accuracy_delta", "macro_f1_delta")
-    return c.value >= c.threshold if higher_is_better else c.value <= c.threshold
 
 
 def test_damage_is_caught_on_few_cases(models):
     n = 80
     rng = np.random.default_rng(42)
     ref = {t: m.samples(0)[:n] for t, m in models.items()}
-    again = {t: m.samples(1000)[:n] for t, m in models.items()}
-    hot = {t: m.samples(0, temperature=3.0)[:n] for t, m in models.items()}
-    shifted = {t: m.samples(0, shift=0.7 * rng.normal(size=m.base.shape))[:n] for t, m in models.items()}
+    hot = {t: m.samples(5, temperature=3.0)[:n] for t, m in models.items()}
+    shifted = {t: m.samples(5, shift=0.7 * rng.normal(size=m.base.shape))[:n] for t, m in models.items()}
     labels = {t: m.labels[:n] for t, m in models.items()}
-    assert not evaluate_drift(ref, again, hot, labels, _card(), _card(), FAST).passed
-    assert not evaluate_drift(ref, again, shifted, labels, _card(), _card(), FAST).passed
+    assert not evaluate_drift(ref, hot, labels, _card(), _card(), FAST).passed
+    assert not evaluate_drift(ref, shifted, labels, _card(), _card(), FAST).passed

@@ -20,7 +20,7 @@ def test_default_toml_equals_the_built_in_defaults():
 def test_strict_profile_is_stricter():
     strict = load_policy("strict-clinical")
     default = DriftPolicy()
-    assert strict.name == "strict-clinical" and strict.delta_test == "noninferiority"
+    assert strict.name == "strict-clinical" and strict.decision == "equivalence"
     assert strict.kl_ratio_max < default.kl_ratio_max
     assert strict.accuracy_drop_max < default.accuracy_drop_max
     assert strict.referral_rate_diff_max < default.referral_rate_diff_max
@@ -37,7 +37,9 @@ def test_unknown_key_suggests(tmp_path):
     "text, match",
     [
         ("kl_ratio_max = -1\n", "kl_ratio_max"),
-        ("delta_test = 'signifcant'\n", "significant"),
+        ("decision = 'materiel'\n", "material"),
+        ("delta_test = 'significant'\n", "decision = 'material'"),
+        ("permutations = 10\n", "permutations"),
         ("accuracy_drop_max = 2\n", "fraction"),
         ("coverages = [0.9, 1.5]\n", "coverages"),
         ("alpha = 'x'\n", "alpha|not supported"),

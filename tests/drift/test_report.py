@@ -28,8 +28,7 @@ def report() -> DriftReport:
     rng = np.random.default_rng(1)
     labels = {"derm": rng.integers(0, 3, 200), "blood": rng.integers(0, 2, 200)}
     ref = {"derm": _samples(0), "blood": _samples(0, classes=2)}
-    again = {"derm": _samples(1), "blood": _samples(1, classes=2)}
-    cand = {"derm": _samples(0, temperature=4.0), "blood": _samples(0, classes=2)}
+    cand = {"derm": _samples(0, temperature=4.0), "blood": _samples(1, classes=2)}
     meta = {
         "reference": "runs/fp32",
         "candidate": "exports/int8",
@@ -37,7 +36,6 @@ def report() -> DriftReport:
         "candidate_runtime": {"name": "openvino", "precision": "int8", "device": "CPU", "members": 1},
         "samples": 8,
         "seed": 0,
-        "noise_seed": 1000,
         "shared_masks": False,
         "recalibration": {
             "derm": {
@@ -52,7 +50,7 @@ def report() -> DriftReport:
         },
     }
     card = default_card(CFG)  # no referral thresholds: infinite, refers nobody
-    return evaluate_drift(ref, again, cand, labels, card, card, meta=meta)
+    return evaluate_drift(ref, cand, labels, card, card, meta=meta, ids=[f"case-{i}" for i in range(200)])
 
 
 def test_write_report_files(report, tmp_path):
@@ -62,7 +60,8 @@ def test_write_report_files(report, tmp_path):
     assert data["tasks"]["derm"]["reference"]["referral_threshold"] is None
     md = paths["markdown"].read_text()
     assert md.startswith("# Drift check: FAIL")
-    assert "noise floor (ref vs ref')" in md and "**FAIL**" in md and "ECE after" in md
+    assert "null median (ref vs ref)" in md and "**FAIL**" in md and "ECE after" in md
+    assert "cases changed class or referral" in md and "case-" in md  # the changed cases, by id
     assert "reliability_derm.png" in md
     from PIL import Image
 
@@ -84,3 +83,5 @@ def test_markdown_shows_noise_next_to_candidate(report):
     derm = report.tasks["derm"]
     kl = next(c for c in derm.criteria if c.name == "kl_ratio")
     assert f"| kl_ratio | 1.0000 | {kl.value:.4f} | 2.0000 |" in md
+    assert f"{len(derm.changed)} of 200 cases changed class or referral" in md
+    assert "- cases: derm 200, blood 200" in md
