@@ -244,18 +244,3 @@ def quantize_openvino(
             val = load_calibration_set(calib_values, card, VAL_CASES, config.seed, "val")
         sections[str(member.relative_to(root))] = quantize_member(member, calib, config, val)
     return sections["."] if list(sections) == ["."] else {"members": sections}
-
-
-def quantize_openvino_with_accuracy_control(
-    export_dir: str | Path,
-    calib_values: Sequence[str] | None,
-    config: QuantizeConfig,
-    calib: CalibrationSet | None = None,
-    val: CalibrationSet | None = None,
-) -> dict[str, Any]:
-    """``quantize_openvino`` with NNCF accuracy control: the ops whose quantization costs the
-    most validation accuracy (MC mean, fixed masks, the calibration data's val split) are
-    reverted to float until the drop is at most ``config.max_drop``."""
-    if config.max_drop is None:
-        raise ConfigError("accuracy-controlled quantization needs --max-drop (e.g. 0.01 = one point)")
-    return quantize_openvino(export_dir, calib_values, config, calib, val)
