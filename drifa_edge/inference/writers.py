@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict
 
 import numpy as np
 
@@ -50,13 +50,59 @@ META_FIELDS = (
 # ------------------------------------------------------------------ what a line holds
 
 
+class Referral(TypedDict):
+    metric: str | None
+    threshold: float | None  # None: no threshold fitted, ``refer`` is None (undecided)
+    score: float | None
+
+
+class TaskResult(TypedDict):
+    """One task's result in a record; probabilities and std per class name, entropies in nats."""
+
+    predicted: str
+    confidence: float
+    probabilities: dict[str, float]
+    std: dict[str, float]
+    predictive_entropy: float
+    expected_entropy: float
+    mutual_information: float
+    refer: bool | None
+    referral: Referral
+
+
+class _Record(TypedDict):
+    case_id: str
+    status: str  # "ok" | "error"
+    error: str | None
+    tasks: dict[str, TaskResult] | None  # None for an error record
+    inputs: dict[str, str | None]
+    mc_seed: int | None  # the case's mask seed (seedable runtimes), else None
+    # the run metadata (Predictor.meta), the same on every record of a run
+    model_sha256: str
+    runtime: str
+    precision: str
+    device: str
+    samples: int
+    seed: int | None
+    ensemble_size: int
+    rows_per_call: int
+    drifa_edge_version: str
+
+
+class PredictRecord(_Record, total=False):
+    """One JSON line of ``drifa-edge predict`` (keys in this order; ``channel_conversion``
+    only when a file's channels were converted)."""
+
+    channel_conversion: dict[str, str]
+
+
 def _num(x: float) -> float:
     return float(f"{float(x):.6g}")
 
 
 def task_result(
     card: ModelCard, task: str, summary: Mapping[str, np.ndarray], i: int, rule: ReferralRule | None
-) -> dict[str, Any]:
+) -> TaskResult:
     """The JSON result of one task for case ``i`` of a summarized batch."""
     classes = card.model.tasks[card.task_names.index(task)].classes
     out = {
