@@ -4,6 +4,7 @@
 - :mod:`.calibration_set`: calibration cases from real images + their provenance.
 - :mod:`.scopes`: which nodes stay float (the MC-mask chain always; policies).
 - :mod:`.build`: build key, reuse and card record, shared by both backends.
+- :mod:`.nncf_api`: the NNCF calls (import, ``nncf.quantize`` arguments, one graph).
 - :mod:`.nncf`: OpenVINO IR with NNCF (``openvino-int8/``), accuracy control via ``max_drop``.
 - :mod:`.accuracy_control`: revert the most harmful layers until a metric fits.
 - :mod:`.onnxrt`: ONNX Runtime static quantization or NNCF-ONNX (``onnx-int8/``).
