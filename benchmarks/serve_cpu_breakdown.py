@@ -71,10 +71,17 @@ def main(argv: list[str] | None = None) -> dict:
     n = args.studies
     result = {
         "benchmark": "serve_cpu_breakdown",
-        "command": "python benchmarks/serve_cpu_breakdown.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/serve_cpu_breakdown.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine,
-        "settings": {"studies": n, "samples": args.samples, "runtime": "torch", "threads": 1,
-                     "model": "demo-size (64 px, width 0.25), untrained", "destinations": 0},  # fmt: skip
+        "settings": {
+            "studies": n,
+            "samples": args.samples,
+            "runtime": "torch",
+            "threads": 1,
+            "model": "demo-size (64 px, width 0.25), untrained",
+            "destinations": 0,
+        },  # fmt: skip
         "cpu_s_per_case": {k: round(v / n, 4) for k, v in sorted(totals.items())},
         "process_cpu_s_per_case": round(cpu / n, 4),
         "wall_s": round(wall, 2),

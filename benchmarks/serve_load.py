@@ -115,7 +115,8 @@ class Senders:
         self.resent = 0
         self._lock = threading.Lock()
         self.threads = [
-            threading.Thread(target=self._run, args=(studies[i::n_threads],), daemon=True) for i in range(n_threads)
+            threading.Thread(target=self._run, args=(studies[i::n_threads],), daemon=True)
+            for i in range(n_threads)
         ]
 
     def _send_study(self, ae, study) -> bool:
@@ -194,11 +195,21 @@ def predict_throughput(artifact: Path, root: Path, runtime: str, samples: int, t
     from drifa_edge.serve.store import Store
 
     store = Store(root / "store.sqlite")
-    cases = [Case(c.case_id, {t: Path(p) for t, p in c.inputs.items()}) for c in store.cases(("SENT", "DONE"))]
+    cases = [
+        Case(c.case_id, {t: Path(p) for t, p in c.inputs.items()}) for c in store.cases(("SENT", "DONE"))
+    ]
     store.close()
     out = root.parent / "predict.jsonl"
-    predict_cases(artifact, cases[:4], out, runtime=runtime, options=RuntimeOptions(threads=threads),
-                  engine_cfg=EngineConfig(samples=samples, seed=0), batch_size=4, force=True)  # warm-up; fmt: skip
+    predict_cases(
+        artifact,
+        cases[:4],
+        out,
+        runtime=runtime,
+        options=RuntimeOptions(threads=threads),
+        engine_cfg=EngineConfig(samples=samples, seed=0),
+        batch_size=4,
+        force=True,
+    )  # warm-up; fmt: skip
     t0, cpu0 = time.perf_counter(), time.process_time()
     summary = predict_cases(artifact, cases, out, runtime=runtime, options=RuntimeOptions(threads=threads),
                             engine_cfg=EngineConfig(samples=samples, seed=0), batch_size=4, force=True)  # fmt: skip
@@ -246,10 +257,20 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         dicom={"ae_title": TEST_SCU_AE, "port": dicom_port},
         http={"port": http_port},
         assembly={"quiet_seconds": args.quiet, "max_wait_seconds": 600.0},
-        inference={"runtime": args.runtime, "samples": args.samples, "batch_size": args.batch_size,
-                   "batch_wait_ms": 200.0, "threads": args.threads},  # fmt: skip
+        inference={
+            "runtime": args.runtime,
+            "samples": args.samples,
+            "batch_size": args.batch_size,
+            "batch_wait_ms": 200.0,
+            "threads": args.threads,
+        },  # fmt: skip
         destinations=[
-            {"name": "orthanc", "ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port},
+            {
+                "name": "orthanc",
+                "ae_title": orthanc.ae_title,
+                "host": "127.0.0.1",
+                "port": orthanc.dicom_port,
+            },
             {"name": "recorder", "ae_title": recorder.ae_title, "host": "127.0.0.1", "port": recorder.port},
         ],
         outbox={"first_delay_s": 1.0, "max_delay_s": 5.0},
@@ -266,7 +287,10 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         cpu_start = cpu_seconds(service.proc.pid)  # after start-up and warm-up
         t0 = time.time()
         senders.start()
-        expected = {result_uids(s[0].StudyInstanceUID, case_id_of(s[0].StudyInstanceUID), 1).sr_instance: s for s in studies}
+        expected = {
+            result_uids(s[0].StudyInstanceUID, case_id_of(s[0].StudyInstanceUID), 1).sr_instance: s
+            for s in studies
+        }
         kills = 0
         # kill -9 at random times while sending, inferring and delivering (not after the last delivery)
         while kills < args.kills and not set(expected) <= set(recorder.first_at):
@@ -304,9 +328,17 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine,
         "settings": {
-            "studies": args.studies, "senders": args.senders, "samples": args.samples, "quiet_seconds": args.quiet,
-            "batch_size": args.batch_size, "threads": args.threads, "runtime": args.runtime, "kills": args.kills,
-            "model": str(args.artifact) if args.artifact else "demo-size (64 px, width 0.25), untrained weights",
+            "studies": args.studies,
+            "senders": args.senders,
+            "samples": args.samples,
+            "quiet_seconds": args.quiet,
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "runtime": args.runtime,
+            "kills": args.kills,
+            "model": str(args.artifact)
+            if args.artifact
+            else "demo-size (64 px, width 0.25), untrained weights",
         },  # fmt: skip
         "kills_done": kills,
         "cold_start_s": round(cold_start_s, 2),
@@ -328,7 +360,8 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         "service_over_predict_throughput": round(service_cpm / plain["cases_per_min"], 3),
         # CPU seconds per case (all threads): less sensitive to other jobs than wall-clock throughput;
         # without kills only (a restarted process starts counting again)
-        "service_cpu_s_per_case": None if args.kills or cpu_start is None or cpu_end is None
+        "service_cpu_s_per_case": None
+        if args.kills or cpu_start is None or cpu_end is None
         else round((cpu_end - cpu_start) / max(n_ok, 1), 4),
         "predict_cpu_s_per_case": plain["cpu_s_per_case"],
         "loadavg_end": list(__import__("os").getloadavg()),

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from drifa_edge.cli.app import app
 from drifa_edge.cli.text import plain, require_folder
-from drifa_edge.drift.check import run_check
+from drifa_edge.drift.check import CheckConfig, check_drift
 from drifa_edge.drift.gate import DriftReport
 from drifa_edge.drift.policy import load_policy
 from drifa_edge.drift.report import format_value
@@ -102,9 +102,14 @@ def check(
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
     require_folder(out)
-    options = dict(
+    cfg = CheckConfig(
+        reference,
+        candidate,
+        tuple(data),
         policy=load_policy(policy),
         samples=samples,
+        seed=seed,
+        out=out,
         ref_runtime=ref_runtime,
         cand_runtime=runtime,
         cand_precision=precision,
@@ -115,7 +120,7 @@ def check(
         ref_device=ref_device,
         write_candidate_card=write_card,
     )
-    report = run_check(reference, candidate, data, seed=seed, out=out, **options)
+    report = check_drift(cfg)
     if as_json:
         from drifa_edge.drift.report import report_json
 

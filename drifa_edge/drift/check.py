@@ -11,10 +11,12 @@ logged as a warning with the number of cases it would need.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from drifa_edge.artifact.card import ModelCard, ReferralRule, apply_calibration,
 from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.drift.gate import DriftReport, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy
-from drifa_edge.errors import ArtifactError, BadInputError, DrifaError
+from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaError
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
@@ -94,77 +96,112 @@ def _check_compatible(ref: ModelCard, cand: ModelCard) -> None:
         raise ArtifactError(f"reference and candidate predict different tasks or classes: {a} vs {b}")
 
 
+@dataclass(frozen=True)
+class CheckConfig:
+    """One drift check (``drifa-edge check``): what to compare, on which data, how.
+
+    ``device`` is the candidate's device (runtime-specific name), ``ref_device`` the
+    reference's. ``recalibrate`` refits the candidate's temperature and referral threshold
+    on validation data; ``write_candidate_card`` then writes them into the candidate's
+    model card(s).
+    ``data`` are ``NAME=PATH`` values or ``"synthetic"`` (see ``drifa_edge.data.sources``).
+    """
+
+    reference: Path
+    candidate: Path
+    data: tuple[str, ...]
+    policy: DriftPolicy = field(default_factory=DriftPolicy)
+    samples: int = 30
+    seed: int = 0
+    out: Path | None = None
+    ref_runtime: str = "torch"
+    cand_runtime: str = "auto"
+    cand_precision: str = "fp32"
+    ref_precision: str = "fp32"
+    recalibrate: bool = False
+    limit: int | None = None
+    device: str | None = None
+    ref_device: str | None = None
+    write_candidate_card: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reference", Path(self.reference))
+        object.__setattr__(self, "candidate", Path(self.candidate))
+        object.__setattr__(self, "data", tuple(self.data))
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+        if self.samples < 1:
+            raise ConfigError(f"samples (T) must be >= 1, got {self.samples}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1 (or unset for every case), got {self.limit}")
+
+    def replace(self, **changes: Any) -> CheckConfig:
+        return dataclasses.replace(self, **changes)
+
+
 def run_check(
     reference_path: str | Path,
     candidate_path: str | Path,
     data_values: Sequence[str],
     policy: DriftPolicy | None = None,
-    samples: int = 30,
-    seed: int = 0,
-    out: str | Path | None = None,
-    ref_runtime: str = "torch",
-    cand_runtime: str = "auto",
-    cand_precision: str = "fp32",
-    ref_precision: str = "fp32",
-    recalibrate: bool = False,
-    limit: int | None = None,
-    device: str | None = None,
-    ref_device: str | None = None,
-    write_candidate_card: bool = False,
+    **options: Any,
 ) -> DriftReport:
+    """:func:`check_drift` with the :class:`CheckConfig` fields as keyword arguments."""
+    cfg = CheckConfig(reference_path, candidate_path, tuple(data_values), policy or DriftPolicy(), **options)
+    return check_drift(cfg)
+
+
+def check_drift(cfg: CheckConfig) -> DriftReport:
     """Run the drift gate of a candidate build against a reference on labelled test data.
 
-    ``device`` is the candidate's device (runtime-specific name), ``ref_device`` the
-    reference's. Thresholds a card lacks are fitted on validation data (or, with none, on the
-    test data itself: flagged in ``meta``). ``recalibrate`` refits the candidate's
-    temperature and referral threshold on validation data; ``write_candidate_card``
-    then writes them into the candidate's model card(s). Writes report.json,
-    report.md and one reliability PNG per task into ``out`` when given.
+    Thresholds a card lacks are fitted on validation data (or, with none, on the test data
+    itself: flagged in ``meta``). Writes report.json, report.md and one reliability PNG per
+    task into ``cfg.out`` when given.
     """
-    policy = policy or DriftPolicy()
     started = time.perf_counter()
     ref_rts = open_artifact(
-        reference_path, ref_runtime, RuntimeOptions(precision=ref_precision, device=ref_device)
+        cfg.reference, cfg.ref_runtime, RuntimeOptions(precision=cfg.ref_precision, device=cfg.ref_device)
     )
     cand_rts = open_artifact(
-        candidate_path, cand_runtime, RuntimeOptions(precision=cand_precision, device=device)
+        cfg.candidate, cfg.cand_runtime, RuntimeOptions(precision=cfg.cand_precision, device=cfg.device)
     )
     try:
         ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
         _check_compatible(ref_card, cand_card)
-        test = _load_pair(data_values, ref_card, cand_card, "test", limit)
-        need_val = recalibrate or _missing_thresholds(ref_card) or _missing_thresholds(cand_card)
+        test = _load_pair(cfg.data, ref_card, cand_card, "test", cfg.limit)
+        need_val = cfg.recalibrate or _missing_thresholds(ref_card) or _missing_thresholds(cand_card)
         val = None
         if need_val:
             try:
-                val = _load_pair(data_values, ref_card, cand_card, "val", limit)
+                val = _load_pair(cfg.data, ref_card, cand_card, "val", cfg.limit)
             except DrifaError as e:
-                if recalibrate:
+                if cfg.recalibrate:
                     raise
                 log.warning("no validation data for fitting missing referral thresholds (%s); using test", e)
         report = check_arrays(
-            ref_rts, cand_rts, test, policy, samples=samples, seed=seed, val=val, recalibrate=recalibrate
-        )
+            ref_rts, cand_rts, test, cfg.policy, samples=cfg.samples, seed=cfg.seed, val=val,
+            recalibrate=cfg.recalibrate,
+        )  # fmt: skip
     finally:
         for rt in ref_rts + cand_rts:
             rt.close()
     meta = dict(report.meta)
     meta.update(
-        reference=str(reference_path),
-        candidate=str(candidate_path),
-        data=list(data_values),
-        limit=limit,
+        reference=str(cfg.reference),
+        candidate=str(cfg.candidate),
+        data=list(cfg.data),
+        limit=cfg.limit,
         seconds=round(time.perf_counter() - started, 1),
     )
-    if write_candidate_card and recalibrate:
-        meta["candidate_card_written"] = write_calibration(candidate_path, meta["candidate_calibration"])
+    if cfg.write_candidate_card and cfg.recalibrate:
+        meta["candidate_card_written"] = write_calibration(cfg.candidate, meta["candidate_calibration"])
     report = DriftReport(tasks=report.tasks, policy=report.policy, meta=meta)
     for warning in report.warnings:
         log.warning(warning)
-    if out is not None:
+    if cfg.out is not None:
         from drifa_edge.drift.report import write_report
 
-        write_report(report, out)
+        write_report(report, cfg.out)
     return report
 
 

@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict
 
 import numpy as np
 
@@ -55,6 +55,61 @@ META_FIELDS = (
 # ------------------------------------------------------------------ what a line holds
 
 
+class _Referral(TypedDict):
+    metric: str | None
+    threshold: float | None  # None: no threshold fitted, ``refer`` is None (undecided)
+    score: float | None
+    reason: str | None  # "uncertainty", "input_quality" or None (not referred / undecided)
+
+
+class Referral(_Referral, total=False):
+    input_quality: list[str]  # the input-quality problems, when they forced the referral
+
+
+class TaskResult(TypedDict):
+    """One task's result in a record; probabilities and std per class name, entropies in nats."""
+
+    predicted: str
+    confidence: float
+    probabilities: dict[str, float]
+    std: dict[str, float]
+    predictive_entropy: float
+    expected_entropy: float
+    mutual_information: float
+    refer: bool | None
+    referral: Referral
+
+
+class _Record(TypedDict):
+    case_id: str
+    status: str  # "ok" | "error"
+    error: str | None
+    tasks: dict[str, TaskResult] | None  # None for an error record
+    inputs: dict[str, str | None]
+    mc_seed: int | None  # the case's mask seed (seedable runtimes), else None
+    # the run metadata (Predictor.meta), the same on every record of a run
+    model_sha256: str
+    runtime: str
+    precision: str
+    device: str
+    samples: int
+    seed_policy: str  # how the MC masks were seeded (what --resume compares)
+    ensemble_size: int
+    input_quality_action: str  # "refer" or "refuse"
+    seed: int | None
+    rows_per_call: int
+    drifa_edge_version: str
+
+
+class PredictRecord(_Record, total=False):
+    """One JSON line of ``drifa-edge predict`` (keys in this order; ``read`` when the case's
+    files were read: per task the decoder, transforms and input-quality verdict;
+    ``channel_conversion`` only when a file's channels were converted)."""
+
+    read: dict[str, dict[str, Any]]
+    channel_conversion: dict[str, str]
+
+
 def _num(x: float) -> float:
     return float(f"{float(x):.6g}")
 
@@ -66,7 +121,7 @@ def task_result(
     i: int,
     rule: ReferralRule | None,
     quality_issues: Sequence[str] | None = None,
-) -> dict[str, Any]:
+) -> TaskResult:
     """The JSON result of one task for case ``i`` of a summarized batch; ``quality_issues``
     (the input-quality problems of its image) force a referral with reason ``input_quality``."""
     classes = card.model.tasks[card.task_names.index(task)].classes

@@ -76,7 +76,9 @@ class CasePredictor:
         self.predictor.close()
 
 
-def open_predictor(artifact: str | Path, cfg: InferenceConfig, cache_dir: Path | None = None) -> CasePredictor:
+def open_predictor(
+    artifact: str | Path, cfg: InferenceConfig, cache_dir: Path | None = None
+) -> CasePredictor:
     """Load the model once (runtime, precision, T and seed from ``cfg``; OpenVINO model cache in
     ``cache_dir``; other runtimes ignore it)."""
     from drifa_edge.inference.engine import EngineConfig
@@ -89,4 +91,3 @@ def open_predictor(artifact: str | Path, cfg: InferenceConfig, cache_dir: Path |
 
     predictor = Predictor.open(artifact, cfg.runtime, options, engine_cfg, cfg.allow_channel_conversion)
     return CasePredictor(predictor, cfg)
-

@@ -64,7 +64,9 @@ class Retention:
         for case in sorted(self.store.cases(self.deletable_states()), key=lambda c: c.updated):
             age = now - case.updated
             low = shutil.disk_usage(root).free < 2 * floor
-            reason = "max_age" if age > max_age else "max_size" if total > limit else "disk_low" if low else None
+            reason = (
+                "max_age" if age > max_age else "max_size" if total > limit else "disk_low" if low else None
+            )
             if reason is None:
                 continue
             if not self.store.delete_case(case.case_id):  # went back in flight meanwhile

@@ -61,7 +61,9 @@ class Service:
     def _start(self) -> Service:
         cfg, root = self.cfg, self.cfg.root
         cache = Path(cfg.inference.cache_dir) if cfg.inference.cache_dir else root / "ov-cache"
-        self.predictor = open_predictor(self.artifact, cfg.inference, cache)  # a bad artifact: nothing made yet
+        self.predictor = open_predictor(
+            self.artifact, cfg.inference, cache
+        )  # a bad artifact: nothing made yet
         self._check_routes()
         for sub in ("instances", "uploads", "results"):
             (root / sub).mkdir(parents=True, exist_ok=True)

@@ -272,7 +272,8 @@ class Store:
         """RECEIVING cases whose last instance arrived before ``last_before`` (seconds since the epoch)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM cases WHERE state='RECEIVING' AND last_at <= ? ORDER BY created", (last_before,)
+                "SELECT * FROM cases WHERE state='RECEIVING' AND last_at <= ? ORDER BY created",
+                (last_before,),
             ).fetchall()
         return [_case_row(r) for r in rows]
 

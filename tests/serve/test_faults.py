@@ -147,13 +147,19 @@ def test_late_instance_ignored_when_configured_and_unrouted_series(tiny_model, t
         assert send([*study, localizer], svc.dicom_port) == [0, 0, 0]
         wait_for(lambda: svc.store.counts()["DONE"] == 1, 30)
         late = make_instance(
-            study[1].pixel_array[::-1].copy(), study[0].StudyInstanceUID, generate_uid(), generate_uid(), "blood"
+            study[1].pixel_array[::-1].copy(),
+            study[0].StudyInstanceUID,
+            generate_uid(),
+            generate_uid(),
+            "blood",
         )
         assert send([late], svc.dicom_port) == [0]  # acknowledged and kept, but no new version
         (case,) = svc.store.cases()
         assert svc.store.get_case(case.case_id).state == "DONE" and len(svc.store.results(case.case_id)) == 1
         assert len(svc.store.instances_of(case.case_id)) == 4
-        events = {e.get("sop_instance_uid"): e for e in _audit(svc) if e["event"] in ("received", "late_ignored")}
+        events = {
+            e.get("sop_instance_uid"): e for e in _audit(svc) if e["event"] in ("received", "late_ignored")
+        }
         assert events[localizer.SOPInstanceUID]["task"] == "unrouted"
         assert events[late.SOPInstanceUID]["event"] == "late_ignored"
     finally:
