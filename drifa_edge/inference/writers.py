@@ -78,6 +78,23 @@ def task_result(
     return out
 
 
+def apply_ood(result: dict[str, Any], score: float, threshold: float) -> dict[str, Any]:
+    """Add the OOD score to one task's result: ``ood_score`` (squared Mahalanobis distance,
+    >= 0), ``ood_threshold``, ``ood`` (score > threshold). An OOD case is referred
+    (``refer = true``) with ``referral.reason = "ood"``, unless an input-quality reason is
+    already there (the more basic failure is named)."""
+    flagged = bool(refer(np.array([score]), threshold)[0])
+    result["ood_score"] = _num(score)
+    result["ood_threshold"] = _num(threshold)
+    result["ood"] = flagged
+    referral = result.setdefault("referral", {})
+    if flagged:
+        result["refer"] = True
+        if referral.get("reason") != "input_quality":
+            referral["reason"] = "ood"
+    return result
+
+
 def model_sha256(card: ModelCard) -> str:
     """The sha256 of the one file a card vouches for, or of its ``sha256sum``-style listing."""
     if not card.files:
@@ -181,6 +198,7 @@ def csv_columns(classes: Mapping[str, Sequence[str]]) -> list[str]:
     for task, names in classes.items():
         cols += [f"{task}_{f}" for f in TASK_FIELDS]
         cols += [f"{task}_refer", f"{task}_referral_metric", f"{task}_referral_threshold"]
+        cols += [f"{task}_ood_score", f"{task}_ood"]
         cols += [f"{task}_p_{c}" for c in names] + [f"{task}_std_{c}" for c in names]
     return cols + list(META_FIELDS)
 
@@ -197,6 +215,8 @@ def record_to_row(record: Mapping[str, Any], classes: Mapping[str, Sequence[str]
         row[f"{task}_refer"] = t.get("refer")
         row[f"{task}_referral_metric"] = (t.get("referral") or {}).get("metric")
         row[f"{task}_referral_threshold"] = (t.get("referral") or {}).get("threshold")
+        row[f"{task}_ood_score"] = t.get("ood_score")
+        row[f"{task}_ood"] = t.get("ood")
         for c in names:
             row[f"{task}_p_{c}"] = t["probabilities"].get(c)
             row[f"{task}_std_{c}"] = t["std"].get(c)
