@@ -46,10 +46,10 @@ def run(rt, images, T):
     return emb, unc
 
 
-def foreign_inputs(card, task, base, images, limit, rng):
+def foreign_inputs(card, task, base, images, limit):
     """Copies of in-distribution rows with ``task``'s input replaced by foreign images."""
     k = card.task_names.index(task)
-    n = min(limit, len(base[k]) if base is not None else limit)
+    n = min(limit, len(base), len(images[0]))
     out = [x[:n].copy() for x in images]
     out[k] = np.stack([preprocess(img, card.preprocess[task]) for img in base[:n]])
     return out
@@ -96,10 +96,10 @@ def main() -> None:
             ((name, ds),) = load_datasets([f"foreign={foreign[task]}"]).items()
             idx = rng.permutation(len(ds))[: args.foreign_limit]
             imgs = [ds.load(int(i)) for i in idx]
-            x = foreign_inputs(card, task, imgs, test_images, args.foreign_limit, rng)
+            x = foreign_inputs(card, task, imgs, test_images, args.foreign_limit)
             ood_sets[task][Path(foreign[task]).name] = run(rt, x, T)
         for kind, make in generated.items():
-            x = foreign_inputs(card, task, [make(channels) for _ in range(n_gen)], test_images, n_gen, rng)
+            x = foreign_inputs(card, task, [make(channels) for _ in range(n_gen)], test_images, n_gen)
             ood_sets[task][kind] = run(rt, x, T)
         print(f"OOD inputs of {task}: {time.time() - started:.0f} s", flush=True)
 
