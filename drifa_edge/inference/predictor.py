@@ -193,6 +193,12 @@ class Predictor:
         self.per_case_seed = engine_cfg.seed is not None and all(rt.seedable for rt in runtimes)
         # OOD density (ood.npz) of a single model; ensembles are not scored yet
         self.ood = read_ood(resolve_members(artifact)[0]) if len(runtimes) == 1 else None
+        if self.ood and not hasattr(runtimes[0], "run_suffix_embedding"):
+            log.warning(
+                "%s: runtime %r does not return the pooled embedding; predicting WITHOUT the OOD "
+                "score (use torch, onnxruntime or openvino for OOD referral)", artifact, runtime,
+            )  # fmt: skip
+            self.ood = None
         fitted_t = {d.fit.get("samples") for d in (self.ood or {}).values()}
         if fitted_t and fitted_t != {engine_cfg.samples}:
             # the MC-mean embedding's spread shrinks with T, so the fitted threshold is T-specific
