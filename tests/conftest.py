@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_model import make_tiny_checkpoint
 
 
 def shared_data_root() -> Path:
@@ -21,3 +22,55 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared real data not found at {root} (set DRIFA_SHARED_DATA)")
     return root
+
+
+# ---------------------------------------------------------------- the one tiny DRIFA-Net
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_factory():
+    """:func:`tiny_model.make_tiny_checkpoint`: every test folder builds its tiny checkpoints
+    with it (its own task names and tweaks as arguments) instead of a copy of the recipe."""
+    return make_tiny_checkpoint
+
+
+# ---------------------------------------------------------------- a tiny checkpoint and its export
+# (tests/export, tests/cli; tests/bench overrides tiny_checkpoint with the synthetic set's tasks)
+
+EXPORT_TASKS = (("derm", ("nevus", "melanoma", "keratosis"), 3), ("xray", ("normal", "pneumonia"), 1))
+
+
+@pytest.fixture
+def checkpoint_builder(tiny_checkpoint_factory):
+    """The tiny checkpoint of these tests, for a variant (other seed, dropout rate)."""
+
+    def build(folder: Path, seed: int = 0, dropout: float = 0.25) -> Path:
+        return tiny_checkpoint_factory(
+            folder, EXPORT_TASKS, seed=seed, dropout=dropout, randomize_bn=True, temperature={"derm": 1.5}
+        )
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_checkpoint_factory, tmp_path_factory) -> Path:
+    return tiny_checkpoint_factory(
+        tmp_path_factory.mktemp("tiny") / "checkpoint",
+        EXPORT_TASKS,
+        randomize_bn=True,
+        temperature={"derm": 1.5},
+    )
+
+
+@pytest.fixture(scope="session")
+def checked_export(tiny_checkpoint, tmp_path_factory):
+    """``export_all`` with every check on (ONNX Runtime and OpenVINO): (checkpoint, out, result)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from drifa_edge.export import export_all
+    from drifa_edge.export.checks import CheckConfig
+
+    out = tmp_path_factory.mktemp("export") / "out"
+    result = export_all(tiny_checkpoint, out, openvino=True, check_config=CheckConfig(cases=4, samples=200))
+    return tiny_checkpoint, out, result

@@ -13,13 +13,53 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from drifa_edge.errors import ConfigError, suggest
 from drifa_edge.runtimes.base import REGISTRY
 
 AUTHORS = "authors"  # pseudo-runtime: T sequential eager passes of the whole model, batch 1
 WEIGHTS_FILE = "model.safetensors"  # training.checkpoint.WEIGHTS_FILE, without importing torch code
+
+
+class SweepCell(TypedDict, total=False):
+    """Timings of one (T, batch) cell of a row."""
+
+    samples: int
+    batch: int
+    repeats: int
+    call_ms: dict[str, float]  # mean, min, p50, p90, ... of one engine call
+    cases_per_s: float
+    seconds: list[float]
+    speedup: float | None  # p50 of the authors' row at the same (T, batch) over this one
+
+
+class _RowBase(TypedDict):
+    row_id: str
+    runtime: str
+    precision: str
+
+
+class BenchRow(_RowBase, total=False):
+    """One row of bench.json as a worker returns it and the runner completes it (stays JSON).
+    ``status`` ok / skipped / failed; ``reason`` says why a row did not run."""
+
+    status: str
+    reason: str
+    note: str
+    version: str
+    device: str
+    import_s: float
+    load_s: float
+    rss_after_load_mb: float
+    peak_rss_mb: float
+    loadavg_start: list[float] | None
+    loadavg_end: list[float] | None
+    sweep: list[SweepCell]
+    eval: dict[str, Any]
+    rounds: int
+    load_s_rounds: list[float]
+    loadavg_rounds: list[list[Any]]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.artifact.card import read_card
 from drifa_edge.artifact.ensemble import ENSEMBLE_FILE
 from drifa_edge.bench import quality
-from drifa_edge.bench.rows import AUTHORS, PlannedRow, RowSpec, plan_rows, resolve_checkpoint
+from drifa_edge.bench.rows import AUTHORS, BenchRow, PlannedRow, RowSpec, plan_rows, resolve_checkpoint
 from drifa_edge.bench.worker import RESULT_MARKER, cell_summary
 from drifa_edge.errors import ConfigError
 
@@ -156,7 +156,7 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _failure(spec: RowSpec, why: str, stderr: str) -> dict[str, Any]:
+def _failure(spec: RowSpec, why: str, stderr: str) -> BenchRow:
     last = _last_line(stderr)
     return {
         "row_id": spec.row_id,
@@ -167,7 +167,7 @@ def _failure(spec: RowSpec, why: str, stderr: str) -> dict[str, Any]:
     }
 
 
-def run_worker(spec: RowSpec, timeout_s: float, workdir: Path) -> dict[str, Any]:
+def run_worker(spec: RowSpec, timeout_s: float, workdir: Path) -> BenchRow:
     """Run one row in a fresh interpreter; never raises for what the row does."""
     spec_file = workdir / f"{spec.row_id}-{spec.eval_seed}{'-eval' if spec.eval_only else ''}.spec.json"
     spec_file.write_text(spec.to_json())
@@ -237,7 +237,7 @@ def _skipped(planned: PlannedRow) -> dict[str, Any]:
     }
 
 
-def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_rounds(results: list[BenchRow]) -> BenchRow:
     """One row from its rounds: timed calls pooled per cell, load time the median, RSS the max.
 
     A round that did not end ok makes the row that round's result (the reason says which round)."""
@@ -269,10 +269,10 @@ def run_rounds(
     cfg: BenchConfig,
     workdir: Path,
     on_row: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[BenchRow]:
     """Every row, ``cfg.rounds`` times, in alternating order so that a change in the
     machine's load (shared machines) falls on every row alike; evaluation in round 1 only."""
-    results: dict[str, list[dict[str, Any]]] = {p.row_id: [] for p in planned}
+    results: dict[str, list[BenchRow]] = {p.row_id: [] for p in planned}
     for k in range(cfg.rounds):
         order = planned if k % 2 == 0 else planned[::-1]
         for p in order:
@@ -292,7 +292,7 @@ def run_rounds(
     return [merge_rounds(results[p.row_id]) for p in planned]
 
 
-def add_speedups(rows: list[dict[str, Any]]) -> None:
+def add_speedups(rows: list[BenchRow]) -> None:
     """Each timed cell's speed-up over the authors' row at the same (T, batch), same run."""
     authors = next((r for r in rows if r["runtime"] == AUTHORS and r["status"] == "ok"), None)
     base = {} if authors is None else {(c["samples"], c["batch"]): c for c in authors.get("sweep", [])}

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
-from drifa_edge.drift.check import run_check
+from drifa_edge.drift.check import CheckConfig, check_drift
 from drifa_edge.drift.gate import DriftReport
 from drifa_edge.drift.policy import load_policy
 from drifa_edge.drift.report import format_value
@@ -86,9 +86,14 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
-    options = dict(
+    cfg = CheckConfig(
+        reference,
+        candidate,
+        tuple(data),
         policy=load_policy(policy),
         samples=samples,
+        seed=seed,
+        out=out,
         ref_runtime=ref_runtime,
         cand_runtime=runtime,
         cand_precision=precision,
@@ -100,9 +105,9 @@ def check(
         write_candidate_card=write_card,
     )
     if repeats != 1:
-        _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options)
+        _check_repeated(cfg, repeats, as_json)
         return
-    report = run_check(reference, candidate, data, seed=seed, out=out, **options)
+    report = check_drift(cfg)
     if as_json:
         from drifa_edge.drift.report import report_json
 
@@ -119,14 +124,15 @@ def check(
         Console().print("[bold green]PASS[/]: the candidate is within the policy")
 
 
-def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options) -> None:
+def _check_repeated(cfg: CheckConfig, repeats: int, as_json: bool) -> None:
     """--repeats R: R independent checks, one line each, and the majority verdict."""
     import json
 
-    from drifa_edge.drift.check import repeated_summary, run_check_repeated
+    from drifa_edge.drift.check import check_drift_repeated, repeated_summary
 
-    reports, passed = run_check_repeated(reference, candidate, data, repeats, seed=seed, out=out, **options)
-    summary = repeated_summary(reports, seed)
+    out = cfg.out
+    reports, passed = check_drift_repeated(cfg, repeats)
+    summary = repeated_summary(reports, cfg.seed)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -1,8 +1,8 @@
 """`drifa-edge export`: ONNX with MC dropout kept, OpenVINO IR, then INT8 / TensorRT builds.
 
 Each step ends with its checks; a failed check exits 7 (ParityError) after writing
-``checks.json``. ``--int8`` and ``--trt`` call :mod:`drifa_edge.quantize.nncf` and
-:mod:`drifa_edge.export.tensorrt` on the export folder.
+``checks.json``. ``--int8`` calls :func:`drifa_edge.quantize.quantize_int8` and ``--trt``
+:func:`drifa_edge.export.tensorrt.export_tensorrt` on the export folder.
 """
 
 from __future__ import annotations
@@ -18,18 +18,6 @@ from rich.table import Table
 
 from drifa_edge.cli.app import app
 from drifa_edge.errors import ConfigError
-
-
-def _optional_module(name: str, option: str):
-    """Import a build step's module, or say plainly that it is not there yet."""
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("drifa_edge"):
-            raise ConfigError(f"{option} is not available yet in this drifa-edge ({name} is missing)") from e
-        raise
 
 
 def _int8_overrides(values: list[str] | None) -> dict:
@@ -48,39 +36,11 @@ def _int8_overrides(values: list[str] | None) -> dict:
     return out
 
 
-def _int8(
-    out: Path,
-    calib: list[str],
-    subset: int,
-    backend: str,
-    scope: str | None = None,
-    max_drop: float | None = None,
-    overrides: dict | None = None,
-) -> dict:
-    """INT8 builds (every ensemble member): OpenVINO + NNCF and/or ONNX Runtime static quantization."""
-    config = _optional_module("drifa_edge.quantize.config", "--int8").QuantizeConfig
-    common = {**(overrides or {}), "subset": subset, "scope": scope}
-    summary = {}
-    if backend in ("openvino", "both"):
-        nncf = _optional_module("drifa_edge.quantize.nncf", "--int8")
-        summary["openvino"] = nncf.quantize_openvino(
-            out, calib, config.from_dict({**common, "max_drop": max_drop})
-        )
-    if backend in ("onnx", "both"):
-        onnxrt = _optional_module("drifa_edge.quantize.onnxrt", "--int8-backend onnx")
-        if max_drop is not None and backend == "onnx":
-            raise ConfigError("--max-drop (accuracy control) needs NNCF: use --int8-backend openvino or both")
-        summary["onnx"] = onnxrt.quantize_onnx(
-            out, calib, config.from_dict({**common, "backend": "onnx", "method": "ort"})
-        )
-    return summary
-
-
 def _tensorrt(out: Path, target: str, fp16: bool, int8: bool, calib: list[str] | None, subset: int) -> dict:
     from drifa_edge.artifact.card import read_card
     from drifa_edge.artifact.ensemble import resolve_members
+    from drifa_edge.export import tensorrt as trt
 
-    trt = _optional_module("drifa_edge.export.tensorrt", "--trt")
     precision = "int8" if int8 else ("fp16" if fp16 else None)  # None: the target's default
     summary = {}
     for member in resolve_members(out):
@@ -172,6 +132,7 @@ def export(
     from drifa_edge.artifact.card import CARD_FILE
     from drifa_edge.export import export_all
     from drifa_edge.export.checks import CheckConfig
+    from drifa_edge.quantize import INT8_BACKENDS, quantize_int8
 
     console = Console(stderr=True)
     onnx = onnx or openvino
@@ -179,7 +140,7 @@ def export(
         raise ConfigError("--int8-scope, --max-drop and --int8-set only apply with --int8")
     if not (onnx or int8 or trt):
         raise ConfigError("nothing to do: choose --onnx, --openvino, --int8 and/or --trt")
-    if int8_backend not in ("openvino", "onnx", "both"):
+    if int8_backend not in INT8_BACKENDS:
         raise ConfigError(f"--int8-backend must be openvino, onnx or both, got {int8_backend!r}")
     if int8 and not calib:
         raise ConfigError(
@@ -206,9 +167,10 @@ def export(
             print_checks(result.checks, console)
             summary["files"] = result.files
         if int8:
-            summary["int8"] = _int8(
-                out, calib, subset, int8_backend, int8_scope, max_drop, _int8_overrides(int8_set)
-            )
+            summary["int8"] = quantize_int8(
+                out, calib, int8_backend, subset=subset, scope=int8_scope, max_drop=max_drop,
+                overrides=_int8_overrides(int8_set),
+            )  # fmt: skip
         if trt:
             summary["tensorrt"] = _tensorrt(out, target, fp16, int8, calib, subset)
     print(json.dumps(summary, indent=2, default=str))

@@ -8,12 +8,15 @@
 - :mod:`~drifa_edge.drift.report`: report.json, report.md, reliability diagrams.
 """
 
-from drifa_edge.drift.check import run_check
+from drifa_edge.drift.check import CheckConfig, check_drift, check_drift_repeated, run_check
 from drifa_edge.drift.gate import Criterion, DriftReport, TaskDrift, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy, load_policy
 from drifa_edge.metrics.temperature import fit_temperature
 
 __all__ = [
+    "CheckConfig",
+    "check_drift",
+    "check_drift_repeated",
     "Criterion",
     "DriftPolicy",
     "DriftReport",

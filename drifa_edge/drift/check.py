@@ -9,11 +9,13 @@ noise between them at all.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,77 +93,113 @@ def _check_compatible(ref: ModelCard, cand: ModelCard) -> None:
         raise ArtifactError(f"reference and candidate predict different tasks or classes: {a} vs {b}")
 
 
+@dataclass(frozen=True)
+class CheckConfig:
+    """One drift check (``drifa-edge check``): what to compare, on which data, how.
+
+    ``device`` is the candidate's device (runtime-specific name), ``ref_device`` the
+    reference's. ``recalibrate`` refits the candidate's temperature and referral threshold
+    on validation data; ``write_candidate_card`` then writes them into the candidate's
+    model card(s). The noise floor is the reference again with ``seed + noise_seed_offset``.
+    ``data`` are ``NAME=PATH`` values or ``"synthetic"`` (see ``drifa_edge.data.sources``).
+    """
+
+    reference: Path
+    candidate: Path
+    data: tuple[str, ...]
+    policy: DriftPolicy = field(default_factory=DriftPolicy)
+    samples: int = 30
+    seed: int = 0
+    out: Path | None = None
+    ref_runtime: str = "torch"
+    cand_runtime: str = "auto"
+    cand_precision: str = "fp32"
+    ref_precision: str = "fp32"
+    recalibrate: bool = False
+    limit: int | None = None
+    device: str | None = None
+    ref_device: str | None = None
+    write_candidate_card: bool = False
+    noise_seed_offset: int = 1000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reference", Path(self.reference))
+        object.__setattr__(self, "candidate", Path(self.candidate))
+        object.__setattr__(self, "data", tuple(self.data))
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+        if self.samples < 1:
+            raise ConfigError(f"samples (T) must be >= 1, got {self.samples}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1 (or unset for every case), got {self.limit}")
+        if self.noise_seed_offset == 0:
+            raise ConfigError("noise_seed_offset must not be 0: the noise floor needs other MC draws")
+
+    def replace(self, **changes: Any) -> CheckConfig:
+        return dataclasses.replace(self, **changes)
+
+
 def run_check(
     reference_path: str | Path,
     candidate_path: str | Path,
     data_values: Sequence[str],
     policy: DriftPolicy | None = None,
-    samples: int = 30,
-    seed: int = 0,
-    out: str | Path | None = None,
-    ref_runtime: str = "torch",
-    cand_runtime: str = "auto",
-    cand_precision: str = "fp32",
-    ref_precision: str = "fp32",
-    recalibrate: bool = False,
-    limit: int | None = None,
-    device: str | None = None,
-    ref_device: str | None = None,
-    write_candidate_card: bool = False,
-    noise_seed_offset: int = 1000,
+    **options: Any,
 ) -> DriftReport:
+    """:func:`check_drift` with the :class:`CheckConfig` fields as keyword arguments."""
+    cfg = CheckConfig(reference_path, candidate_path, tuple(data_values), policy or DriftPolicy(), **options)
+    return check_drift(cfg)
+
+
+def check_drift(cfg: CheckConfig) -> DriftReport:
     """Run the drift gate of a candidate build against a reference on labelled test data.
 
-    ``device`` is the candidate's device (runtime-specific name), ``ref_device`` the
-    reference's. Thresholds a card lacks are fitted on validation data (or, with none, on the
-    test data itself: flagged in ``meta``). ``recalibrate`` refits the candidate's
-    temperature and referral threshold on validation data; ``write_candidate_card``
-    then writes them into the candidate's model card(s). Writes report.json,
-    report.md and one reliability PNG per task into ``out`` when given.
+    Thresholds a card lacks are fitted on validation data (or, with none, on the test data
+    itself: flagged in ``meta``). Writes report.json, report.md and one reliability PNG per
+    task into ``cfg.out`` when given.
     """
-    policy = policy or DriftPolicy()
     started = time.perf_counter()
     ref_rts = open_artifact(
-        reference_path, ref_runtime, RuntimeOptions(precision=ref_precision, device=ref_device)
+        cfg.reference, cfg.ref_runtime, RuntimeOptions(precision=cfg.ref_precision, device=cfg.ref_device)
     )
     cand_rts = open_artifact(
-        candidate_path, cand_runtime, RuntimeOptions(precision=cand_precision, device=device)
+        cfg.candidate, cfg.cand_runtime, RuntimeOptions(precision=cfg.cand_precision, device=cfg.device)
     )
     try:
         ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
         _check_compatible(ref_card, cand_card)
-        test = _load_pair(data_values, ref_card, cand_card, "test", limit)
-        need_val = recalibrate or _missing_thresholds(ref_card) or _missing_thresholds(cand_card)
+        test = _load_pair(cfg.data, ref_card, cand_card, "test", cfg.limit)
+        need_val = cfg.recalibrate or _missing_thresholds(ref_card) or _missing_thresholds(cand_card)
         val = None
         if need_val:
             try:
-                val = _load_pair(data_values, ref_card, cand_card, "val", limit)
+                val = _load_pair(cfg.data, ref_card, cand_card, "val", cfg.limit)
             except DrifaError as e:
-                if recalibrate:
+                if cfg.recalibrate:
                     raise
                 log.warning("no validation data for fitting missing referral thresholds (%s); using test", e)
         report = check_arrays(
-            ref_rts, cand_rts, test, policy, samples=samples, seed=seed, val=val,
-            recalibrate=recalibrate, noise_seed_offset=noise_seed_offset,
+            ref_rts, cand_rts, test, cfg.policy, samples=cfg.samples, seed=cfg.seed, val=val,
+            recalibrate=cfg.recalibrate, noise_seed_offset=cfg.noise_seed_offset,
         )  # fmt: skip
     finally:
         for rt in ref_rts + cand_rts:
             rt.close()
     meta = dict(report.meta)
     meta.update(
-        reference=str(reference_path),
-        candidate=str(candidate_path),
-        data=list(data_values),
-        limit=limit,
+        reference=str(cfg.reference),
+        candidate=str(cfg.candidate),
+        data=list(cfg.data),
+        limit=cfg.limit,
         seconds=round(time.perf_counter() - started, 1),
     )
-    if write_candidate_card and recalibrate:
-        meta["candidate_card_written"] = write_calibration(candidate_path, meta["candidate_calibration"])
+    if cfg.write_candidate_card and cfg.recalibrate:
+        meta["candidate_card_written"] = write_calibration(cfg.candidate, meta["candidate_calibration"])
     report = DriftReport(tasks=report.tasks, policy=report.policy, meta=meta)
-    if out is not None:
+    if cfg.out is not None:
         from drifa_edge.drift.report import write_report
 
-        write_report(report, out)
+        write_report(report, cfg.out)
     return report
 
 
@@ -181,27 +219,32 @@ def run_check_repeated(
     out: str | Path | None = None,
     **options: Any,
 ) -> tuple[list[DriftReport], bool]:
-    """``repeats`` independent runs of :func:`run_check` with seeds ``seed``, ``seed + 1``, ...
+    """:func:`check_drift_repeated` with the :class:`CheckConfig` fields as keyword arguments."""
+    cfg = CheckConfig(reference_path, candidate_path, tuple(data_values), seed=seed, out=out, **options)
+    return check_drift_repeated(cfg, repeats)
+
+
+def check_drift_repeated(cfg: CheckConfig, repeats: int) -> tuple[list[DriftReport], bool]:
+    """``repeats`` independent runs of :func:`check_drift` with seeds ``cfg.seed``, ``cfg.seed + 1``, ...
 
     Each run draws a fresh reference, noise floor and candidate, so a single verdict on a
     borderline build - a draw that may go either way (``benchmarks/gate_power.py``:
     FP32 against FP32 fails about 3 % of draws, the shipped INT8 12 %) - becomes a
-    majority of independent draws. Returns (reports, passed). With ``out``: one
+    majority of independent draws. Returns (reports, passed). With ``cfg.out``: one
     ``repeat-<k>/`` report folder per run and ``summary.json``.
     """
     if repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
-    if repeats > 1 and options.get("write_candidate_card"):
+    if repeats > 1 and cfg.write_candidate_card:
         raise ConfigError("--write-card with --repeats would write the card once per run; run it once")
+    out = cfg.out
     reports = []
     for k in range(repeats):
-        sub = None if out is None else (Path(out) / f"repeat-{k}" if repeats > 1 else Path(out))
-        reports.append(
-            run_check(reference_path, candidate_path, data_values, seed=seed + k, out=sub, **options)
-        )
+        sub = None if out is None else (out / f"repeat-{k}" if repeats > 1 else out)
+        reports.append(check_drift(cfg.replace(seed=cfg.seed + k, out=sub)))
     if out is not None and repeats > 1:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(out) / "summary.json", json.dumps(repeated_summary(reports, seed), indent=2))
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "summary.json", json.dumps(repeated_summary(reports, cfg.seed), indent=2))
     return reports, majority_passed([r.passed for r in reports])
 
 

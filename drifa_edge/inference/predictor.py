@@ -47,7 +47,14 @@ from drifa_edge.errors import (
 from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc, run_mc_embedding
 from drifa_edge.inference.manifest import Case, case_seed, load_case
 from drifa_edge.inference.ood import ood_scores
-from drifa_edge.inference.writers import apply_ood, ensemble_sha256, model_sha256, task_result
+from drifa_edge.inference.writers import (
+    PredictRecord,
+    TaskResult,
+    apply_ood,
+    ensemble_sha256,
+    model_sha256,
+    task_result,
+)
 from drifa_edge.metrics.uncertainty import summarize
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime, runtime_names
 
@@ -255,14 +262,14 @@ class Predictor:
         """:func:`prepare_case` with this predictor's card and channel setting."""
         return prepare_case(case, self.card, self.allow_conversion)
 
-    def predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
+    def predict(self, cases: Sequence[Case]) -> list[PredictRecord]:
         """One record per case, in order (prepared here, then run together)."""
         return self.predict_prepared([self.prepare(case) for case in cases])
 
-    def predict_prepared(self, items: Sequence[PreparedCase]) -> list[dict[str, Any]]:
+    def predict_prepared(self, items: Sequence[PreparedCase]) -> list[PredictRecord]:
         """One record per prepared case, in order. The good cases run as one engine batch;
         when that batch fails, each case runs alone so one bad case cannot take the others."""
-        outcomes: dict[int, tuple[dict[str, Any] | None, int | None, str | None]] = {}
+        outcomes: dict[int, tuple[dict[str, TaskResult] | None, int | None, str | None]] = {}
         self._run([(i, it) for i, it in enumerate(items) if it.ok], outcomes)
         records = []
         for i, it in enumerate(items):
@@ -286,7 +293,7 @@ class Predictor:
         for (i, _), (tasks, mc_seed) in zip(good, results, strict=True):
             outcomes[i] = (tasks, mc_seed, None)
 
-    def _infer(self, good: list[PreparedCase]) -> list[tuple[dict[str, Any], int | None]]:
+    def _infer(self, good: list[PreparedCase]) -> list[tuple[dict[str, TaskResult], int | None]]:
         n_tasks = len(self.card.task_names)
         images = [np.stack([it.arrays[k] for it in good]) for k in range(n_tasks)]  # (B, C, S, S)
         cfg = self.engine_cfg
@@ -309,8 +316,8 @@ class Predictor:
         return results
 
     def _record(
-        self, it: PreparedCase, tasks: dict[str, Any] | None, mc_seed: int | None, error: str | None
-    ) -> dict[str, Any]:
+        self, it: PreparedCase, tasks: dict[str, TaskResult] | None, mc_seed: int | None, error: str | None
+    ) -> PredictRecord:
         case = it.case
         record: dict[str, Any] = {
             "case_id": case.case_id,
@@ -323,7 +330,7 @@ class Predictor:
             record["channel_conversion"] = it.converted
         record["mc_seed"] = mc_seed
         record.update(self.meta)
-        return record
+        return record  # type: ignore[return-value] - built key by key in PredictRecord's order
 
     def close(self) -> None:
         for rt in self.runtimes:

@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict
 
 import numpy as np
 
@@ -50,13 +50,72 @@ META_FIELDS = (
 # ------------------------------------------------------------------ what a line holds
 
 
+class _Referral(TypedDict):
+    metric: str | None
+    threshold: float | None  # None: no threshold fitted, ``refer`` is None (undecided)
+    score: float | None
+
+
+class Referral(_Referral, total=False):
+    reason: str  # "ood" when the OOD score referred the case (see apply_ood)
+
+
+class _TaskResult(TypedDict):
+    """One task's result in a record; probabilities and std per class name, entropies in nats."""
+
+    predicted: str
+    confidence: float
+    probabilities: dict[str, float]
+    std: dict[str, float]
+    predictive_entropy: float
+    expected_entropy: float
+    mutual_information: float
+    refer: bool | None
+    referral: Referral
+
+
+class TaskResult(_TaskResult, total=False):
+    """With an OOD density (``ood.npz``): ``ood_score`` (squared Mahalanobis distance),
+    ``ood_threshold`` and ``ood`` (see :func:`apply_ood`)."""
+
+    ood_score: float
+    ood_threshold: float
+    ood: bool
+
+
+class _Record(TypedDict):
+    case_id: str
+    status: str  # "ok" | "error"
+    error: str | None
+    tasks: dict[str, TaskResult] | None  # None for an error record
+    inputs: dict[str, str | None]
+    mc_seed: int | None  # the case's mask seed (seedable runtimes), else None
+    # the run metadata (Predictor.meta), the same on every record of a run
+    model_sha256: str
+    runtime: str
+    precision: str
+    device: str
+    samples: int
+    seed: int | None
+    ensemble_size: int
+    rows_per_call: int
+    drifa_edge_version: str
+
+
+class PredictRecord(_Record, total=False):
+    """One JSON line of ``drifa-edge predict`` (keys in this order; ``channel_conversion``
+    only when a file's channels were converted)."""
+
+    channel_conversion: dict[str, str]
+
+
 def _num(x: float) -> float:
     return float(f"{float(x):.6g}")
 
 
 def task_result(
     card: ModelCard, task: str, summary: Mapping[str, np.ndarray], i: int, rule: ReferralRule | None
-) -> dict[str, Any]:
+) -> TaskResult:
     """The JSON result of one task for case ``i`` of a summarized batch."""
     classes = card.model.tasks[card.task_names.index(task)].classes
     out = {
@@ -78,7 +137,7 @@ def task_result(
     return out
 
 
-def apply_ood(result: dict[str, Any], score: float, threshold: float) -> dict[str, Any]:
+def apply_ood(result: TaskResult, score: float, threshold: float) -> TaskResult:
     """Add the OOD score to one task's result: ``ood_score`` (squared Mahalanobis distance,
     >= 0), ``ood_threshold``, ``ood`` (score > threshold). An OOD case is referred
     (``refer = true``) with ``referral.reason = "ood"``, unless an input-quality reason is
@@ -87,11 +146,10 @@ def apply_ood(result: dict[str, Any], score: float, threshold: float) -> dict[st
     result["ood_score"] = _num(score)
     result["ood_threshold"] = _num(threshold)
     result["ood"] = flagged
-    referral = result.setdefault("referral", {})
     if flagged:
         result["refer"] = True
-        if referral.get("reason") != "input_quality":
-            referral["reason"] = "ood"
+        if result["referral"].get("reason") != "input_quality":
+            result["referral"]["reason"] = "ood"
     return result
 
 

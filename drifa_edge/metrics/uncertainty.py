@@ -13,12 +13,27 @@ threshold fitted on validation data for a target referral rate (1 - coverage).
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 
 from drifa_edge.artifact.card import REFERRAL_METRICS
 from drifa_edge.errors import BadInputError, ConfigError, suggest
 
 _EPS = 1e-12
+
+
+class McSummary(TypedDict):
+    """Per-case statistics of MC samples (B, S, C): arrays of shape (B, C) or (B,)."""
+
+    mean: np.ndarray  # (B, C) mean probability over the S samples
+    std: np.ndarray  # (B, C) sample standard deviation (ddof=1), 0 when S == 1
+    predicted: np.ndarray  # (B,) argmax of the mean
+    confidence: np.ndarray  # (B,) max of the mean
+    predictive_entropy: np.ndarray  # (B,) nats
+    expected_entropy: np.ndarray  # (B,) nats
+    mutual_information: np.ndarray  # (B,) nats, >= 0
+    least_confidence: np.ndarray  # (B,) 1 - confidence
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -35,7 +50,7 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return -(p * np.log(np.clip(p, _EPS, 1.0))).sum(axis=axis)
 
 
-def summarize(samples: np.ndarray) -> dict[str, np.ndarray]:
+def summarize(samples: np.ndarray) -> McSummary:
     """Per-case statistics of MC samples shaped (B, S, C)."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 3 or samples.shape[1] < 1:
@@ -60,7 +75,7 @@ def summarize(samples: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def referral_score(summary: dict[str, np.ndarray], metric: str) -> np.ndarray:
+def referral_score(summary: McSummary, metric: str) -> np.ndarray:
     """Per-case score for ``metric`` from a :func:`summarize` result; larger = refer sooner."""
     if metric not in REFERRAL_METRICS:
         raise ConfigError(

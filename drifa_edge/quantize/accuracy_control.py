@@ -127,7 +127,7 @@ def restore_to_budget(
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from drifa_edge.quantize.nncf import nncf_arguments, quantize_model
+    from drifa_edge.quantize.nncf_api import nncf_arguments, quantize_model
 
     ignored = scopes.ov_ignored_names(fp32_masks_model, config.scope, config.keep_float)
     kwargs = nncf_arguments(config, ignored, len(calibration))

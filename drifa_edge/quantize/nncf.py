@@ -34,27 +34,17 @@ from typing import Any
 
 from drifa_edge.artifact import layout
 from drifa_edge.artifact.ensemble import resolve_members
-from drifa_edge.errors import ConfigError, ExportError, missing_dependency
+from drifa_edge.errors import ConfigError
 from drifa_edge.quantize import build, ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet, load_calibration_set
 from drifa_edge.quantize.config import QuantizeConfig
+from drifa_edge.quantize.nncf_api import nncf_imports, quantize_model
 
 log = logging.getLogger(__name__)
 
 RT_INFO_CARD = ["drifa_edge", "model_card"]  # where the export embeds the card in every IR
 SECTION = "openvino"  # card.export["int8"][SECTION]
 VAL_CASES = 100  # validation cases of the accuracy-controlled mode
-
-
-def _imports():
-    try:
-        import nncf
-        import openvino as ov
-    except ImportError as e:
-        raise missing_dependency(e.name or "openvino", "openvino") from e
-    if not log.isEnabledFor(logging.DEBUG):  # NNCF logs every ignored node at INFO
-        nncf.set_log_level(logging.WARNING)
-    return ov, nncf
 
 
 def _fp32_files() -> list[str]:
@@ -66,37 +56,6 @@ def _int8_files() -> list[str]:
 
 
 # --------------------------------------------------------------------------- one graph
-
-
-def nncf_arguments(config: QuantizeConfig, ignored: Sequence[str], items: int) -> dict[str, Any]:
-    """Keyword arguments of ``nncf.quantize`` for one graph."""
-    _, nncf = _imports()
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParameters, RangeEstimatorParametersSet
-
-    ranges = RangeEstimatorParametersSet.MINMAX if config.range_estimator == "minmax" else None
-    advanced = AdvancedQuantizationParameters(
-        disable_bias_correction=config.bias_correction == "none",
-        weights_quantization_params=QuantizationParameters(per_channel=config.per_channel),
-        activations_range_estimator_params=ranges or RangeEstimatorParameters(),
-    )
-    return {
-        "preset": nncf.QuantizationPreset(config.preset),
-        "subset_size": items,
-        "fast_bias_correction": config.bias_correction != "full",
-        "model_type": nncf.ModelType(config.model_type) if config.model_type else None,
-        "ignored_scope": nncf.IgnoredScope(names=list(ignored), validate=False),
-        "advanced_parameters": advanced,
-    }
-
-
-def quantize_model(model: Any, items: list[dict[str, Any]], config: QuantizeConfig, ignored: Sequence[str]):
-    """``nncf.quantize`` on one IR with calibration ``items`` (each one inference call)."""
-    _, nncf = _imports()
-    try:
-        return nncf.quantize(model, nncf.Dataset(items), **nncf_arguments(config, ignored, len(items)))
-    except Exception as e:  # NNCF raises many types; the user needs the graph and the reason
-        raise ExportError(f"NNCF could not quantize {model.get_friendly_name()}: {e}") from e
 
 
 def build_int8_models(
@@ -185,7 +144,7 @@ def quantize_member(
     if _reusable(root, card, key):
         log.info("%s: INT8 build is up to date (same data, settings and FP32 graphs); reused", root)
         return {**card.export["int8"][SECTION], "reused": True}
-    ov, _ = _imports()
+    ov, _ = nncf_imports()
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     used = config  # the settings plus the ops accuracy control reverted
@@ -244,18 +203,3 @@ def quantize_openvino(
             val = load_calibration_set(calib_values, card, VAL_CASES, config.seed, "val")
         sections[str(member.relative_to(root))] = quantize_member(member, calib, config, val)
     return sections["."] if list(sections) == ["."] else {"members": sections}
-
-
-def quantize_openvino_with_accuracy_control(
-    export_dir: str | Path,
-    calib_values: Sequence[str] | None,
-    config: QuantizeConfig,
-    calib: CalibrationSet | None = None,
-    val: CalibrationSet | None = None,
-) -> dict[str, Any]:
-    """``quantize_openvino`` with NNCF accuracy control: the ops whose quantization costs the
-    most validation accuracy (MC mean, fixed masks, the calibration data's val split) are
-    reverted to float until the drop is at most ``config.max_drop``."""
-    if config.max_drop is None:
-        raise ConfigError("accuracy-controlled quantization needs --max-drop (e.g. 0.01 = one point)")
-    return quantize_openvino(export_dir, calib_values, config, calib, val)

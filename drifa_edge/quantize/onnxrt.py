@@ -123,9 +123,9 @@ def quantize_graph_nncf(
 ) -> Any:
     """NNCF post-training quantization of one ONNX file (QDQ pairs)."""
     onnx, _ = _onnx()
-    from drifa_edge.quantize.nncf import _imports, nncf_arguments
+    from drifa_edge.quantize.nncf_api import nncf_arguments, nncf_imports
 
-    _, nncf = _imports()
+    _, nncf = nncf_imports()
     model = onnx.load(str(src))
     ignored = scopes.onnx_ignored_names(model, config.scope, config.keep_float)
     try:

@@ -9,27 +9,12 @@ from pathlib import Path
 
 import pytest
 
+SYNTHETIC_TASKS = (("derm", ("blob", "ring", "cross"), 3), ("scan", ("stripes", "checker", "spots"), 1))
+
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    from drifa_edge.artifact.card import default_card
-    from drifa_edge.artifact.checkpoint import save_checkpoint
-    from drifa_edge.model.config import ModelConfig, TaskSpec
-    from drifa_edge.model.drifa import build_model
-
-    cfg = ModelConfig(
-        tasks=(
-            TaskSpec("derm", ("blob", "ring", "cross")),
-            TaskSpec("scan", ("stripes", "checker", "spots"), 1),
-        ),
-        image_size=32,
-        width=0.125,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("bench") / "ckpt"
-    save_checkpoint(build_model(cfg), default_card(cfg), folder)
-    return folder
+def tiny_checkpoint(tiny_checkpoint_factory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint_factory(tmp_path_factory.mktemp("bench") / "ckpt", SYNTHETIC_TASKS)
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
+from tiny_model import make_tiny_checkpoint
 
-from drifa_edge.artifact.card import ReferralRule, default_card
+from drifa_edge.artifact.card import ReferralRule
 from drifa_edge.model.config import ModelConfig, TaskSpec
 
 TASKS = (TaskSpec("derm", ("nevus", "melanoma", "other")), TaskSpec("blood", ("a", "b"), channels=1))
@@ -19,22 +19,15 @@ def tiny_config(dropout: float = 0.25) -> ModelConfig:
 
 
 def make_checkpoint(folder: Path, seed: int = 0, temperature: dict | None = None) -> Path:
-    torch = pytest.importorskip("torch")
-    from drifa_edge.artifact.checkpoint import save_checkpoint
-    from drifa_edge.model.drifa import build_model
-
-    torch.manual_seed(seed)
-    model = build_model(tiny_config())
-    with torch.no_grad():  # spread the heads so that cases and samples differ visibly
-        for head in model.heads:
-            head.weight.mul_(20.0)
-    card = default_card(
-        tiny_config(),
+    """The tiny model with its heads spread (x20) so that cases and samples differ visibly."""
+    return make_tiny_checkpoint(
+        folder,
+        tuple((t.name, t.classes, t.channels) for t in TASKS),
+        seed=seed,
+        head_scale=20.0,
         referral={"derm": ReferralRule("mutual_information", 1e-3, 0.1)},
         temperature=temperature or {},
     )
-    save_checkpoint(model, card, folder)
-    return folder
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:

@@ -70,12 +70,12 @@ def test_accuracy_controlled_build(tiny_export, tmp_path):
 
     from drifa_edge.artifact.card import read_card
     from drifa_edge.quantize.config import QuantizeConfig
-    from drifa_edge.quantize.nncf import quantize_openvino_with_accuracy_control
+    from drifa_edge.quantize.nncf import quantize_openvino
 
     path = tmp_path / "export"
     shutil.copytree(tiny_export, path)
     config = QuantizeConfig(subset=6, rows_per_case=4, max_drop=0.0)
-    section = quantize_openvino_with_accuracy_control(path, ["synthetic"], config)
+    section = quantize_openvino(path, ["synthetic"], config)
     report = section["accuracy_control"]
     assert report["metric"] == "accuracy" and report["max_drop"] == 0.0
     assert set(report["reverted"]) <= set(section["keep_float"])

@@ -11,30 +11,19 @@ from pathlib import Path
 
 import pytest
 
+TASKS = (("derm", ("nevus", "melanoma", "other"), 3), ("xray", ("normal", "pneumonia"), 1))
+
 
 @pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_export(tiny_checkpoint_factory, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from drifa_edge.artifact.card import default_card
-    from drifa_edge.artifact.checkpoint import save_checkpoint
     from drifa_edge.export.onnx import export_onnx
-    from drifa_edge.model.config import ModelConfig, TaskSpec
-    from drifa_edge.model.drifa import build_model
 
-    cfg = ModelConfig(
-        tasks=(
-            TaskSpec("derm", ("nevus", "melanoma", "other")),
-            TaskSpec("xray", ("normal", "pneumonia"), 1),
-        ),
-        image_size=32,
-        width=0.125,
-    )
-    torch.manual_seed(0)
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("trt")
-    save_checkpoint(build_model(cfg).eval(), default_card(cfg), root / "ckpt")
+    tiny_checkpoint_factory(root / "ckpt", TASKS)
     export_onnx(root / "ckpt", root / "out", check=False)
     return root / "out"
 
