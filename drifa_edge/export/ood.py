@@ -75,17 +75,20 @@ def embed_split(runtime: Runtime, data: Sequence[str], split: str, cfg: OodConfi
     return embedding, labels
 
 
-def _embed_all(runtime: Runtime, data: Sequence[str], cfg: OodConfig) -> np.ndarray:
-    """The MC-mean embedding of every case of every split the data has."""
-    parts = []
+def _embed_all(runtime: Runtime, data: Sequence[str], cfg: OodConfig) -> tuple[np.ndarray, dict]:
+    """(MC-mean embedding, labels per task with -1 for repeated rows) of every split the data has."""
+    parts, labels = [], []
     for split in SPLITS:
         try:
-            parts.append(embed_split(runtime, data, split, cfg)[0])
+            emb, lab = embed_split(runtime, data, split, cfg)
         except BadInputError as e:  # an empty split
             log.info("no %s cases for the threshold refit: %s", split, e)
+            continue
+        parts.append(emb)
+        labels.append(lab)
     if not parts:
         raise BadInputError(f"no readable cases in {list(data)} to refit the OOD threshold")
-    return np.concatenate(parts)
+    return np.concatenate(parts), {t: np.concatenate([lab[t] for lab in labels]) for t in labels[0]}
 
 
 def fit_densities(
@@ -97,11 +100,12 @@ def fit_densities(
     if cfg.threshold_only:
         if old is None:
             raise ArtifactError("--threshold-only needs an artifact that already has ood.npz")
-        emb = _embed_all(runtime, data, cfg)
+        emb, labels = _embed_all(runtime, data, cfg)
         out = {}
         for task, d in old.items():
-            scores = mahalanobis_scores(d.select(emb), d.means, d.precision)
-            fit = dict(d.fit, threshold_cases=len(emb), threshold_split="all (site refit)")
+            keep = labels[task] >= 0  # a row that repeats a shorter set's image counts once
+            scores = mahalanobis_scores(d.select(emb[keep]), d.means, d.precision)
+            fit = dict(d.fit, threshold_cases=int(keep.sum()), threshold_split="all (site refit)")
             out[task] = _replace_threshold(
                 d, fit_referral_threshold(scores, cfg.target_rate), cfg.target_rate, fit
             )
