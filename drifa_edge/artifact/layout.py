@@ -9,6 +9,8 @@ One export folder ``OUT``::
     OUT/onnx/suffix.onnx       features -> logits, MC masks drawn in-graph (RandomUniformLike)
     OUT/onnx/suffix_det.onnx   features -> logits, dropout off
     OUT/onnx/suffix_masks.onnx features + one uniform per dropout -> logits (fixed masks, for parity)
+                               (every suffix graph also outputs ``embedding``, the pooled features)
+    OUT/ood.npz                the OOD density (optional; ``drifa-edge calibrate-ood``), hashed in the card
     OUT/openvino/<graph>.xml|.bin   the same four graphs as OpenVINO IR
     OUT/onnx-int8/, OUT/openvino-int8/, OUT/tensorrt-<target>-<precision>/   (quantized builds)
 
@@ -59,6 +61,18 @@ def logits_name(task: str) -> str:
 
 def uniform_name(index: int) -> str:
     return f"uniform_{index}"
+
+
+# the suffix graphs' extra output: the pooled fused embedding (B, M * W3) the heads read,
+# branch by branch in card task order (the OOD score's features, see drifa_edge.inference.ood)
+EMBEDDING_NAME = "embedding"
+
+
+def no_embedding_message(root: str | Path) -> str:
+    return (
+        f"{root}: the suffix graph has no {EMBEDDING_NAME!r} output (exported before drifa-edge "
+        "returned pooled features), so the OOD score cannot be computed; re-export the checkpoint"
+    )
 
 
 # ---- folders and files ----

@@ -16,8 +16,10 @@ import sys
 from rich.console import Console
 
 from drifa_edge.cli import bench as _bench  # noqa: E402,F401
+from drifa_edge.cli import calibrate_ood as _calibrate_ood  # noqa: E402,F401
 from drifa_edge.cli import check as _check  # noqa: E402,F401
 from drifa_edge.cli import demo as _demo  # noqa: E402,F401
+from drifa_edge.cli import explain as _explain  # noqa: E402,F401
 from drifa_edge.cli import export as _export  # noqa: E402,F401
 
 # Each module registers its command on `app`.

@@ -28,6 +28,7 @@ from typing import Any
 from drifa_edge.artifact import layout
 from drifa_edge.artifact.card import ModelCard, package_versions, write_card
 from drifa_edge.artifact.ensemble import ENSEMBLE_FILE, resolve_members
+from drifa_edge.artifact.ood import OOD_FILE
 from drifa_edge.errors import ConfigError, ExportError, missing_dependency
 from drifa_edge.export import ExportResult, collect_files
 from drifa_edge.export import checks as export_checks
@@ -88,7 +89,8 @@ class _Prefix(nn.Module):
 
 class _Suffix(_Prefix):
     def forward(self, *feats: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.net.forward_suffix(list(feats)))  # per task (B, K_t)
+        embedding = self.net.forward_suffix_features(list(feats))  # (B, M*W3)
+        return (*self.net.forward_head(embedding), embedding)  # per task (B, K_t), then the embedding
 
 
 class _SuffixMasks(_Prefix):
@@ -98,7 +100,8 @@ class _SuffixMasks(_Prefix):
         for layer, u in zip(layers, uniforms, strict=True):
             layer.mode, layer.uniform = "external", u
         try:
-            return tuple(self.net.forward_suffix(list(feats)))
+            embedding = self.net.forward_suffix_features(list(feats))  # (B, M*W3)
+            return (*self.net.forward_head(embedding), embedding)
         finally:
             for layer in layers:
                 layer.mode, layer.uniform = "mc", None
@@ -125,11 +128,12 @@ def _graph_io(net: nn.Module, graph: str, batch: int = 2) -> tuple[nn.Module, tu
     with torch.no_grad():
         feats = tuple(net.forward_prefix(list(images)))
     names = [layout.feature_name(t) for t in tasks]
+    outputs = [*logits, layout.EMBEDDING_NAME]
     if graph in ("suffix", "suffix_det"):
-        return _Suffix(net), feats, names, logits
+        return _Suffix(net), feats, names, outputs
     uniforms = tuple(torch.rand(batch, *s, generator=gen) for s in dropout_shapes(cfg))
     names += [layout.uniform_name(i) for i in range(len(uniforms))]
-    return _SuffixMasks(net), feats + uniforms, names, logits
+    return _SuffixMasks(net), feats + uniforms, names, outputs
 
 
 def _torch_export(
@@ -197,8 +201,10 @@ def _export_card(card: ModelCard, checkpoint: Path, config: ExportConfig) -> Mod
         "dynamic_axes": "axis 0 (batch) of every input and output",
         "io": {
             "prefix": "image_<task> (B,C,H,W) -> feat_<task>",
-            "suffix": "feat_<task> -> logits_<task> (softmax + temperature applied by the engine)",
-            "suffix_masks": "feat_<task>, uniform_<i> in [0,1) shaped (B, *dropout_shapes[i]) -> logits_<task>",
+            "suffix": "feat_<task> -> logits_<task> (softmax + temperature applied by the engine), "
+            "embedding (B, M*W3, the pooled features the heads read)",
+            "suffix_masks": "feat_<task>, uniform_<i> in [0,1) shaped (B, *dropout_shapes[i]) -> "
+            "logits_<task>, embedding",
         },
         "source": {"checkpoint": str(checkpoint.resolve()), "files": dict(card.files)},
         "versions": package_versions(),
@@ -219,6 +225,9 @@ def _export_member(checkpoint: Path, out: Path, config: ExportConfig) -> list[di
         log.info("exporting %s", out / rel)
         export_graph(net, graph, out / rel, config, card_json)
     (out / layout.CHECKS_FILE).unlink(missing_ok=True)
+    if (checkpoint / OOD_FILE).is_file():  # the OOD density travels with the weights
+        shutil.copyfile(checkpoint / OOD_FILE, out / OOD_FILE)
+        files.append(OOD_FILE)
     write_card(card, out, hash_files=files)
     results = [export_checks.check_onnx_graphs(out)]
     if config.check:

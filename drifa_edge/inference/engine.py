@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drifa_edge.errors import BadInputError, ConfigError
+from drifa_edge.errors import BadInputError, ConfigError, UnsupportedBackendError
 from drifa_edge.metrics.uncertainty import softmax
 from drifa_edge.model.config import ModelConfig, dropout_shapes
 from drifa_edge.runtimes.base import Runtime
@@ -151,10 +151,34 @@ def run_member_logits(
     share a runtime call with another case's, so a case's samples do not depend on
     the batch it is in (for small T this costs some batching).
     """
+    return _run_member(runtime, images, cfg, case_seeds, embedding=False)[0]
+
+
+def run_member_embedding(
+    runtime: Runtime,
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`run_member_logits` plus the pooled embedding averaged over the T samples,
+    (B, M*W3): the suffix's extra output, for the OOD score. The runtime must have
+    ``run_suffix_embedding`` (torch, ONNX Runtime, OpenVINO)."""
+    if not hasattr(runtime, "run_suffix_embedding"):
+        raise UnsupportedBackendError(
+            f"runtime {runtime.name!r} does not return the pooled embedding, so it cannot give an "
+            "OOD score; use --runtime torch, onnxruntime or openvino"
+        )
+    return _run_member(runtime, images, cfg, case_seeds, embedding=True)
+
+
+def _run_member(
+    runtime, images, cfg, case_seeds, embedding: bool
+) -> tuple[list[np.ndarray], np.ndarray | None]:
     batch = _check_images(runtime, images)
     T = cfg.samples
     rows = rows_per_call(cfg, runtime.card.model, runtime.precision)
     out = [np.empty((batch * T, t.num_classes), np.float32) for t in runtime.card.model.tasks]
+    emb: np.ndarray | None = None
     cache = _PrefixCache(runtime, images, block=max(1, rows // T)) if cfg.prefix_once else None
     for first, end, seed in _segments(batch, T, cfg.seed, case_seeds):
         runtime.reseed(seed)
@@ -165,14 +189,22 @@ def run_member_logits(
                 feats = cache.tiled(case_idx)
             else:
                 feats = runtime.run_prefix([x[case_idx] for x in images])
-            for k, z in enumerate(runtime.run_suffix(feats)):
+            if embedding:
+                logits, e = runtime.run_suffix_embedding(feats)
+                if emb is None:
+                    emb = np.empty((batch * T, e.shape[1]), np.float32)
+                emb[start:stop] = e  # (rows, M*W3)
+            else:
+                logits = runtime.run_suffix(feats)
+            for k, z in enumerate(logits):
                 if z.shape != (stop - start, out[k].shape[1]):
                     raise BadInputError(
                         f"runtime {runtime.name!r} returned logits of shape {z.shape} for task {k}, "
                         f"expected {(stop - start, out[k].shape[1])}"
                     )
                 out[k][start:stop] = z
-    return [o.reshape(batch, T, -1) for o in out]
+    mean_emb = None if emb is None else emb.reshape(batch, T, -1).mean(axis=1)  # (B, M*W3)
+    return [o.reshape(batch, T, -1) for o in out], mean_emb
 
 
 def run_mc_logits(
@@ -222,3 +254,18 @@ def run_mc(
             axis=1,
         )
     return out
+
+
+def run_mc_embedding(
+    runtime: Runtime,
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`run_mc` of one model plus its MC-mean pooled embedding (B, M*W3), for the OOD score."""
+    logits, embedding = run_member_embedding(runtime, images, cfg, case_seeds)
+    probs = {
+        name: softmax(z, runtime.card.temperature_of(name) if cfg.apply_temperature else 1.0)
+        for name, z in zip(runtime.card.task_names, logits, strict=True)
+    }
+    return probs, embedding

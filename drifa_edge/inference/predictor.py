@@ -40,6 +40,7 @@ from drifa_edge.artifact.builds import list_builds
 from drifa_edge.artifact.card import ModelCard, ReferralRule
 from drifa_edge.artifact.checkpoint import WEIGHTS_FILE
 from drifa_edge.artifact.ensemble import ensemble_referral, resolve_members
+from drifa_edge.artifact.ood import read_ood
 from drifa_edge.data.quality import QUALITY_ACTIONS
 from drifa_edge.errors import (
     ArtifactError,
@@ -49,9 +50,17 @@ from drifa_edge.errors import (
     UnsupportedBackendError,
     suggest,
 )
-from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc
+from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc, run_mc_embedding
 from drifa_edge.inference.manifest import Case, case_seed, load_case_inputs
-from drifa_edge.inference.writers import PredictRecord, TaskResult, ensemble_sha256, model_sha256, task_result
+from drifa_edge.inference.ood import ood_scores
+from drifa_edge.inference.writers import (
+    PredictRecord,
+    TaskResult,
+    apply_ood,
+    ensemble_sha256,
+    model_sha256,
+    task_result,
+)
 from drifa_edge.metrics.uncertainty import summarize
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime, runtime_names
 
@@ -255,6 +264,22 @@ class Predictor:
             model_sha256(self.card) if len(runtimes) == 1 else ensemble_sha256([rt.card for rt in runtimes])
         )
         self.per_case_seed = engine_cfg.seed is not None and all(rt.seedable for rt in runtimes)
+        # OOD density (ood.npz) of a single model; ensembles are not scored yet
+        self.ood = read_ood(resolve_members(artifact)[0]) if len(runtimes) == 1 else None
+        if self.ood and not hasattr(runtimes[0], "run_suffix_embedding"):
+            log.warning(
+                "%s: runtime %r does not return the pooled embedding; predicting WITHOUT the OOD "
+                "score (use torch, onnxruntime or openvino for OOD referral)", artifact, runtime,
+            )  # fmt: skip
+            self.ood = None
+        fitted_t = {d.fit.get("samples") for d in (self.ood or {}).values()}
+        if fitted_t and fitted_t != {engine_cfg.samples}:
+            # the MC-mean embedding's spread shrinks with T, so the fitted threshold is T-specific
+            log.warning(
+                "%s: the OOD threshold was fitted with T=%s MC samples, this run uses T=%d; "
+                "the OOD referral rate will differ (re-run calibrate-ood with -T %d)",
+                artifact, sorted(fitted_t), engine_cfg.samples, engine_cfg.samples,
+            )  # fmt: skip
         # the run metadata every record ends with; ``settings`` is what --resume compares
         self.settings = run_settings(
             self.sha256, runtime, options.precision, engine_cfg, runtimes, quality_action
@@ -338,18 +363,24 @@ class Predictor:
         images = [np.stack([it.arrays[k] for it in good]) for k in range(n_tasks)]  # (B, C, S, S)
         cfg = self.engine_cfg
         seeds = [case_seed(cfg.seed, it.case.case_id) for it in good] if self.per_case_seed else None
-        probs = run_mc(self.runtimes, images, cfg, case_seeds=seeds)  # task -> (B, K*T, C)
+        if self.ood:
+            probs, embedding = run_mc_embedding(self.runtimes[0], images, cfg, case_seeds=seeds)
+            scores = ood_scores(self.ood, embedding)  # task -> (B,)
+        else:
+            probs = run_mc(self.runtimes, images, cfg, case_seeds=seeds)  # task -> (B, K*T, C)
+            scores = {}
         summaries = {task: summarize(p) for task, p in probs.items()}
-        return [
-            (
-                {
-                    task: task_result(self.card, task, s, i, self.rules.get(task), good[i].quality.get(task))
-                    for task, s in summaries.items()
-                },
-                None if seeds is None else seeds[i],
-            )
-            for i in range(len(good))
-        ]
+        results = []
+        for i in range(len(good)):
+            tasks = {}
+            for task, s in summaries.items():
+                tasks[task] = task_result(
+                    self.card, task, s, i, self.rules.get(task), good[i].quality.get(task)
+                )
+                if task in scores:
+                    apply_ood(tasks[task], float(scores[task][i]), self.ood[task].threshold)
+            results.append((tasks, None if seeds is None else seeds[i]))
+        return results
 
     def _record(
         self, it: PreparedCase, tasks: dict[str, TaskResult] | None, mc_seed: int | None, error: str | None

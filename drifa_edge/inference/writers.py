@@ -66,7 +66,11 @@ class Referral(_Referral, total=False):
     input_quality: list[str]  # the input-quality problems, when they forced the referral
 
 
-class TaskResult(TypedDict):
+class Referral(_Referral, total=False):
+    reason: str  # "ood" when the OOD score referred the case (see apply_ood)
+
+
+class _TaskResult(TypedDict):
     """One task's result in a record; probabilities and std per class name, entropies in nats."""
 
     predicted: str
@@ -78,6 +82,15 @@ class TaskResult(TypedDict):
     mutual_information: float
     refer: bool | None
     referral: Referral
+
+
+class TaskResult(_TaskResult, total=False):
+    """With an OOD density (``ood.npz``): ``ood_score`` (squared Mahalanobis distance),
+    ``ood_threshold`` and ``ood`` (see :func:`apply_ood`)."""
+
+    ood_score: float
+    ood_threshold: float
+    ood: bool
 
 
 class _Record(TypedDict):
@@ -147,6 +160,22 @@ def task_result(
         out["referral"]["reason"] = "input_quality"
         out["referral"]["input_quality"] = list(quality_issues)
     return out
+
+
+def apply_ood(result: TaskResult, score: float, threshold: float) -> TaskResult:
+    """Add the OOD score to one task's result: ``ood_score`` (squared Mahalanobis distance,
+    >= 0), ``ood_threshold``, ``ood`` (score > threshold). An OOD case is referred
+    (``refer = true``) with ``referral.reason = "ood"``, unless an input-quality reason is
+    already there (the more basic failure is named)."""
+    flagged = bool(refer(np.array([score]), threshold)[0])
+    result["ood_score"] = _num(score)
+    result["ood_threshold"] = _num(threshold)
+    result["ood"] = flagged
+    if flagged:
+        result["refer"] = True
+        if result["referral"].get("reason") != "input_quality":
+            result["referral"]["reason"] = "ood"
+    return result
 
 
 def model_sha256(card: ModelCard) -> str:
@@ -266,6 +295,7 @@ def csv_columns(classes: Mapping[str, Sequence[str]]) -> list[str]:
             f"{task}_referral_metric",
             f"{task}_referral_threshold",
         ]
+        cols += [f"{task}_ood_score", f"{task}_ood"]
         cols += [f"{task}_p_{c}" for c in names] + [f"{task}_std_{c}" for c in names]
     return cols + list(META_FIELDS)
 
@@ -283,6 +313,8 @@ def record_to_row(record: Mapping[str, Any], classes: Mapping[str, Sequence[str]
         row[f"{task}_refer_reason"] = (t.get("referral") or {}).get("reason")
         row[f"{task}_referral_metric"] = (t.get("referral") or {}).get("metric")
         row[f"{task}_referral_threshold"] = (t.get("referral") or {}).get("threshold")
+        row[f"{task}_ood_score"] = t.get("ood_score")
+        row[f"{task}_ood"] = t.get("ood")
         for c in names:
             row[f"{task}_p_{c}"] = t["probabilities"].get(c)
             row[f"{task}_std_{c}"] = t["std"].get(c)

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from drifa_edge.artifact import layout
-from drifa_edge.errors import BadInputError, UnsupportedBackendError, missing_dependency, suggest
+from drifa_edge.errors import (
+    ArtifactError,
+    BadInputError,
+    UnsupportedBackendError,
+    missing_dependency,
+    suggest,
+)
 from drifa_edge.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -158,6 +164,19 @@ class OnnxRuntime:
         checked = layout.check_uniforms(self.card, uniforms, features[0].shape[0])
         feeds.update({layout.uniform_name(i): u for i, u in enumerate(checked)})
         return self._run(self._masks, self._logits, feeds)
+
+    def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3))."""
+        if layout.EMBEDDING_NAME not in {o.name for o in self._suffix.get_outputs()}:
+            raise ArtifactError(layout.no_embedding_message(self.root))
+        if len(features) != len(self._features):
+            raise BadInputError(f"expected {len(self._features)} feature arrays, got {len(features)}")
+        feeds = {
+            n: np.ascontiguousarray(f, dtype=np.float32)
+            for n, f in zip(self._features, features, strict=True)
+        }
+        *logits, embedding = self._run(self._suffix, [*self._logits, layout.EMBEDDING_NAME], feeds)
+        return logits, embedding
 
     def reseed(self, seed: int | None) -> None:
         """No-op: the in-graph RNG is seeded when the session is created."""

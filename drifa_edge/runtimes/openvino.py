@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from drifa_edge.artifact import layout
-from drifa_edge.errors import BadInputError, UnsupportedBackendError, missing_dependency
+from drifa_edge.errors import ArtifactError, BadInputError, UnsupportedBackendError, missing_dependency
 from drifa_edge.runtimes.base import RuntimeOptions
 
 RT_INFO_CARD = ["drifa_edge", "model_card"]
@@ -185,7 +185,9 @@ class OpenVinoRuntime:
             self._parts[key] = (compiled, [compiled.create_infer_request() for _ in range(self.streams)])
         return self._parts[key]
 
-    def _run_streams(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _run_streams(
+        self, features: Sequence[np.ndarray], outputs: list[str] | None = None
+    ) -> list[np.ndarray]:
         """The MC suffix over parallel requests: rows split in equal parts, the last padded."""
         n = int(features[0].shape[0])
         parts, rows = split_rows(n, self.streams)
@@ -210,7 +212,7 @@ class OpenVinoRuntime:
             np.concatenate(
                 [np.array(requests[i].get_tensor(compiled.output(name)).data) for i in range(parts)]
             )[:n].astype(np.float32, copy=False)
-            for name in self._logits
+            for name in outputs or self._logits
         ]
 
     def _run(
@@ -244,6 +246,20 @@ class OpenVinoRuntime:
         checked = layout.check_uniforms(self.card, uniforms, features[0].shape[0])
         names = self._features + [layout.uniform_name(i) for i in range(len(checked))]
         return self._run(self._masks, names, [*features, *checked], self._logits)
+
+    def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3))."""
+        model, _ = self._suffix_model
+        if not any(layout.EMBEDDING_NAME in o.get_names() for o in model.outputs):
+            raise ArtifactError(layout.no_embedding_message(self.root))
+        if len(features) != len(self._features):
+            raise BadInputError(f"expected {len(self._features)} feature arrays, got {len(features)}")
+        outputs = [*self._logits, layout.EMBEDDING_NAME]
+        if split_rows(int(features[0].shape[0]), self.streams)[0] > 1:
+            *logits, embedding = self._run_streams(features, outputs)
+        else:
+            *logits, embedding = self._run(self._single_request(), self._features, features, outputs)
+        return logits, embedding
 
     def reseed(self, seed: int | None) -> None:
         """No-op: OpenVINO's in-graph RNG cannot be restarted."""

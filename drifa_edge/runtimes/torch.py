@@ -84,6 +84,13 @@ class TorchRuntime:
                         layer.mode, layer.uniform = self.mode, None
         return [z.float().cpu().numpy() for z in logits]
 
+    def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3))."""
+        with self._torch.inference_mode():
+            embedding = self.model.forward_suffix_features([self._tensor(f) for f in features])
+            logits = self.model.forward_head(embedding)
+        return [z.float().cpu().numpy() for z in logits], embedding.float().cpu().numpy()
+
     def close(self) -> None:
         self.model = None
 

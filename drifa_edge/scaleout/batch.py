@@ -136,8 +136,22 @@ def _apply_fix(record: dict[str, Any], fix: dict[str, Any]) -> None:
     if fix["error"] is not None:
         record["error"] = fix["error"]
     elif record.get("error"):
-        for tmp, uri in fix["replace"]:
-            record["error"] = record["error"].replace(tmp, uri)
+        record["error"] = _name_uris(record["error"], fix["replace"])
+    if record.get("read"):  # how each file was read names the file too
+        record["read"] = _name_uris(record["read"], fix["replace"])
+
+
+def _name_uris(value: Any, replace: list[tuple[str, str]]) -> Any:
+    """``value`` (text, or JSON-like lists and dicts of it) with each temporary path replaced by its URI."""
+    if isinstance(value, str):
+        for tmp, uri in replace:
+            value = value.replace(tmp, uri)
+        return value
+    if isinstance(value, dict):
+        return {k: _name_uris(v, replace) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_name_uris(v, replace) for v in value]
+    return value
 
 
 class ScoringActor:

@@ -74,7 +74,9 @@ def test_inputs_outputs_are_named_by_task_with_a_dynamic_batch(checked_export):
     for graph, names in expected_inputs.items():
         model = onnx.load(str(out / layout.onnx_file(graph)))
         assert [i.name for i in model.graph.input] == names
-        outputs = ["feat_derm", "feat_xray"] if graph == "prefix" else ["logits_derm", "logits_xray"]
+        outputs = (
+            ["feat_derm", "feat_xray"] if graph == "prefix" else ["logits_derm", "logits_xray", "embedding"]
+        )
         assert [o.name for o in model.graph.output] == outputs
         for value in [*model.graph.input, *model.graph.output]:
             assert isinstance(dims(value)[0], str), f"{graph}:{value.name} batch axis is not dynamic"
