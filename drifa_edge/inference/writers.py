@@ -59,15 +59,12 @@ class _Referral(TypedDict):
     metric: str | None
     threshold: float | None  # None: no threshold fitted, ``refer`` is None (undecided)
     score: float | None
-    reason: str | None  # "uncertainty", "input_quality" or None (not referred / undecided)
+    # why the case is referred: "uncertainty", "input_quality", "ood" (see apply_ood), or None
+    reason: str | None
 
 
 class Referral(_Referral, total=False):
     input_quality: list[str]  # the input-quality problems, when they forced the referral
-
-
-class Referral(_Referral, total=False):
-    reason: str  # "ood" when the OOD score referred the case (see apply_ood)
 
 
 class _TaskResult(TypedDict):
