@@ -17,10 +17,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))  # inference_helpers
 
-from inference_helpers import make_checkpoint, write_good_case, write_manifest  # noqa: E402
+from inference_helpers import make_checkpoint  # noqa: E402
 
 OBJECT_STORE_MB = 128
-TASKS = ("derm", "blood")
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +48,3 @@ def checkpoint(tmp_path_factory) -> Path:
     """A tiny two-task checkpoint (derm RGB 3 classes, blood gray 2 classes)."""
     pytest.importorskip("torch")
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model")
-
-
-def good_manifest(folder: Path, n: int, name: str = "cases.csv") -> Path:
-    rows = []
-    for i in range(n):
-        derm, blood = write_good_case(folder, f"g{i}", seed=i)
-        rows.append((f"g{i}", derm.name, blood.name))
-    return write_manifest(folder / name, rows)

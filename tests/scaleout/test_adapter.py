@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TASKS, good_manifest
 from inference_helpers import write_good_case
+from scaleout_helpers import TASKS, good_manifest
 
 from drifa_edge.inference.engine import EngineConfig
 from drifa_edge.inference.manifest import Case, read_manifest

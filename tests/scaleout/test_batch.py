@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TASKS, good_manifest
 from inference_helpers import write_good_case, write_manifest, write_png
+from scaleout_helpers import TASKS, good_manifest
 
 from drifa_edge.errors import ConfigError
 from drifa_edge.inference.engine import EngineConfig

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TASKS
 from inference_helpers import write_good_case
+from scaleout_helpers import TASKS
 
 from drifa_edge.inference.engine import EngineConfig
 from drifa_edge.inference.manifest import Case

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TASKS
 from inference_helpers import write_good_case, write_manifest
+from scaleout_helpers import TASKS
 
 from drifa_edge.errors import BadInputError
 from drifa_edge.inference.engine import EngineConfig

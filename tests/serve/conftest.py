@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 ORTHANC_AE = "ORTHANC_TEST"
-TEST_SCU_AE = "DRIFA_TEST"
+from serve_helpers import TEST_SCU_AE  # noqa: E402 - the AE title the tests call from
+
 RECORDER_AE = "RECORDER"
 
 

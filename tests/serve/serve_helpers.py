@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+TEST_SCU_AE = "DRIFA_TEST"  # the calling AE title of the tests' SCUs (Orthanc and the service allow it)
+
 REPO = Path(__file__).resolve().parents[2]
 SCU_AE = "TEST_SCU"
 TASKS = ("derm", "blood")

@@ -4,8 +4,7 @@ delivery per result; an Orthanc outage queues results that are delivered once it
 from __future__ import annotations
 
 import pydicom
-from conftest import TEST_SCU_AE
-from serve_helpers import SCU_AE, make_study, send, serve_config, start_service, wait_for
+from serve_helpers import SCU_AE, TEST_SCU_AE, make_study, send, serve_config, start_service, wait_for
 
 from drifa_edge.serve.audit import read_audit
 from drifa_edge.serve.results import result_uids
