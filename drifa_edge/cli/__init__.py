@@ -44,5 +44,7 @@ def _fail(e: DrifaError) -> None:
     from rich.text import Text
 
     # soft_wrap: one line whatever the terminal width, so scripts and logs keep the whole message
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        Text.assemble(("error: ", "bold red"), str(e)), highlight=False
+    )
     sys.exit(e.exit_code)
