@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.progress import Progress
+from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
 from drifa_edge.cli.text import plain, require_choice, require_folder
 from drifa_edge.drift.check import run_check
 from drifa_edge.drift.gate import DriftReport
@@ -21,15 +23,35 @@ from drifa_edge.drift.report import format_value
 from drifa_edge.errors import DriftExceededError
 
 
-def print_report(report: DriftReport, console: Console) -> None:
+def verdict_text(c) -> str:
+    """``pass``, ``FAIL``, or ``pass (n.s.)`` when the candidate's point estimate is beyond the
+    threshold but the bootstrap interval includes 0 (not significant: more cases would tell)."""
+    if not c.passed:
+        return "[bold red]FAIL[/]"
+    return "[yellow]pass (n.s.)[/]" if getattr(c, "not_significant", False) else "[green]pass[/]"
+
+
+def print_report(report: DriftReport, console: Console, fmt: str = "table") -> None:
     table = Table(title="drift check: noise floor (ref vs ref, other draws) next to the candidate")
     for col in ("task", "criterion", "noise floor", "candidate", "threshold", "verdict"):
-        table.add_column(col, overflow="fold")
+        table.add_column(
+            col,
+            overflow="fold",
+            justify="right" if col in ("noise floor", "candidate", "threshold") else "left",
+        )
     for c in report.criteria:
-        verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
         values = (format_value(c.noise), format_value(c.value), format_value(c.threshold))
-        table.add_row(plain(c.task), plain(c.name), *(plain(v) for v in values), verdict)
-    console.print(table)
+        table.add_row(plain(c.task), plain(c.name), *(plain(v) for v in values), verdict_text(c))
+    print_table(table, fmt, console)
+    for c in report.criteria:
+        if c.passed and getattr(c, "not_significant", False) and c.interval is not None:
+            ci = c.interval
+            console.print(
+                f"{plain(c.task)}: {plain(c.name)} pass (n.s.): beyond the threshold, but the "
+                f"{ci.level:.0%} interval of the difference [{ci.low:+.4f}, {ci.high:+.4f}] includes 0; "
+                "more cases (or --repeats) would tell",
+                highlight=False,
+            )
     for c in report.failures:
         console.print(f"[red]{plain(c.task)}: {plain(c.name)}[/] {plain(c.detail)}", highlight=False)
     recal = report.meta.get("recalibration")
@@ -84,12 +106,16 @@ def check(
         "--repeats",
         help="independent runs (seeds seed, seed+1, ...); the gate passes when more than half pass",
     ),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (same as --format json)"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
     from drifa_edge.artifact.layout import PRECISIONS
     from drifa_edge.runtimes.base import runtime_names
 
+    console = Console()
+    fmt = "json" if as_json else resolve_format(fmt, console)
+    as_json = fmt == "json"
     require_folder(out)
     for option, value in (("--precision", precision), ("--ref-precision", ref_precision)):
         require_choice(option, value, PRECISIONS)
@@ -109,16 +135,17 @@ def check(
         write_candidate_card=write_card,
     )
     if repeats != 1:
-        _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options)
+        with Progress(f"drift check of {candidate}, {repeats} runs"):
+            _check_repeated(reference, candidate, data, repeats, seed, out, fmt, options)
         return
-    report = run_check(reference, candidate, data, seed=seed, out=out, **options)
+    with Progress(f"drift check of {candidate} against {reference}"):
+        report = run_check(reference, candidate, data, seed=seed, out=out, **options)
     if as_json:
         from drifa_edge.drift.report import report_json
 
         print(report_json(report))
     else:
-        console = Console()
-        print_report(report, console)
+        print_report(report, console, fmt)
         if out is not None:
             console.print(f"report written to {plain(out)}/report.md", highlight=False)
     if not report.passed:
@@ -128,7 +155,7 @@ def check(
         Console().print("[bold green]PASS[/]: the candidate is within the policy")
 
 
-def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, options) -> None:
+def _check_repeated(reference, candidate, data, repeats, seed, out, fmt, options) -> None:
     """--repeats R: R independent checks, one line each, and the majority verdict."""
     import json
 
@@ -136,6 +163,7 @@ def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, opt
 
     reports, passed = run_check_repeated(reference, candidate, data, repeats, seed=seed, out=out, **options)
     summary = repeated_summary(reports, seed)
+    as_json = fmt == "json"
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -146,7 +174,7 @@ def _check_repeated(reference, candidate, data, repeats, seed, out, as_json, opt
             verdict = "[green]pass[/]" if row["verdict"] == "pass" else "[bold red]FAIL[/]"
             table.add_row(str(k), str(row["seed"]), verdict, plain(", ".join(row["failures"])))
         console = Console()
-        console.print(table)
+        print_table(table, fmt, console)
         if out is not None:
             console.print(
                 f"reports written to {plain(out)}/repeat-*/ and {plain(out)}/summary.json", highlight=False

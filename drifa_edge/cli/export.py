@@ -1,6 +1,7 @@
 """`drifa-edge export`: ONNX with MC dropout kept, OpenVINO IR, then INT8 / TensorRT builds.
 
-Each step ends with its checks; a failed check exits 7 (ParityError) after writing
+Each step ends with its checks (a table on stderr); the full summary is written to
+``OUT/export-summary.json`` and printed only with ``--json``. Each step ends with its checks; a failed check exits 7 (ParityError) after writing
 ``checks.json``. ``--int8`` and ``--trt`` call :mod:`drifa_edge.quantize.nncf` and
 :mod:`drifa_edge.export.tensorrt` on the export folder.
 """
@@ -16,9 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.cli.app import app
+from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.errors import ConfigError
+
+# the long summary (every file with its hash, every check, the INT8 settings) goes here, not
+# on the screen, where it would push the checks table away; --json prints it for scripts
+SUMMARY_FILE = "export-summary.json"
 
 
 def _optional_module(name: str, option: str):
@@ -93,6 +100,13 @@ def _tensorrt(out: Path, target: str, fp16: bool, int8: bool, calib: list[str] |
             images = load_calibration_set(calib or [], card, subset, seed=0).images
         summary[str(member.relative_to(out))] = trt.export_tensorrt(member, target, precision, images, subset)
     return summary
+
+
+def _has_export(out: Path) -> bool:
+    from drifa_edge.artifact.card import CARD_FILE
+    from drifa_edge.artifact.ensemble import ENSEMBLE_FILE
+
+    return (out / CARD_FILE).is_file() or (out / ENSEMBLE_FILE).is_file()
 
 
 def _clear_previous_export(out: Path) -> None:
@@ -175,6 +189,11 @@ def export(
     trt: bool = typer.Option(False, "--trt", help="TensorRT engines for --target (needs an NVIDIA GPU)"),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT FP16 build"),
     target: str = typer.Option("desktop-cuda", "--target", help="target profile in export/ (TensorRT)"),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help=f"print the summary as JSON on stdout (it is always written to OUT/{SUMMARY_FILE})",
+    ),
 ) -> None:
     """Export a checkpoint: ONNX keeping MC dropout, OpenVINO IR, INT8, TensorRT; each build is checked."""
     from drifa_edge.artifact.card import CARD_FILE
@@ -194,6 +213,16 @@ def export(
             "--int8 needs calibration data: --calib NAME=PATH (once per task) or --calib synthetic"
         )
     require_folder(out)
+    if (int8 or trt) and not onnx and not _has_export(out):
+        # a fresh --out: the INT8 / TensorRT builds start from the FP32 graphs, so make them first
+        onnx, openvino = True, int8 and int8_backend in ("openvino", "both")
+        console.print(
+            f"{plain(out)} holds no FP32 export yet: exporting it first (as --onnx"
+            + (" --openvino" if openvino else "")
+            + " would)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if onnx and not overwrite and ((out / CARD_FILE).exists() or (out / "ensemble.json").exists()):
         raise ConfigError(f"{out} already holds an export; choose another --out or pass --overwrite")
     summary: dict = {"out": str(out)}
@@ -201,7 +230,7 @@ def export(
         _clear_previous_export(out)
     # stdout carries only the JSON summary: converters', NNCF's and ONNX Runtime's progress
     # output goes to stderr, so `drifa-edge export ... > summary.json` stays valid JSON
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), Progress(f"exporting {checkpoint} to {out}", console):
         if onnx:
             result = export_all(
                 checkpoint,
@@ -214,10 +243,19 @@ def export(
             )
             print_checks(result.checks, console)
             summary["files"] = result.files
+            summary["checks"] = result.checks
         if int8:
             summary["int8"] = _int8(
                 out, calib, subset, int8_backend, int8_scope, max_drop, _int8_overrides(int8_set)
             )
         if trt:
             summary["tensorrt"] = _tensorrt(out, target, fp16, int8, calib, subset)
-    print(json.dumps(summary, indent=2, default=str))
+    text = json.dumps(summary, indent=2, default=str)
+    path = out / SUMMARY_FILE
+    atomic_write(path, text + "\n")
+    if as_json:
+        print(text)
+    else:
+        Console().print(
+            f"export summary (files, checks, INT8 settings) written to {plain(path)}", highlight=False
+        )

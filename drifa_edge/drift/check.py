@@ -29,6 +29,7 @@ from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaEr
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
+from drifa_edge.progress import stage
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -264,8 +265,14 @@ def check_arrays(
     ref_images, cand_images, labels, _ = test
     cfg = EngineConfig(samples=samples, seed=seed)
     again_cfg = EngineConfig(samples=samples, seed=seed + noise_seed_offset)
+    cases = len(next(iter(labels.values()))) if labels else 0
+    stage(
+        f"drift check 1 of 4: reference, {cases} cases x T={samples} ({ref_rts[0].name} {ref_rts[0].precision})"
+    )
     ref_logits = run_mc_logits(ref_rts, ref_images, cfg)
+    stage("drift check 2 of 4: reference again with other draws (noise floor)")
     again_logits = run_mc_logits(ref_rts, ref_images, again_cfg)
+    stage(f"drift check 3 of 4: candidate ({cand_rts[0].name} {cand_rts[0].precision})")
     cand_logits = run_mc_logits(cand_rts, cand_images, cfg)
     ref_temps, cand_temps = _card_temperatures(ref_rts), _card_temperatures(cand_rts)
     ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
@@ -319,6 +326,7 @@ def check_arrays(
             cand_card, cand_rts, cand_temps, val, 1, cand_logits, labels, cfg, policy, meta, "cand"
         )
     meta["temperatures"] = {"reference": ref_temps, "candidate": cand_temps}
+    stage("drift check 4 of 4: metrics and bootstrap intervals")
     return evaluate_drift(
         _probabilities(ref_logits, ref_temps),
         _probabilities(again_logits, ref_temps),

@@ -40,6 +40,8 @@ class Criterion:
     rule: str = ""  # how value and threshold compare, in words
     detail: str = ""
     interval: BootstrapInterval | None = None  # of (candidate - comparison), where bootstrapped
+    # passed only because the interval includes 0: the point estimate is beyond the threshold
+    not_significant: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,13 @@ def judge(ci: BootstrapInterval, tolerance: float, higher_is_better: bool, test:
             worse_point > tolerance and best_bound > 0
         ), "fail if beyond the threshold and the CI excludes 0"
     return worst_bound <= tolerance, "fail unless the whole CI is within the threshold"
+
+
+def beyond_tolerance(ci: BootstrapInterval, tolerance: float, higher_is_better: bool) -> bool:
+    """Whether the point estimate of (candidate - comparison) is worse than ``tolerance``; with a
+    pass from :func:`judge` this is a pass only because the interval includes 0 (n.s.)."""
+    sign = 1.0 if higher_is_better else -1.0
+    return -sign * ci.estimate > tolerance
 
 
 def _ci_text(ci: BootstrapInterval, what: str) -> str:
@@ -156,7 +165,8 @@ def spearman_criterion(
     ci = bootstrap(statistic, vectorized=True)
     passed, how = judge(ci, margin, True, policy.delta_test)
     text = _ci_text(ci, "cand - noise")
-    return Criterion(task, name, value, noise - margin, passed, noise, f"{rule}; {how}", text, ci)
+    ns = passed and beyond_tolerance(ci, margin, True)
+    return Criterion(task, name, value, noise - margin, passed, noise, f"{rule}; {how}", text, ci, ns)
 
 
 def referral_criteria(
@@ -172,6 +182,7 @@ def referral_criteria(
     agreement = Criterion(
         task, "referral_agreement", float(agree_cand.mean()), noise - margin, passed, noise,
         f"candidate >= noise floor - margin; {how}", _ci_text(ci, "cand - noise"), ci,
+        passed and beyond_tolerance(ci, margin, True),
     )  # fmt: skip
     r, n, c = (s.referred.astype(np.float64) for s in (ref, again, cand))
     ci = bootstrap(
@@ -184,6 +195,7 @@ def referral_criteria(
         task, "referral_rate_diff", float(abs(c.mean() - r.mean())), noise + limit, passed, noise,
         f"|rate(cand) - rate(ref)| <= noise floor + max difference; {how}",
         f"rates ref {r.mean():.3f}, cand {c.mean():.3f}; " + _ci_text(ci, "cand - noise"), ci,
+        passed and beyond_tolerance(ci, limit, False),
     )  # fmt: skip
     return [agreement, rate]
 
@@ -224,5 +236,6 @@ def delta_criteria(
         noise = metric(again, everything) - metric(ref, everything)
         threshold = -tolerance if higher_is_better else tolerance
         text = _ci_text(ci, "cand - ref")
-        out.append(Criterion(task, name, ci.estimate, threshold, passed, noise, how, text, ci))
+        ns = passed and beyond_tolerance(ci, tolerance, higher_is_better)
+        out.append(Criterion(task, name, ci.estimate, threshold, passed, noise, how, text, ci, ns))
     return out

@@ -84,7 +84,7 @@ def task_markdown(t: TaskDrift) -> list[str]:
     ]
     lines += ["|---|---|---|---|---|---|"]
     for c in t.criteria:
-        verdict = "pass" if c.passed else "**FAIL**"
+        verdict = ("pass (n.s.)" if c.not_significant else "pass") if c.passed else "**FAIL**"
         lines.append(
             f"| {c.name} | {format_value(c.noise)} | {format_value(c.value)} | {format_value(c.threshold)} | {verdict} | {c.detail} |"
         )
