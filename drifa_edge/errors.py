@@ -177,3 +177,9 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean ...?' for a close match among choices, else ''."""
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+class UntrustedModelError(ArtifactError):
+    """A checkpoint whose own card says it should not be used (e.g. a task at chance)."""
+
+    exit_code = 5

@@ -194,6 +194,9 @@ def export(
         "--json",
         help=f"print the summary as JSON on stdout (it is always written to OUT/{SUMMARY_FILE})",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="export even if the model card flags a task at chance (not for clinical use)"
+    ),
 ) -> None:
     """Export a checkpoint: ONNX keeping MC dropout, OpenVINO IR, INT8, TensorRT; each build is checked."""
     from drifa_edge.artifact.card import CARD_FILE
@@ -240,6 +243,7 @@ def export(
                 opset=opset,
                 exporter=exporter,
                 check_config=CheckConfig(samples=samples),
+                force=force,
             )
             print_checks(result.checks, console)
             summary["files"] = result.files

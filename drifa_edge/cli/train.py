@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from drifa_edge.cli.app import app
-from drifa_edge.cli.text import plain, require_folder
+from drifa_edge.cli.text import require_folder
 from drifa_edge.errors import ConfigError
 
 
@@ -31,24 +32,67 @@ def _samples(metrics: dict) -> str:
     return str(ev.get("mc_samples", "?"))
 
 
+def _with_ci(m: dict, key: str) -> str:
+    ci = m.get("ci", {}).get(key)
+    return f"{m[key]:.3f}" if ci is None else f"{m[key]:.3f} [{ci['low']:.2f}, {ci['high']:.2f}]"
+
+
+def _chance_reports(out: Path) -> dict[str, dict]:
+    """{member folder: its card's training.chance section} of a model or an ensemble."""
+    from drifa_edge.artifact.card import read_card
+    from drifa_edge.artifact.ensemble import ENSEMBLE_FILE, resolve_members
+
+    reports = {}
+    for member in resolve_members(out):
+        reports[str(member)] = read_card(member, verify=False).training.get("chance") or {}
+    if (out / ENSEMBLE_FILE).is_file():
+        reports[str(out)] = json.loads((out / ENSEMBLE_FILE).read_text()).get("chance") or {}
+    return reports
+
+
+def warn_if_at_chance(out: Path, console: Console) -> bool:
+    """A loud warning for every task whose validation predictions are not better than chance
+    (see drifa_edge.training.chance); True when any was flagged."""
+    from rich.text import Text
+
+    flagged = False
+    for where, report in _chance_reports(out).items():
+        for task in report.get("at_chance", []):
+            t = report["tasks"][task]
+            flagged = True
+            console.print(
+                Text(
+                    f"WARNING: {where}: task {task!r} is AT CHANCE on the validation split "
+                    f"({t['cases']} cases): accuracy {t['accuracy']:.3f} vs majority class "
+                    f"{t['majority_rate']:.3f} (binomial p={t['p_accuracy']:.3g}), balanced accuracy "
+                    f"{t['balanced_accuracy']:.3f} vs {t['chance_balanced_accuracy']:.3f} (permutation "
+                    f"p={t['p_balanced_accuracy']:.3g}). This model has not learned this task; do not use "
+                    "it. Train longer, check labels and data, or try --class-balance weights. "
+                    "'drifa-edge export' refuses it without --force.",
+                    style="bold red",
+                )
+            )
+    return flagged
+
+
 def print_result(out: Path, console: Console) -> None:
     from drifa_edge.training.evaluate import summary
 
     metrics = _metrics_of(out)
-    table = Table(title=f"test split, MC dropout T={_samples(metrics)}")
-    for col in ("task", "cases", "accuracy", "macro-F1", "NLL", "ECE"):
+    table = Table(title=Text(f"test split, MC dropout T={_samples(metrics)}; [95% CI]"))
+    for col in ("task", "cases", "accuracy", "balanced acc", "macro-F1", "NLL", "ECE"):
         table.add_column(col, justify="right" if col != "task" else "left")
     for task, m in summary(metrics).items():
-        cases = metrics["test"][task].get("cases", "")
+        full = metrics["test"][task]
         table.add_row(
-            plain(task),
-            str(cases),
-            f"{m['accuracy']:.3f}",
-            f"{m['macro_f1']:.3f}",
+            Text(task),
+            str(full.get("cases", "")),
+            *(Text(_with_ci(full, k)) for k in ("accuracy", "balanced_accuracy", "macro_f1")),
             f"{m['nll']:.3f}",
-            f"{m['ece']:.3f}",
+            Text(_with_ci(full, "ece")),
         )
     console.print(table)
+    warn_if_at_chance(out, Console(stderr=True))
     print(out)
 
 
@@ -71,6 +115,18 @@ def train(
     pairing: str | None = typer.Option(None, "--pairing", help="index (authors') or case_id"),
     max_pairs: int | None = typer.Option(None, "--max-pairs", help="cap on training rows per epoch"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
+    class_balance: str | None = typer.Option(
+        None,
+        "--class-balance",
+        help="none (default), weights (class-weighted loss, n / (C * n_c)) or sampler "
+        "(class-balanced draws of each task's rows); recorded in the model card",
+    ),
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        help="auto (default: bf16 on CPUs with AMX, else fp32; AVX512-BF16 alone measured no faster), "
+        "bf16 or fp32: the training forward pass; evaluation is always fp32",
+    ),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last epoch"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or per-epoch lines"),
 ) -> None:
@@ -90,6 +146,8 @@ def train(
         "pairing": pairing,
         "max_train_pairs": max_pairs,
         "threads": threads,
+        "class_balance": class_balance,
+        "precision": precision,
     }
     require_folder(out)
     cfg = load_config(recipe, overrides)

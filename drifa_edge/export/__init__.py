@@ -44,13 +44,17 @@ def export_all(
     opset: int | None = None,
     exporter: str = "torchscript",
     check_config: Any = None,
+    force: bool = False,
 ) -> ExportResult:
     """ONNX export, then (optionally) OpenVINO IR, each followed by its checks; what
     ``drifa-edge export --onnx --openvino`` and ``drifa-edge demo`` run. ``check_config``
-    is a :class:`drifa_edge.export.checks.CheckConfig` (None: the defaults)."""
+    is a :class:`drifa_edge.export.checks.CheckConfig` (None: the defaults); ``force`` exports
+    a checkpoint whose card flags a task at chance (see :mod:`drifa_edge.export.trust`)."""
     from drifa_edge.export.onnx import export_onnx
 
-    result = export_onnx(checkpoint, out, opset, check, exporter=exporter, check_config=check_config)
+    result = export_onnx(
+        checkpoint, out, opset, check, exporter=exporter, check_config=check_config, force=force
+    )
     if not openvino:
         return result
     from drifa_edge.export.openvino import export_openvino

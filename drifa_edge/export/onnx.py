@@ -238,13 +238,19 @@ def export_onnx(
     *,
     exporter: str = "torchscript",
     check_config: export_checks.CheckConfig | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """Export a checkpoint (or an ensemble folder) to ``out``; check it unless ``check=False``.
 
-    Raises :class:`ParityError` (after writing ``checks.json``) when a check fails."""
+    Raises :class:`UntrustedModelError` when a member's card flags a task at chance
+    (unless ``force``) and :class:`ParityError` (after writing ``checks.json``) when a
+    check fails."""
+    from drifa_edge.export.trust import check_not_at_chance
+
     checkpoint, out = Path(checkpoint), Path(out)
     config = ExportConfig(opset, exporter, check, check_config or export_checks.CheckConfig())
     sources = resolve_members(checkpoint)
+    check_not_at_chance(sources, force)
     names = [str(source.relative_to(checkpoint)) for source in sources]  # ["."] for a single model
     checks = {}
     for source, name in zip(sources, names, strict=True):

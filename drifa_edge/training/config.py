@@ -20,6 +20,12 @@ from drifa_edge.profiles import profile_file, profile_names, read_toml
 
 PAIRING_MODES = ("index", "case_id")
 NORMALIZATIONS = ("fixed", "train")  # fixed: mean 0.5 / std 0.5; train: statistics of the train split
+# none: plain cross-entropy; weights: per-class loss weights n / (C * n_c) (sklearn's "balanced");
+# sampler: each task's training rows drawn with probability 1 / n_c of their class (index pairing only)
+CLASS_BALANCES = ("none", "weights", "sampler")
+# fp32; bf16: bfloat16 autocast for the training forward pass; auto: bf16 when the CPU has AMX,
+# else fp32 (AVX512-BF16 alone measured no faster; see drifa_edge.training.precision)
+PRECISIONS = ("auto", "bf16", "fp32")
 RECIPE_ONLY_KEYS = ("data", "description")  # recipe keys that are not TrainConfig fields
 
 
@@ -52,6 +58,12 @@ class TrainConfig:
     mc_samples: int = 10  # MC dropout samples per case in the final validation/test evaluation
     max_train_pairs: int | None = None  # cap on training rows per epoch (quick runs)
     threads: int | None = None  # torch intra-op threads; None: torch's default
+    class_balance: str = "none"  # see CLASS_BALANCES
+    precision: str = "auto"  # see PRECISIONS
+    channels_last: bool = True  # NHWC memory format for model and batches (faster convolutions on CPU)
+    # recompute BatchNorm running statistics over the training data before each validation and
+    # checkpoint (drifa_edge.training.batchnorm); off only to reproduce the stale-statistics failure
+    recompute_bn: bool = True
 
     def __post_init__(self) -> None:
         _positive_int("epochs", self.epochs)
@@ -103,6 +115,22 @@ class TrainConfig:
                 raise ConfigError(f"max_train_pairs must be >= 2, got {self.max_train_pairs}")
         if self.threads is not None:
             _positive_int("threads", self.threads)
+        for name, value, choices in (
+            ("class_balance", self.class_balance, CLASS_BALANCES),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    f"{name} must be one of {choices}, got {value!r}" + suggest(str(value), choices)
+                )
+        if self.class_balance == "sampler" and self.pairing != "index":
+            raise ConfigError(
+                "class_balance 'sampler' redraws each task's rows on its own, which would break "
+                f"pairing {self.pairing!r}; use class_balance 'weights' with case_id pairing"
+            )
+        for name in ("channels_last", "recompute_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def _check_weights(self) -> None:
         if self.gamma is not None and self.task_weights is not None:

@@ -58,6 +58,7 @@ class TrainingData:
         self.subsets = subsets  # split -> task -> LabelledSet, for the sampler
         self.cfg = cfg
         self.sampler = PairedSampler(subsets["train"], mode=cfg.pairing, seed=cfg.seed)
+        self._eval_cache: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
 
     def with_config(self, cfg: TrainConfig) -> TrainingData:
         """The same arrays under another config (an ensemble member's seed); the arrays
@@ -88,8 +89,11 @@ class TrainingData:
     # -------------------------------------------------------------- training rows
 
     def train_pairs(self, epoch: int) -> list[dict[str, int]]:
-        """The epoch's rows (one index per task), capped at ``max_train_pairs``."""
+        """The epoch's rows (one index per task), capped at ``max_train_pairs``; with
+        ``class_balance = "sampler"`` each task's column is redrawn class-balanced."""
         pairs = list(self.sampler.epoch(epoch))
+        if self.cfg.class_balance == "sampler":
+            pairs = self._balanced(pairs, epoch)
         if self.cfg.max_train_pairs is not None:
             pairs = pairs[: self.cfg.max_train_pairs]
         if len(pairs) < 2:
@@ -122,6 +126,52 @@ class TrainingData:
                 ys.append(split.y[idx])
             yield xs, ys
 
+    def _balanced(self, pairs: list[dict[str, int]], epoch: int) -> list[dict[str, int]]:
+        """Each task's indices drawn with replacement, P(i) proportional to 1 / n_class(i), so
+        every class is expected equally often; seeded by (seed, epoch, task position)."""
+        columns = {}
+        for k, (name, task) in enumerate(self.tasks.items()):
+            y = task.splits["train"].y
+            p = 1.0 / np.bincount(y)[y]
+            rng = np.random.default_rng([self.cfg.seed, epoch, 2, k])
+            columns[name] = rng.choice(y.size, size=len(pairs), replace=True, p=p / p.sum())
+        return [{name: int(col[i]) for name, col in columns.items()} for i in range(len(pairs))]
+
+    def balanced_class_weights(self) -> dict[str, np.ndarray]:
+        """Per task, n / (C * n_c) over the train split (sklearn's
+        ``compute_class_weight("balanced")``; a class absent from train gets weight 1)."""
+        out = {}
+        for name, task in self.tasks.items():
+            y = task.splits["train"].y
+            counts = np.bincount(y, minlength=task.spec.num_classes).astype(np.float64)
+            w = np.ones_like(counts)
+            seen = counts > 0
+            w[seen] = y.size / (seen.sum() * counts[seen])
+            out[name] = w.astype(np.float32)
+        return out
+
+    def class_weights(self) -> dict[str, np.ndarray | None]:
+        """Per task, the cross-entropy class weights of the training loss: the balanced weights
+        with ``class_balance = "weights"``, None otherwise."""
+        if self.cfg.class_balance != "weights":
+            return {name: None for name in self.tasks}
+        return self.balanced_class_weights()
+
+    def class_counts(self, split: str) -> dict[str, list[int]]:
+        return {
+            n: np.bincount(t.splits[split].y, minlength=t.spec.num_classes).tolist()
+            for n, t in self.tasks.items()
+        }
+
+    def bn_batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
+        """Every training image of every task once (shorter sets cycle, no augmentation),
+        in batches of ``batch_size`` rows; a last batch of one row is dropped."""
+        xs, _ = self.eval_rows("train")
+        n = xs[0].shape[0]
+        for start in range(0, n, batch_size):
+            if n - start >= 2:
+                yield [x[start : start + batch_size] for x in xs]
+
     def batches_per_epoch(self) -> int:
         n = len(self.sampler)
         if self.cfg.max_train_pairs is not None:
@@ -133,7 +183,13 @@ class TrainingData:
     def eval_rows(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Every case of ``split`` of every task scored exactly once (``data.pairing.eval_rows``:
         joined on case id when every set has case ids, else index pairing where shorter sets
-        cycle). Returns (images per task (N, C, S, S), labels per task (N,), -1 = not scored)."""
+        cycle). Returns (images per task (N, C, S, S), labels per task (N,), -1 = not scored).
+        Built once per split (every epoch validates and recomputes BatchNorm on the same rows)."""
+        if split not in self._eval_cache:
+            self._eval_cache[split] = self._eval_rows(split)
+        return self._eval_cache[split]
+
+    def _eval_rows(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         rows, first, _ = eval_rows(self.subsets[split], seed=self.cfg.seed)
         if not rows:
             raise BadInputError(f"no evaluation rows in the {split} split")

@@ -5,7 +5,7 @@ would open it (hashes verified, BatchNorm in eval, MC dropout on), T samples per
 case are drawn by the engine, then per task: the temperature and the referral
 threshold (mutual information, ``referral_rate`` of the validation cases) are fitted
 on the validation split, and the metrics of validation and test are computed at
-that temperature (``drift.metrics.task_metrics``: accuracy, macro-F1, NLL, ECE, ...).
+that temperature (``drifa_edge.metrics.task_metrics``: accuracy, macro-F1, NLL, ECE, ...).
 """
 
 from __future__ import annotations
@@ -85,13 +85,11 @@ def evaluate_checkpoint(folder: Path, data: TrainingData, cfg: TrainConfig) -> M
     fitted = calibrate(val_logits, val_labels, cfg)
     temps = {t: float(f["temperature"]) for t, f in fitted.items()}
     thresholds = {t: float(f["threshold"]) for t, f in fitted.items()}
+    val_probs = {t: member_probs(z, [temps[t]]) for t, z in val_logits.items()}
+    test_probs = {t: member_probs(z, [temps[t]]) for t, z in test_logits.items()}
     metrics = {
-        "val": split_metrics(
-            {t: member_probs(z, [temps[t]]) for t, z in val_logits.items()}, val_labels, thresholds
-        ),
-        "test": split_metrics(
-            {t: member_probs(z, [temps[t]]) for t, z in test_logits.items()}, test_labels, thresholds
-        ),
+        "val": split_metrics(val_probs, val_labels, thresholds),
+        "test": split_metrics(test_probs, test_labels, thresholds),
         "evaluation": {
             "mc_samples": cfg.mc_samples,
             "seed": cfg.seed,
@@ -100,11 +98,52 @@ def evaluate_checkpoint(folder: Path, data: TrainingData, cfg: TrainConfig) -> M
             "referral_fitted_on": "val",
         },
     }
+    add_intervals(metrics["test"], test_probs, test_labels, cfg.seed)
     referral = {
         t: ReferralRule(metric=REFERRAL_METRIC, threshold=thresholds[t], target_rate=cfg.referral_rate)
         for t in thresholds
     }
-    return card.replace(temperature=temps, referral=referral, metrics=metrics)
+    training = {**card.training, "chance": chance_report(val_probs, val_labels, cfg.seed)}
+    return card.replace(temperature=temps, referral=referral, metrics=metrics, training=training)
+
+
+def _mean_scored(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MC samples (N, S, C) -> mean probabilities (n, C) and labels (n,) of the scored rows."""
+    keep = labels >= 0
+    return probs[keep].mean(axis=1), labels[keep]
+
+
+def add_intervals(
+    metrics: dict[str, dict], probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], seed: int
+) -> None:
+    """Write 95 % intervals (:mod:`drifa_edge.training.intervals`) into each task's metrics as ``ci``."""
+    from drifa_edge.training.intervals import metric_intervals
+
+    for task, p in probs.items():
+        mean, y = _mean_scored(p, labels[task])
+        metrics[task]["ci"] = metric_intervals(mean, y, seed=seed)
+
+
+def chance_report(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+    """:func:`drifa_edge.training.chance.chance_test` of every task's MC-mean predictions on
+    the validation split; the ``training.chance`` section of the model card."""
+    from drifa_edge.training.chance import ALPHA, PERMUTATIONS, chance_test
+
+    tasks = {}
+    for task, p in probs.items():
+        mean, y = _mean_scored(p, labels[task])
+        tasks[task] = chance_test(y, mean.argmax(axis=1), mean.shape[1], seed=seed).to_dict()
+    return {
+        "split": "val",
+        "predictions": "MC-mean probabilities at the fitted temperature, argmax",
+        "method": (
+            "accuracy vs majority-class rate: exact one-sided binomial test (scipy.stats.binomtest); "
+            f"balanced accuracy vs a label-permutation null ({PERMUTATIONS} permutations); "
+            f"at chance when neither rejects at alpha/2 = {ALPHA / 2:g} (Bonferroni)"
+        ),
+        "tasks": tasks,
+        "at_chance": [t for t, r in tasks.items() if r["at_chance"]],
+    }
 
 
 def evaluate_members(folders: Sequence[Path], data: TrainingData, cfg: TrainConfig) -> dict[str, Any]:
@@ -121,13 +160,16 @@ def evaluate_members(folders: Sequence[Path], data: TrainingData, cfg: TrainConf
     val_probs = {t: member_probs(z, temps[t]) for t, z in val_logits.items()}
     test_probs = {t: member_probs(z, temps[t]) for t, z in test_logits.items()}
     thresholds = fit_thresholds(val_probs, val_labels, cfg.referral_rate)
+    test_metrics = split_metrics(test_probs, test_labels, thresholds)
+    add_intervals(test_metrics, test_probs, test_labels, cfg.seed)
     return {
+        "chance": chance_report(val_probs, val_labels, cfg.seed),
         "referral": {
             t: ReferralRule(REFERRAL_METRIC, thresholds[t], cfg.referral_rate).to_dict() for t in thresholds
         },
         "metrics": {
             "val": split_metrics(val_probs, val_labels, thresholds),
-            "test": split_metrics(test_probs, test_labels, thresholds),
+            "test": test_metrics,
             "evaluation": {
                 "mc_samples_per_member": cfg.mc_samples,
                 "members": len(folders),

@@ -28,6 +28,7 @@ from drifa_edge.errors import ConfigError, DrifaError, missing_dependency
 from drifa_edge.model.config import ModelConfig
 from drifa_edge.training.config import TrainConfig
 from drifa_edge.training.data import TrainingData, prepare_data
+from drifa_edge.training.progress import epoch_bar, epoch_line, eta_seconds, progress_console
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,40 @@ def build_card(data: TrainingData, cfg: TrainConfig) -> ModelCard:
     )
 
 
-def _loss(torch, logits, labels, weights) -> Any:
+def _loss(torch, logits, labels, weights, class_weights=None) -> Any:
+    """sum_t w_t * CE_t; with class weights CE_t is their weighted mean (PyTorch's definition:
+    sum_i c_{y_i} * nll_i / sum_i c_{y_i})."""
     f = torch.nn.functional
-    return sum(w * f.cross_entropy(z, y) for w, z, y in zip(weights, logits, labels, strict=True))
+    class_weights = class_weights or [None] * len(logits)
+    return sum(
+        w * f.cross_entropy(z, y, weight=c)
+        for w, z, y, c in zip(weights, logits, labels, class_weights, strict=True)
+    )
+
+
+def _inputs(torch, xs, channels_last: bool) -> list:
+    tensors = [torch.from_numpy(x) for x in xs]
+    if channels_last:
+        tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+    return tensors
+
+
+def _balance_weights(data: TrainingData) -> list[np.ndarray | None]:
+    """Class weights of the val loss: with any class balancing the training objective is a
+    class-balanced cross-entropy, and so is the val loss that selects the checkpoint and drives
+    the LR schedule (the stratified val split has the training split's class shares)."""
+    if data.cfg.class_balance == "none":
+        return [None] * len(data.names)
+    return list(data.balanced_class_weights().values())
 
 
 def validate(model, data: TrainingData, weights: tuple[float, ...]) -> dict[str, Any]:
-    """Deterministic val loss (weighted) and per-task loss/accuracy over each task's cases once."""
+    """Deterministic val loss (task-weighted; class-weighted when ``class_balance`` is not
+    "none", see :func:`_balance_weights`) and per-task loss, accuracy, balanced accuracy and
+    macro-F1 (sklearn.metrics) over each task's cases once (BatchNorm in eval, dropout off)."""
     torch = _torch()
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
     from drifa_edge.model.dropout import set_dropout_mode
 
     model.eval()
@@ -87,36 +114,55 @@ def validate(model, data: TrainingData, weights: tuple[float, ...]) -> dict[str,
     xs, ys = data.eval_rows("val")
     n = ys[0].size
     losses = [0.0] * len(xs)
-    correct = [0] * len(xs)
+    preds = [np.empty(n, dtype=np.int64) for _ in xs]
+    class_weights = [None if w is None else torch.from_numpy(w) for w in _balance_weights(data)]
     with torch.no_grad():
         for start in range(0, n, EVAL_BATCH):
-            logits = model([torch.from_numpy(x[start : start + EVAL_BATCH]) for x in xs])
+            batch = _inputs(torch, [x[start : start + EVAL_BATCH] for x in xs], data.cfg.channels_last)
+            logits = model(batch)
             for k, (z, y) in enumerate(zip(logits, ys, strict=True)):
                 y = torch.from_numpy(y[start : start + EVAL_BATCH])
                 keep = y >= 0
+                preds[k][start : start + EVAL_BATCH] = z.argmax(1).numpy()
                 if keep.any():
-                    losses[k] += float(torch.nn.functional.cross_entropy(z[keep], y[keep], reduction="sum"))
-                    correct[k] += int((z[keep].argmax(1) == y[keep]).sum())
+                    c = class_weights[k]
+                    losses[k] += float(
+                        torch.nn.functional.cross_entropy(z[keep], y[keep], weight=c, reduction="sum")
+                    )
     tasks = {}
     for k, name in enumerate(data.names):
-        scored = int((ys[k] >= 0).sum())
-        tasks[name] = {"loss": losses[k] / scored, "accuracy": correct[k] / scored}
+        keep = ys[k] >= 0
+        y, p = ys[k][keep], preds[k][keep]
+        c = class_weights[k]
+        tasks[name] = {
+            "loss": losses[k] / (int(keep.sum()) if c is None else float(c.numpy()[y].sum())),
+            "accuracy": float(np.mean(y == p)),
+            "balanced_accuracy": float(balanced_accuracy_score(y, p)),
+            "macro_f1": float(f1_score(y, p, average="macro", zero_division=0)),
+        }
     total = sum(w * tasks[name]["loss"] for w, name in zip(weights, data.names, strict=True))
     return {"loss": total, "tasks": tasks}
 
 
-def train_epoch(model, optimizer, data: TrainingData, epoch: int, weights, bar=None) -> float:
-    """One pass over the epoch's paired batches; returns the mean weighted training loss."""
+def train_epoch(
+    model, optimizer, data: TrainingData, epoch: int, weights, bar=None, precision: str = "fp32"
+) -> float:
+    """One pass over the epoch's paired batches; returns the mean weighted training loss.
+    ``precision``: resolved ("fp32" or "bf16", see :mod:`drifa_edge.training.precision`)."""
     torch = _torch()
     from drifa_edge.model.dropout import set_dropout_mode
+    from drifa_edge.training.precision import autocast
 
     model.train()
     set_dropout_mode(model, "mc")
+    class_weights = [None if w is None else torch.from_numpy(w) for w in data.class_weights().values()]
     total, rows = 0.0, 0
     for xs, ys in data.train_batches(epoch):
         optimizer.zero_grad(set_to_none=True)
-        logits = model([torch.from_numpy(x) for x in xs])
-        loss = _loss(torch, logits, [torch.from_numpy(y) for y in ys], weights)
+        with autocast(precision):
+            logits = model(_inputs(torch, xs, data.cfg.channels_last))
+        logits = [z.float() for z in logits]
+        loss = _loss(torch, logits, [torch.from_numpy(y) for y in ys], weights, class_weights)
         if not torch.isfinite(loss):
             raise DrifaError(
                 f"the training loss became {float(loss)} in epoch {epoch + 1}; lower --lr or check the data"
@@ -151,6 +197,8 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
     data = data.with_config(cfg)
     card = build_card(data, cfg)
     model, optimizer, scheduler = _build(card, cfg)
+    precision = _precision(cfg)
+    card = card.replace(training={**card.training, **_setup(data, cfg, precision)})
     run = RunState()
     last = out / LAST_DIR
     if resume and (last / "state.json").exists():
@@ -159,18 +207,20 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
     elif resume:
         log.info("nothing to resume in %s; starting a new run", out)
 
-    console = _console(progress)
+    console = progress_console(progress)
     if not run.finished(cfg.epochs):
         run.evaluated = False
     while not run.finished(cfg.epochs):
-        row = _fit_epoch(model, optimizer, scheduler, data, cfg, run, progress)
+        row = _fit_epoch(model, optimizer, scheduler, data, cfg, run, progress, precision)
         if row["improved"]:
             from drifa_edge.artifact.checkpoint import save_checkpoint
 
             save_checkpoint(model, _training_card(card, run, "training"), out)
         save_state(last, model, optimizer, scheduler, run, cfg.to_dict())
         if console is not None:
-            console.print(_epoch_line(row), highlight=False, soft_wrap=True)
+            console.print(
+                epoch_line(row, eta_seconds(run, cfg.epochs)), highlight=False, markup=False, soft_wrap=True
+            )
         if run.stopped_early:
             log.info("early stopping after epoch %d (best %d)", run.epoch, run.best_epoch)
 
@@ -193,6 +243,8 @@ def _build(card: ModelCard, cfg: TrainConfig):
 
     torch.manual_seed(cfg.seed)
     model = build_model(card.model)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
@@ -206,19 +258,59 @@ def _build(card: ModelCard, cfg: TrainConfig):
     return model, optimizer, scheduler
 
 
+def _precision(cfg: TrainConfig) -> str:
+    from drifa_edge.training.precision import native_bf16, resolve_precision
+
+    precision = resolve_precision(cfg.precision)
+    if precision == "bf16" and not native_bf16():
+        log.warning("precision bf16 on a CPU without AVX512-BF16 or AMX: emulated, likely slower than fp32")
+    return precision
+
+
+def _setup(data: TrainingData, cfg: TrainConfig, precision: str) -> dict[str, Any]:
+    """What the card records about how the model was trained, beside the config."""
+    weights = data.class_weights()
+    return {
+        "precision": precision,
+        "class_balance": cfg.class_balance,
+        "class_weights": {
+            t: None if w is None else [round(float(v), 6) for v in w] for t, w in weights.items()
+        },
+        "class_counts": {s: data.class_counts(s) for s in ("train", "val", "test")},
+        "batchnorm_statistics": (
+            "recomputed over the training split before every validation and checkpoint "
+            "(cumulative average, MC dropout masks on, fixed seed)"
+            if cfg.recompute_bn
+            else f"running average, momentum {cfg.bn_momentum}"
+        ),
+    }
+
+
 def _fit_epoch(
-    model, optimizer, scheduler, data: TrainingData, cfg: TrainConfig, run, progress: bool
+    model,
+    optimizer,
+    scheduler,
+    data: TrainingData,
+    cfg: TrainConfig,
+    run,
+    progress: bool,
+    precision: str = "fp32",
 ) -> dict:
-    """Train one epoch, validate, step the LR schedule and the early-stopping counter;
-    append the epoch to ``run.history`` and return it (with ``improved``)."""
+    """Train one epoch, recompute BatchNorm statistics, validate, step the LR schedule and
+    the early-stopping counter; append the epoch to ``run.history`` and return it (with
+    ``improved``)."""
     torch = _torch()
     epoch = run.epoch
     weights = cfg.loss_weights(len(data.names))
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     lr = optimizer.param_groups[0]["lr"]
     started = time.perf_counter()
-    with _bar(progress, f"epoch {epoch + 1}/{cfg.epochs}", data.batches_per_epoch()) as bar:
-        train_loss = train_epoch(model, optimizer, data, epoch, weights, bar)
+    with epoch_bar(progress, f"epoch {epoch + 1}/{cfg.epochs}", data.batches_per_epoch()) as bar:
+        train_loss = train_epoch(model, optimizer, data, epoch, weights, bar, precision)
+    if cfg.recompute_bn:
+        from drifa_edge.training.batchnorm import recompute_bn_statistics
+
+        recompute_bn_statistics(model, data.bn_batches(EVAL_BATCH), channels_last=cfg.channels_last)
     val = validate(model, data, weights)
     if not np.isfinite(val["loss"]):
         raise DrifaError(f"the validation loss became {val['loss']} in epoch {epoch + 1}; lower --lr")
@@ -243,14 +335,6 @@ def _fit_epoch(
     return {**row, "improved": improved}
 
 
-def _epoch_line(row: dict) -> str:
-    accs = " ".join(f"{n} {t['accuracy']:.3f}" for n, t in row["val"].items())
-    return (
-        f"epoch {row['epoch']:>3}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  acc {accs}  "
-        f"lr {row['lr']:.1e}  {row['seconds']:.1f}s" + ("  *" if row["improved"] else "")
-    )
-
-
 def _training_card(card: ModelCard, run, status: str) -> ModelCard:
     epochs_run = len(run.history)
     seconds = [h["seconds"] for h in run.history]
@@ -267,44 +351,3 @@ def _training_card(card: ModelCard, run, status: str) -> ModelCard:
         }
     )
     return card.replace(training=training)
-
-
-def _console(progress: bool):
-    if not progress:
-        return None
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-class _NoBar:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-class _Bar:
-    def __init__(self, description: str, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self.task = self.progress.add_task(description, total=total)
-
-    def __enter__(self):
-        self.progress.start()
-        return lambda: self.progress.advance(self.task)
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-
-def _bar(enabled: bool, description: str, total: int):
-    return _Bar(description, total) if enabled else _NoBar()
