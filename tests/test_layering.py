@@ -22,7 +22,7 @@ LAYERS = [
     {"training", "export", "quantize", "drift"},
     {"bench"},
     {"demo"},
-    {"cli"},
+    {"cli", "__main__"},  # __main__: python -m drifa_edge
 ]
 
 

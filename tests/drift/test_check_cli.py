@@ -145,3 +145,59 @@ def test_repeats_refuse_writing_the_card_each_time(artifacts, stub_data, tmp_pat
         )
     with pytest.raises(ConfigError, match="--repeats"):
         check_module.run_check_repeated(artifacts.reference, artifacts.identical, ["stub"], 0)
+
+
+def test_cli_piped_prints_plain_lines_and_stages(artifacts, stub_data, monkeypatch, capsys):
+    """Off a terminal: the table is plain lines (no box, no number split) and each stage of the
+    check is a line on stderr; --format json gives the report."""
+    code = _main(monkeypatch, artifacts.reference, artifacts.identical, "--data", "stub", "--samples", 8)
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "│" not in captured.out and "─" not in captured.out
+    header = next(line for line in captured.out.splitlines() if line.startswith("task"))
+    assert header.split()[-1] == "verdict"
+    for k in range(1, 5):
+        assert f"drift check {k} of 4" in captured.err
+    code = _main(
+        monkeypatch,
+        artifacts.reference,
+        artifacts.identical,
+        "--data",
+        "stub",
+        "--samples",
+        8,
+        "--format",
+        "json",
+    )
+    assert code == 0 and json.loads(capsys.readouterr().out)["verdict"] == "pass"
+
+
+def test_pass_only_because_the_interval_includes_zero_says_so():
+    import io
+
+    from rich.console import Console
+
+    from drifa_edge.cli.check import print_report
+    from drifa_edge.drift.criteria import Criterion, beyond_tolerance, judge
+    from drifa_edge.drift.stats import BootstrapInterval
+
+    # the issue's case: agreement 0.9407 against 0.9461, difference -0.0154 with a CI over 0
+    ci = BootstrapInterval(estimate=-0.0154, low=-0.041, high=0.009, level=0.95)
+    passed, _ = judge(ci, 0.01, True, "significant")
+    assert passed and beyond_tolerance(ci, 0.01, True)
+    assert not beyond_tolerance(BootstrapInterval(-0.004, -0.02, 0.01, 0.95), 0.01, True)
+    crit = Criterion(
+        "skin", "referral_agreement", 0.9407, 0.9461, passed, 0.9561, interval=ci, not_significant=True
+    )
+
+    class Report:
+        criteria = [crit]
+        failures: list = []
+        meta: dict = {}
+
+    buffer = io.StringIO()
+    print_report(Report(), Console(file=buffer, width=80), "plain")
+    text = buffer.getvalue()
+    row = next(line for line in text.splitlines() if line.startswith("skin"))
+    assert row.endswith("pass (n.s.)")
+    assert "95% interval of the difference [-0.0410, +0.0090] includes 0" in text
