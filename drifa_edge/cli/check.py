@@ -51,6 +51,7 @@ def print_report(report: DriftReport, console: Console, fmt: str = "table") -> N
                 f"{ci.level:.0%} interval of the difference [{ci.low:+.4f}, {ci.high:+.4f}] includes 0; "
                 "more cases (or --repeats) would tell",
                 highlight=False,
+                soft_wrap=True,
             )
     for c in report.failures:
         console.print(f"[red]{plain(c.task)}: {plain(c.name)}[/] {plain(c.detail)}", highlight=False)
