@@ -147,10 +147,13 @@ def test_repeats_refuse_writing_the_card_each_time(artifacts, stub_data, tmp_pat
         check_module.run_check_repeated(artifacts.reference, artifacts.identical, ["stub"], 0)
 
 
+@pytest.mark.slow  # two MC drift checks: ~2.5 min on the shared 2-core box under load
 def test_cli_piped_prints_plain_lines_and_stages(artifacts, stub_data, monkeypatch, capsys):
     """Off a terminal: the table is plain lines (no box, no number split) and each stage of the
     check is a line on stderr; --format json gives the report."""
-    code = _main(monkeypatch, artifacts.reference, artifacts.identical, "--data", "stub", "--samples", 8)
+    code = _main(
+        monkeypatch, artifacts.reference, artifacts.identical, "--data", "stub", "--samples", 8, "--limit", 12
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "│" not in captured.out and "─" not in captured.out
