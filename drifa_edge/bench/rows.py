@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from drifa_edge.errors import ConfigError, suggest
+from drifa_edge.runtimes import cpu
 from drifa_edge.runtimes.base import REGISTRY
 
 AUTHORS = "authors"  # pseudo-runtime: T sequential eager passes of the whole model, batch 1
@@ -155,15 +156,8 @@ class PlannedRow:
 
 
 def cpu_flags() -> set[str]:
-    """The CPU feature flags of this machine (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags") and ":" in line:
-            return set(line.split(":", 1)[1].split())
-    return set()
+    """The CPU feature flags of this machine (:func:`drifa_edge.runtimes.cpu.cpu_flags`)."""
+    return set(cpu.cpu_flags())
 
 
 def resolve_checkpoint(

@@ -18,24 +18,11 @@ documentation); that was not measured here. ``--precision bf16`` forces it anywh
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+
+from drifa_edge.runtimes.cpu import CPUINFO, cpu_flags  # noqa: F401 - CPUINFO re-exported
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 arithmetic
 AUTO_BF16_FLAGS = ("amx_bf16",)  # where auto picks bf16 (see the module docstring)
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
-    """The CPU feature flags of the first processor in /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return ()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return tuple(value.split())
-    return ()
 
 
 def native_bf16(flags: tuple[str, ...] | None = None) -> bool:
