@@ -21,12 +21,12 @@ for the quiet period but are never inputs.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drifa_edge.serve.audit import AuditLog
+from drifa_edge.serve.background import BackgroundLoop
 from drifa_edge.serve.config import AssemblyConfig
 from drifa_edge.serve.store import CaseRow, Instance, Store
 
@@ -112,7 +112,7 @@ def decide(
     return Decision("ready", inputs=chosen)
 
 
-class Assembler:
+class Assembler(BackgroundLoop):
     """A thread that decides RECEIVING cases, woken by :meth:`poke` after each stored instance."""
 
     TICK_S = 0.25
@@ -122,16 +122,7 @@ class Assembler:
     ) -> None:
         self.store, self.audit, self.cfg, self.tasks = store, audit, cfg, tuple(tasks)
         self.on_ready = on_ready
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="drifa-assembly", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        super().__init__("drifa-assembly")
 
     def poke(self, case_id: str | None = None) -> None:
         """Called after each stored instance; the periodic tick does the work."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 
 from drifa_edge.serve.audit import AuditLog
+from drifa_edge.serve.background import BackgroundLoop
 from drifa_edge.serve.config import ServeConfig
 from drifa_edge.serve.store import Store
 
@@ -28,19 +28,10 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-class Retention:
+class Retention(BackgroundLoop):
     def __init__(self, store: Store, audit: AuditLog, cfg: ServeConfig) -> None:
         self.store, self.audit, self.cfg = store, audit, cfg
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="drifa-retention", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        super().__init__("drifa-retention")
 
     def _run(self) -> None:
         while not self._stop.wait(self.cfg.retention.interval_s):

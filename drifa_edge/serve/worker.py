@@ -22,6 +22,7 @@ from typing import Any
 from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.inference.manifest import Case
 from drifa_edge.serve.audit import AuditLog
+from drifa_edge.serve.background import BackgroundLoop
 from drifa_edge.serve.config import InferenceConfig
 from drifa_edge.serve.crash import crash_point
 from drifa_edge.serve.inference import CasePredictor
@@ -46,7 +47,7 @@ def dicom_uids(store: Store, case: CaseRow) -> dict[str, Any] | None:
     }
 
 
-class Worker:
+class Worker(BackgroundLoop):
     TICK_S = 0.2
 
     def __init__(
@@ -57,24 +58,19 @@ class Worker:
         self.results_dir = Path(results_dir)
         self.on_result = on_result
         self.on_batch: Callable[[float, list[dict[str, Any]]], None] | None = None  # metrics
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="drifa-worker", daemon=True)
+        self._wake_event = threading.Event()
+        super().__init__("drifa-worker")
         self.batches = 0
         self.inferred = 0
         self.last_batch_s: float | None = None
 
-    def start(self) -> None:
-        self._thread.start()
+    JOIN_TIMEOUT_S = 60.0  # a batch in flight finishes before the store closes
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
+    def _wake(self) -> None:
+        self._wake_event.set()
 
     def poke(self) -> None:
-        self._wake.set()
+        self._wake_event.set()
 
     @property
     def alive(self) -> bool:
@@ -82,8 +78,8 @@ class Worker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.TICK_S)
-            self._wake.clear()
+            self._wake_event.wait(self.TICK_S)
+            self._wake_event.clear()
             try:
                 while not self._stop.is_set() and self.step():
                     pass
