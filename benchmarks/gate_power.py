@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 
+from drifa_edge.artifact.ood import read_ood  # noqa: E402
 from drifa_edge.drift.criteria import CriterionTest, criterion_tests, judge  # noqa: E402
 from drifa_edge.drift.noise import permutation_null  # noqa: E402
 from drifa_edge.drift.policy import DriftPolicy, load_policy  # noqa: E402
@@ -56,8 +57,10 @@ from drifa_edge.drift.stats import holm  # noqa: E402
 log = logging.getLogger("gate_power")
 T = 30
 NNCF_LIKE = {"bias_correction": "fast", "range_estimator": "mean-minmax", "quantize_prefix": True}
+# name -> (what, QuantizeConfig overrides of a build made here; None: the export's own build)
 INT8_VARIANTS = {
-    "int8-default": ("QuantizeConfig() as shipped", {}),
+    "int8-ort": ("the export's shipped ONNX Runtime INT8 build (static QDQ)", None),
+    "int8-default": ("the export's shipped OpenVINO INT8 build (QuantizeConfig() defaults)", {}),
     "int8-conv-matmul": ("as shipped, scope conv-matmul", {"scope": "conv-matmul"}),
     "int8-nncf-defaults": (
         "everything quantizable, NNCF's range/bias settings",
@@ -69,83 +72,134 @@ INT8_VARIANTS = {
 # --------------------------------------------------------------------------- 1. collect
 
 
+SOURCES = (
+    "ov-fp32",
+    "torch-fp32",
+    "int8-default",
+    "ort-fp32",
+    *[n for n in INT8_VARIANTS if n != "int8-default"],
+)
+
+
 def collect(args) -> Path:
-    """Run every source R times and store the probabilities (float32) in one npz."""
+    """Run every source R times; store each source's probabilities and per-draw pooled
+    embeddings (float32, for the OOD criteria) in its own npz as soon as it is done, so an
+    interrupted collection keeps what it measured. Returns the folder."""
     import int8_levers as L
     import openvino as ov
 
     from drifa_edge.artifact.card import read_card
     from drifa_edge.drift.check import load_split
-    from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
+    from drifa_edge.inference.engine import EngineConfig, run_member_embedding_draws, softmax
     from drifa_edge.quantize.calibration_set import load_calibration_set
     from drifa_edge.quantize.config import QuantizeConfig
     from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
 
     card = read_card(args.checkpoint)
-    store = (
-        args.cache
-        / f"runs-{card.files.get('model.safetensors', '')[:12]}-{args.cases}-{args.runs}x{args.other_runs}.npz"
-    )
-    if store.is_file():
-        return store
+    weights = card.files.get("model.safetensors", "")[:12]
+    folder = args.cache / f"runs-{weights}-{args.cases}"
+    folder.mkdir(parents=True, exist_ok=True)
     data = [f"{t}={(args.data_root or L.SHARED_DATA) / t}" for t in card.task_names]
-    export = L.export_model(
-        args.checkpoint, args.cache / f"drift-{card.files.get('model.safetensors', '')[:12]}"
-    )
+    export = args.export or L.export_model(args.checkpoint, args.cache / f"drift-{weights}")
     ecard = read_card(export)
-    core = ov.Core()
     images, labels, _ = load_split(data, ecard, "test", args.cases)
-    arrays: dict[str, np.ndarray] = {f"labels/{t}": y for t, y in labels.items()}
+    referral = {
+        t: (r.threshold if (r := card.referral.get(t)) is not None else None) for t in card.task_names
+    }
+    meta = {
+        "tasks": card.task_names,
+        "referral": referral,
+        "checkpoint": str(args.checkpoint),
+        "export": str(export),
+    }
+    np.savez(
+        folder / "labels.npz",
+        meta=np.array(json.dumps(meta)),
+        **{f"labels/{t}": y for t, y in labels.items()},
+    )
+    opts = RuntimeOptions(threads=args.threads)
 
-    def record(name: str, run, runs: int) -> None:
-        started = time.time()
-        out = [run(seed) for seed in range(runs)]
-        for t in card.task_names:  # (runs, N, T, C) -> (N, runs * T, C)
-            arrays[f"{name}/{t}"] = np.concatenate([o[t] for o in out], axis=1).astype(np.float32)
+    def record(name: str, open_rt, runs: int) -> None:
+        path = folder / f"{name}.npz"
+        if path.is_file():
+            return
+        started, probs, embs = time.time(), [], []
+        rt = open_rt()
+        for seed in range(runs):
+            cfg = EngineConfig(samples=T, seed=1000 + seed)
+            logits, emb = run_member_embedding_draws(rt, images, cfg)  # (N, T, C) per task, (N, T, E)
+            c = rt.card
+            probs.append(
+                {t: softmax(z, c.temperature_of(t)) for t, z in zip(c.task_names, logits, strict=True)}
+            )
+            embs.append(emb)
+        rt.close()
+        arrays = {
+            t: np.concatenate([o[t] for o in probs], axis=1).astype(np.float32) for t in card.task_names
+        }
+        arrays["embedding"] = np.concatenate(embs, axis=1).astype(np.float32)  # (N, runs * T, E)
+        np.savez(folder / f"{name}.tmp.npz", **arrays)
+        (folder / f"{name}.tmp.npz").replace(path)
         log.info("%s: %d runs in %.0f s", name, runs, time.time() - started)
 
-    def engine(rt, c):
-        def run(seed):
-            z = run_mc_logits([rt], images, EngineConfig(samples=T, seed=1000 + seed))
-            return {t: softmax(v, c.temperature_of(t)) for t, v in z.items()}
+    def built(name: str, overrides: dict):
+        core = ov.Core()
+        calib = load_calibration_set(data, ecard, args.subset, 0, "train")
+        config = QuantizeConfig(subset=args.subset, **overrides)
+        models, _ = L.cached_int8(core, export, ecard, calib, config, args.cache)
+        return L.IRRuntime(core, ecard, models["prefix"], models["suffix"], name, "f32", args.threads)
 
-        return run
-
-    fp32 = L.load_fp32(core, export)
-    ov_fp32 = L.IRRuntime(core, ecard, fp32["prefix"], fp32["suffix"], "fp32", "f32", args.threads)
-    record("ov-fp32", engine(ov_fp32, ecard), args.runs)
-    torch_rt = open_runtime("torch", args.checkpoint, RuntimeOptions(threads=args.threads))
-    record("torch-fp32", engine(torch_rt, card), args.other_runs)
-    ort_rt = open_runtime("onnxruntime", export, RuntimeOptions(threads=args.threads))
-    record("ort-fp32", engine(ort_rt, ecard), args.other_runs)
-    calib = load_calibration_set(data, ecard, args.subset, 0, "train")
-    for name, (_, overrides) in INT8_VARIANTS.items():
-        models, _ = L.cached_int8(
-            core, export, ecard, calib, QuantizeConfig(subset=args.subset, **overrides), args.cache
-        )
-        rt = L.IRRuntime(core, ecard, models["prefix"], models["suffix"], name, "f32", args.threads)
-        record(name, engine(rt, ecard), args.other_runs)
-    referral = {
-        t: (r.threshold if r is not None else None)
-        for t, r in ((t, card.referral.get(t)) for t in card.task_names)
+    shipped = dataclasses.replace(opts, precision="int8")
+    openers = {
+        "ov-fp32": (lambda: open_runtime("openvino", export, opts), args.runs),
+        "torch-fp32": (lambda: open_runtime("torch", args.checkpoint, opts), args.other_runs),
+        "ort-fp32": (lambda: open_runtime("onnxruntime", export, opts), args.other_runs),
+        "int8-default": (lambda: open_runtime("openvino", export, shipped), args.other_runs),
+        "int8-ort": (lambda: open_runtime("onnxruntime", export, shipped), args.other_runs),
     }
-    arrays["meta"] = np.array(
-        json.dumps({"tasks": card.task_names, "referral": referral, "checkpoint": str(args.checkpoint)})
-    )
-    np.savez_compressed(store, **arrays)
-    return store
+    for name, (_, overrides) in INT8_VARIANTS.items():
+        if overrides is not None and name not in openers:
+            openers[name] = (lambda n=name, o=overrides: built(n, o), args.other_runs)
+    for name in args.sources.split(","):
+        if name not in openers:
+            raise SystemExit(f"unknown source {name!r}; known: {sorted(openers)}")
+        record(name, *openers[name])
+    return folder
+
+
+def load_runs(folder: Path) -> tuple[dict, dict, dict, dict]:
+    """(meta, labels {task: (N,)}, probabilities {source: {task: (N, P, C)}}, embeddings {source: (N, P, E)})."""
+    with np.load(folder / "labels.npz") as z:
+        meta = json.loads(str(z["meta"]))
+        labels = {t: z[f"labels/{t}"] for t in meta["tasks"]}
+    pool, embs = {}, {}
+    for path in sorted(folder.glob("*.npz")):
+        if path.name == "labels.npz" or path.name.endswith(".tmp.npz"):
+            continue
+        with np.load(path) as z:
+            pool[path.stem] = {t: z[t] for t in meta["tasks"]}
+            if "embedding" in z.files:
+                embs[path.stem] = z["embedding"]
+    return meta, labels, pool, embs
 
 
 # --------------------------------------------------------------------------- 2. resample and distort
 
 
-def draw_runs(rng, pool: np.ndarray, count: int, disjoint: bool = True) -> list[np.ndarray]:
-    """``count`` runs of T draws per case from a pool (N, P, C), disjoint from each other."""
-    n, p, _ = pool.shape
-    order = np.argsort(rng.random((n, p)), axis=1)
-    if disjoint and count * T > p:
+def draw_runs(rng, probs: np.ndarray, emb: np.ndarray | None, rows: np.ndarray, count: int) -> list[tuple]:
+    """``count`` runs of T draws per case, disjoint from each other, from one source's pool:
+    ``probs`` (N, P, C) of a task and ``emb`` (N, P, E) (every task's rows; None: not
+    stored), of the cases ``rows``. A run is (probs (n, T, C), embedding (n, T, E) or None):
+    the same draws of both, as one run of the model gives them."""
+    p = probs.shape[1]
+    if count * T > p:
         raise ValueError(f"a pool of {p} draws per case cannot give {count} disjoint runs of {T}")
-    return [np.take_along_axis(pool, order[:, k * T : (k + 1) * T, None], axis=1) for k in range(count)]
+    order = np.argsort(rng.random((len(rows), p)), axis=1)
+    out = []
+    for k in range(count):
+        idx = order[:, k * T : (k + 1) * T]  # (n, T)
+        out.append((probs[rows[:, None], idx], None if emb is None else emb[rows[:, None], idx]))
+    return out
 
 
 def mc_noise(pool: np.ndarray) -> float:
@@ -195,20 +249,39 @@ def rerun_design(tests: list[CriterionTest], reruns: list[list[CriterionTest]], 
     return not any(holm(p_values, alpha)[1])
 
 
+def _tests(ref: dict, cand: dict, labels, thresholds, densities, policy, permutations, seed) -> list:
+    """Every criterion's evidence over the tasks; runs are {task: (probs, embedding)}."""
+    from drifa_edge.drift.noise import OodFeatures
+
+    tests: list[CriterionTest] = []
+    for k, task in enumerate(labels):
+        (p_ref, e_ref), (p_cand, e_cand) = ref[task], cand[task]
+        ood = None
+        if densities and task in densities and e_ref is not None and e_cand is not None:
+            ood = OodFeatures(e_ref, e_cand, densities[task], densities[task])
+        nd = permutation_null(
+            p_ref, p_cand, labels[task], thresholds[task], thresholds[task],
+            metric=policy.referral_metric, bins=policy.ece_bins, permutations=permutations,
+            seed=seed + 7919 * k, ood=ood,
+        )  # fmt: skip
+        tests += criterion_tests(task, nd, policy)
+    return tests
+
+
 def evaluate(
-    ref_runs: dict, cand: dict, labels: dict, thresholds: dict, policies: dict, seed: int, extra_refs=None
+    ref_runs: dict,
+    cand: dict,
+    labels: dict,
+    thresholds: dict,
+    policies: dict,
+    seed: int,
+    extra_refs=None,
+    densities=None,
 ):
     """Verdicts of every rule on one (reference, candidate) draw; ``extra_refs`` (K runs per task)
-    enables the K re-runs design."""
-    tests: list[CriterionTest] = []
-    rerun_tests: list[list[CriterionTest]] = []
+    enables the K re-runs design; ``densities`` (ood.npz) the OOD criteria."""
     base = policies["material"]
-    for k, task in enumerate(labels):
-        nd = permutation_null(
-            ref_runs[task], cand[task], labels[task], thresholds[task], thresholds[task],
-            metric=base.referral_metric, bins=base.ece_bins, permutations=base.permutations, seed=seed + 7919 * k,
-        )  # fmt: skip
-        tests += criterion_tests(task, nd, base)
+    tests = _tests(ref_runs, cand, labels, thresholds, densities, base, base.permutations, seed)
     out = {}
     for name, policy in policies.items():
         if policy.permutations != base.permutations:
@@ -226,20 +299,10 @@ def evaluate(
             "failures": [f"{c.task}: {c.name}" for c in judged if not c.passed],
         }
     if extra_refs is not None:
-        pairs = [(0, 1), (0, 2), (1, 2)]
-        for i, j in pairs:
-            row = []
-            for task in labels:
-                nd = permutation_null(
-                    extra_refs[i][task],
-                    extra_refs[j][task],
-                    labels[task],
-                    thresholds[task],
-                    thresholds[task],
-                    permutations=1,
-                )
-                row += criterion_tests(task, nd, base)
-            rerun_tests.append(row)
+        rerun_tests = [
+            _tests(extra_refs[i], extra_refs[j], labels, thresholds, densities, base, 1, seed)
+            for i, j in ((0, 1), (0, 2), (1, 2))
+        ]
         out["reruns-k3"] = {"passed": rerun_design(tests, rerun_tests, base.alpha), "failures": []}
     return out
 
@@ -269,35 +332,47 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument(
+        "--export", type=Path, default=None, help="an export of the checkpoint to use (default: export one)"
+    )
     p.add_argument("--runs", type=int, default=8, help="OpenVINO FP32 runs (the reference pool)")
     p.add_argument("--other-runs", type=int, default=3, help="runs of every other source")
     p.add_argument("--null-draws", type=int, default=150, help="evaluations of each FP32 null")
     p.add_argument("--draws", type=int, default=40, help="evaluations of each distortion and INT8 variant")
-    p.add_argument("--subset", type=int, default=64, help="calibration cases of the INT8 builds")
+    p.add_argument("--subset", type=int, default=300, help="calibration cases of the INT8 builds")
     p.add_argument("--cases", type=int, default=400, help="test cases per task (at most)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--data-root", type=Path, default=None, help="folder of the shared data sets (default ../shared/data)"
     )
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "drifa-gate-power")
+    p.add_argument(
+        "--ood",
+        type=Path,
+        default=None,
+        help="folder whose ood.npz gives the OOD criteria (default: checkpoint)",
+    )
     p.add_argument("--collect-only", action="store_true", help="store the runs and stop")
+    p.add_argument(
+        "--sources", default=",".join(SOURCES), help="sources to run, in this order (comma-separated)"
+    )
     p.add_argument("--sections", default="null,power,int8", help="which cells to evaluate (comma-separated)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "gate_power.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.time()
     args.cache.mkdir(parents=True, exist_ok=True)
-    store = collect(args)
+    folder = collect(args)
     if args.collect_only:
-        print(store)
+        print(folder)
         return {}
     sections = set(args.sections.split(","))
-    data = np.load(store)
-    meta = json.loads(str(data["meta"]))
+    meta, all_labels, pool, embs = load_runs(folder)
     tasks = meta["tasks"]
-    pools = {name.split("/")[0] for name in data.files if "/" in name and not name.startswith("labels/")}
-    pool = {s: {t: data[f"{s}/{t}"] for t in tasks} for s in pools}
-    all_labels = {t: data[f"labels/{t}"] for t in tasks}
+    pools = set(pool)
+    densities = read_ood(args.ood or args.checkpoint)
+    if densities is None:
+        log.warning("no ood.npz in %s: the OOD criteria are not measured", args.ood or args.checkpoint)
     scored = {t: all_labels[t] >= 0 for t in tasks}
     policies = {
         "material": DriftPolicy(),
@@ -318,9 +393,12 @@ def main(argv: list[str] | None = None) -> dict:
             out[t] = (
                 given
                 if given is not None
-                else float(np.quantile(summarize(ref[t])["mutual_information"], 0.9))
+                else float(np.quantile(summarize(ref[t][0])["mutual_information"], 0.9))
             )
         return out
+
+    def runs(source: str, t: str, rows: np.ndarray, count: int) -> list[tuple]:
+        return draw_runs(rng, pool[source][t], embs.get(source), rows, count)
 
     def run_cell(name: str, draws: int, make, fraction: float = 1.0, reruns: bool = False) -> dict:
         verdicts: dict[str, list[dict]] = {}
@@ -335,8 +413,9 @@ def main(argv: list[str] | None = None) -> dict:
             ref, cand, extra = make(keep)
             labels = {t: all_labels[t][keep[t]] for t in tasks}
             result = evaluate(
-                ref, cand, labels, thresholds_of(ref), policies, seed=d, extra_refs=extra if reruns else None
-            )
+                ref, cand, labels, thresholds_of(ref), policies, seed=d,
+                extra_refs=extra if reruns else None, densities=densities,
+            )  # fmt: skip
             for rule, v in result.items():
                 verdicts.setdefault(rule, []).append(v)
         cell = {"draws": draws, "cases": {t: int(len(keep[t])) for t in tasks}, "rules": {}}
@@ -362,19 +441,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     def fp32_against(source: str, distort=None):
         def make(keep):
-            ref_pool = pool["torch-fp32" if source in ("ort-fp32", "ov-fp32-vs-torch") else "ov-fp32"]
+            ref_source = "torch-fp32" if source in ("ort-fp32", "ov-fp32-vs-torch") else "ov-fp32"
             if source == "ov-fp32":  # reference, 3 re-runs for the K design, candidate: disjoint draws
-                picked = {t: draw_runs(rng, ref_pool[t][keep[t]], 5) for t in tasks}
+                picked = {t: runs(ref_source, t, keep[t], 5) for t in tasks}
                 ref = {t: picked[t][0] for t in tasks}
                 cand = {t: picked[t][4] for t in tasks}
                 extra = [{t: picked[t][k] for t in tasks} for k in (0, 1, 2)]
             else:
-                cand_pool = pool["ov-fp32" if source == "ov-fp32-vs-torch" else source]
-                ref = {t: draw_runs(rng, ref_pool[t][keep[t]], 1)[0] for t in tasks}
-                cand = {t: draw_runs(rng, cand_pool[t][keep[t]], 1)[0] for t in tasks}
+                cand_source = "ov-fp32" if source == "ov-fp32-vs-torch" else source
+                ref = {t: runs(ref_source, t, keep[t], 1)[0] for t in tasks}
+                cand = {t: runs(cand_source, t, keep[t], 1)[0] for t in tasks}
                 extra = None
             if distort is not None:
-                cand = {t: distort(cand[t], t) for t in tasks}
+                cand = {t: (distort(cand[t][0], t), cand[t][1]) for t in tasks}
             return ref, cand, extra
 
         return make
@@ -395,10 +474,14 @@ def main(argv: list[str] | None = None) -> dict:
         result["null"]["ov-fp32 vs ov-fp32 (other draws)"] = run_cell(
             "null ov", args.null_draws, fp32_against("ov-fp32"), reruns=True
         )
-        result["null"]["ort-fp32 vs torch-fp32"] = run_cell("null ort", args.draws, fp32_against("ort-fp32"))
-        result["null"]["ov-fp32 vs torch-fp32"] = run_cell(
-            "null ov-torch", args.draws, fp32_against("ov-fp32-vs-torch")
-        )
+        if {"ort-fp32", "torch-fp32"} <= pools:
+            result["null"]["ort-fp32 vs torch-fp32"] = run_cell(
+                "null ort", args.null_draws, fp32_against("ort-fp32")
+            )
+        if "torch-fp32" in pools:
+            result["null"]["ov-fp32 vs torch-fp32"] = run_cell(
+                "null ov-torch", args.null_draws, fp32_against("ov-fp32-vs-torch")
+            )
     for fraction in (1.0, 0.5) if "power" in sections else ():
         for factor in (1.02, 1.05, 1.1, 1.25, 1.5):
             key = f"temperature x{factor} ({fraction:.0%} of cases)"
@@ -423,8 +506,8 @@ def main(argv: list[str] | None = None) -> dict:
             continue
 
         def make(keep, name=name):
-            ref = {t: draw_runs(rng, pool["ov-fp32"][t][keep[t]], 1)[0] for t in tasks}
-            cand = {t: draw_runs(rng, pool[name][t][keep[t]], 1)[0] for t in tasks}
+            ref = {t: runs("ov-fp32", t, keep[t], 1)[0] for t in tasks}
+            cand = {t: runs(name, t, keep[t], 1)[0] for t in tasks}
             return ref, cand, None
 
         result["int8"][name] = {"what": what, **run_cell(name, args.draws, make)}

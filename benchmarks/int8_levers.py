@@ -197,6 +197,13 @@ class IRRuntime:
         r = self._rs.infer(dict(zip(self._feat, features, strict=True)))
         return [np.array(r[self._suffix.output(n)]) for n in self._logit]
 
+    def run_suffix_embedding(self, features):
+        """Logits per task and the pooled embedding (N, M*W3), where the suffix has that output."""
+        r = self._rs.infer(dict(zip(self._feat, features, strict=True)))
+        return [np.array(r[self._suffix.output(n)]) for n in self._logit], np.array(
+            r[self._suffix.output(layout.EMBEDDING_NAME)]
+        )
+
     def reseed(self, seed):
         pass
 

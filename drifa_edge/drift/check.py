@@ -25,10 +25,11 @@ import numpy as np
 from drifa_edge import metrics as M
 from drifa_edge.artifact.card import ModelCard, ReferralRule, apply_calibration, read_card, write_card
 from drifa_edge.artifact.ensemble import resolve_members
-from drifa_edge.drift.gate import DriftReport, evaluate_drift
+from drifa_edge.artifact.ood import TaskDensity, read_ood
+from drifa_edge.drift.gate import DriftReport, OodFeatures, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy
 from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaError
-from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
+from drifa_edge.inference.engine import EngineConfig, run_mc_logits, run_member_embedding_draws, softmax
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions
@@ -180,7 +181,7 @@ def check_drift(cfg: CheckConfig) -> DriftReport:
                 log.warning("no validation data for fitting missing referral thresholds (%s); using test", e)
         report = check_arrays(
             ref_rts, cand_rts, test, cfg.policy, samples=cfg.samples, seed=cfg.seed, val=val,
-            recalibrate=cfg.recalibrate,
+            recalibrate=cfg.recalibrate, ood=ood_densities(cfg.reference, cfg.candidate),
         )  # fmt: skip
     finally:
         for rt in ref_rts + cand_rts:
@@ -203,6 +204,47 @@ def check_drift(cfg: CheckConfig) -> DriftReport:
 
         write_report(report, cfg.out)
     return report
+
+
+OodDensities = tuple[dict[str, TaskDensity], dict[str, TaskDensity]]
+
+
+def ood_densities(reference: str | Path, candidate: str | Path) -> OodDensities | str:
+    """(reference's, candidate's) OOD densities (``ood.npz``) for the OOD criteria, or why
+    they are skipped. A candidate without its own file is scored with the reference's."""
+    ref_members, cand_members = member_paths(reference), member_paths(candidate)
+    if len(ref_members) != 1 or len(cand_members) != 1:
+        return "ensembles: the OOD density is fitted per model, so the OOD criteria are skipped"
+    ref = read_ood(ref_members[0])
+    if ref is None:
+        return f"{reference} has no OOD density (ood.npz); fit one with drifa-edge calibrate-ood"
+    cand = read_ood(cand_members[0]) or {}
+    return ref, {t: cand.get(t, d) for t, d in ref.items()}
+
+
+def _run_with_ood(ref_rts, cand_rts, ref_images, cand_images, cfg: EngineConfig, ood):
+    """Both runs' logits and, where the OOD criteria apply, every draw's embedding:
+    (ref logits, cand logits, {task: OodFeatures} or None, why skipped)."""
+    if isinstance(ood, str) or ood is None:
+        why = ood or "no OOD density given"
+    elif not all(hasattr(rt, "run_suffix_embedding") for rt in (*ref_rts, *cand_rts)):
+        why = "a runtime of this check does not return the pooled embedding (torch, onnxruntime, openvino do)"
+    else:
+        try:
+            ref_logits, ref_emb = run_member_embedding_draws(ref_rts[0], ref_images, cfg)
+            cand_logits, cand_emb = run_member_embedding_draws(cand_rts[0], cand_images, cfg)
+        except ArtifactError as e:  # an export made before the suffix had its embedding output
+            why = str(e)
+        else:
+            names = ref_rts[0].card.task_names
+            features = {t: OodFeatures(ref_emb, cand_emb, ood[0][t], ood[1][t]) for t in names if t in ood[0]}
+            return (
+                dict(zip(names, ref_logits, strict=True)),
+                dict(zip(names, cand_logits, strict=True)),
+                features,
+                "no OOD density for this task in ood.npz",
+            )
+    return run_mc_logits(ref_rts, ref_images, cfg), run_mc_logits(cand_rts, cand_images, cfg), None, why
 
 
 def write_calibration(path: str | Path, calibration: dict[str, Any]) -> list[str]:
@@ -238,13 +280,16 @@ def check_arrays(
     seed: int = 0,
     val: tuple | None = None,
     recalibrate: bool = False,
+    ood: OodDensities | str | None = None,
 ) -> DriftReport:
     """The gate on arrays already loaded: ``test`` / ``val`` = (ref images, cand images,
-    labels {task: (N,)}, row ids). Separated from :func:`run_check` for tests and the demo."""
+    labels {task: (N,)}, row ids); ``ood`` = :func:`ood_densities` (or why the OOD
+    criteria are skipped). Separated from :func:`run_check` for tests and the demo."""
     ref_images, cand_images, labels, ids = test
     cfg = EngineConfig(samples=samples, seed=seed)
-    ref_logits = run_mc_logits(ref_rts, ref_images, cfg)
-    cand_logits = run_mc_logits(cand_rts, cand_images, cfg)
+    ref_logits, cand_logits, ood_features, ood_skipped = _run_with_ood(
+        ref_rts, cand_rts, ref_images, cand_images, cfg, ood
+    )
     ref_temps, cand_temps = _card_temperatures(ref_rts), _card_temperatures(cand_rts)
     ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
     meta: dict[str, Any] = {
@@ -307,6 +352,8 @@ def check_arrays(
         seed=seed,
         meta=meta,
         ids=None if ids is None else [str(i) for i in ids],
+        ood=ood_features,
+        ood_skipped=ood_skipped,
     )
 
 

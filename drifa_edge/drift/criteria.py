@@ -44,6 +44,9 @@ CRITERIA: dict[str, tuple[str, str]] = {
     "accuracy_delta": ("accuracy_delta", "accuracy_drop_max"),
     "macro_f1_delta": ("macro_f1_delta", "macro_f1_drop_max"),
     "ece_delta": ("ece_delta", "ece_rise_max"),
+    # judged only where the reference has an OOD density (ood.npz, issue 18); else skipped
+    "spearman_ood": ("spearman_ood", "spearman_ood_margin"),
+    "ood_agreement": ("ood_agreement", "ood_agreement_margin"),
 }
 
 
@@ -88,9 +91,12 @@ class CriterionTest:
 
 
 def criterion_tests(task: str, nd: NullDistribution, policy: DriftPolicy) -> list[CriterionTest]:
-    """The evidence of every criterion of one task from its permutation null."""
+    """The evidence of every criterion of one task from its permutation null (the OOD
+    criteria only where the null has them)."""
     out = []
     for name, (stat, margin_key) in CRITERIA.items():
+        if stat not in nd.observed:
+            continue
         observed, null = nd.observed[stat], nd.null[stat]
         median = float(np.median(null))
         if stat == "kl":  # a ratio margin: judged on log(mean KL)

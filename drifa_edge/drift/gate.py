@@ -27,11 +27,11 @@ import numpy as np
 from drifa_edge import metrics as M
 from drifa_edge.artifact.card import ModelCard
 from drifa_edge.drift.criteria import Criterion, CriterionTest, criterion_tests, judge
-from drifa_edge.drift.noise import permutation_null
+from drifa_edge.drift.noise import OodFeatures, permutation_null
 from drifa_edge.drift.policy import DriftPolicy
 from drifa_edge.errors import BadInputError
 
-__all__ = ["Criterion", "DriftReport", "TaskDrift", "evaluate_drift"]
+__all__ = ["Criterion", "DriftReport", "OodFeatures", "TaskDrift", "evaluate_drift"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class TaskDrift:
     changed: list[dict[str, Any]]  # cases whose class or referral differs between reference and candidate
     changed_by_noise: float  # median number of such cases between two runs of the reference
     criteria: tuple[Criterion, ...] = ()
+    # the OOD criteria: flag rates and thresholds where judged, else {"skipped": why}
+    ood: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -177,9 +179,13 @@ def evaluate_task(
     policy: DriftPolicy,
     seed: int = 0,
     ids: Sequence[str] | None = None,
+    ood: OodFeatures | None = None,
+    ood_skipped: str = "no OOD features given",
 ) -> tuple[TaskDrift, list[CriterionTest]]:
     """Metrics, changed cases and the criteria's evidence of one task; samples (N, T, C),
-    labels (N,), -1 rows dropped. The criteria are judged across tasks by :func:`evaluate_drift`."""
+    labels (N,), -1 rows dropped; ``ood`` (per-draw embeddings, (N, T, E)) adds the OOD
+    criteria, else ``ood_skipped`` says why not. The criteria are judged across tasks by
+    :func:`evaluate_drift`."""
     sizes = {ref.shape[0], cand.shape[0], labels.shape[0]}
     if len(sizes) != 1:
         raise BadInputError(f"task {task!r}: samples and labels disagree on the number of cases: {sizes}")
@@ -187,13 +193,17 @@ def evaluate_task(
     if not keep.any():
         raise BadInputError(f"task {task!r}: no scored case (every label is -1)")
     ref, cand, labels = ref[keep], cand[keep], labels[keep].astype(np.int64)
+    if ood is not None:
+        ood = dataclasses.replace(
+            ood, reference=np.asarray(ood.reference)[keep], candidate=np.asarray(ood.candidate)[keep]
+        )
     metric = policy.referral_metric
     task_opts = {"referral_metric": metric, "bins": policy.ece_bins, "coverages": policy.coverages}
     m_ref = M.task_metrics(ref, labels, ref_threshold, **task_opts)
     m_cand = M.task_metrics(cand, labels, cand_threshold, **task_opts)
     nd = permutation_null(
         ref, cand, labels, ref_threshold, cand_threshold,
-        metric=metric, bins=policy.ece_bins, permutations=policy.permutations, seed=seed,
+        metric=metric, bins=policy.ece_bins, permutations=policy.permutations, seed=seed, ood=ood,
     )  # fmt: skip
     r, c = _decisions(ref, ref_threshold, metric), _decisions(cand, cand_threshold, metric)
     drift = TaskDrift(
@@ -211,8 +221,26 @@ def evaluate_task(
         },
         changed=changed_cases(r, c, labels, classes, np.flatnonzero(keep), ids),
         changed_by_noise=float(np.median(nd.null["changed_cases"])),
+        ood=_ood_summary(ood, nd) if ood is not None else {"skipped": ood_skipped},
     )
     return drift, criterion_tests(task, nd, policy)
+
+
+def _ood_summary(ood: OodFeatures, nd) -> dict[str, Any]:
+    """Flag rates and thresholds of both runs, each scored with its own density (as shipped)."""
+    from drifa_edge.inference.ood import ood_scores
+
+    rates = {}
+    for side, emb, density in (
+        ("reference", ood.reference, ood.density),
+        ("candidate", ood.candidate, ood.candidate_density),
+    ):
+        score = ood_scores({"t": density}, np.mean(emb, axis=1))["t"]
+        rates[side] = {
+            "threshold": float(density.threshold),
+            "flag_rate": float((score > density.threshold).mean()),
+        }
+    return {"space": ood.density.space, **rates, "agreement": nd.observed["ood_agreement"]}
 
 
 def evaluate_drift(
@@ -226,14 +254,17 @@ def evaluate_drift(
     seed: int = 0,
     meta: dict[str, Any] | None = None,
     ids: Sequence[str] | None = None,
+    ood: dict[str, OodFeatures] | None = None,
+    ood_skipped: str = "the reference has no OOD density (ood.npz; drifa-edge calibrate-ood)",
 ) -> DriftReport:
     """Judge a candidate against a reference from MC probabilities per task (N, T, C).
 
     Both runs need the same T (their draws are swapped to build the null). Referral
     thresholds come from each card (a task without one refers nobody). ``seed``
     drives the permutations; ``ids`` (N,) names the rows in the list of changed
-    cases. Holm's correction runs over every criterion of every task. Returns the
-    report; never raises on a failed gate.
+    cases. Holm's correction runs over every criterion of every task. ``ood`` (per task,
+    per-draw embeddings and OOD densities) adds the OOD criteria to the tasks it names;
+    the others say ``ood_skipped``. Returns the report; never raises on a failed gate.
     """
     policy = policy or DriftPolicy()
     drifts: dict[str, TaskDrift] = {}
@@ -246,6 +277,7 @@ def evaluate_drift(
         drift, task_tests = evaluate_task(
             name, spec.classes, np.asarray(ref[name]), np.asarray(cand[name]), np.asarray(labels[name]),
             _threshold(ref_card, name), _threshold(cand_card, name), policy, seed=seed + 7919 * k, ids=ids,
+            ood=(ood or {}).get(name), ood_skipped=ood_skipped,
         )  # fmt: skip
         drifts[name], tests = drift, tests + task_tests
     judged = judge(tests, policy)

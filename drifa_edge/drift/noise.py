@@ -34,7 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drifa_edge.errors import BadInputError, missing_dependency
+from drifa_edge.artifact.ood import TaskDensity
+from drifa_edge.errors import BadInputError
+from drifa_edge.metrics.mahalanobis import mahalanobis_scores, nearest_centre_distances, whitening
+from drifa_edge.metrics.ranks import rankdata_rows
 
 _EPS = 1e-12
 
@@ -48,9 +51,52 @@ STATISTICS: dict[str, bool] = {
     "accuracy_delta": False,  # accuracy(cand) - accuracy(ref)
     "macro_f1_delta": False,  # macro-F1(cand) - macro-F1(ref)
     "ece_delta": True,  # ECE(cand) - ECE(ref), equal-width bins
+    # only where the reference has an OOD density (ood.npz) and both runs return the embedding
+    "spearman_ood": False,  # Spearman of per-case OOD score (Mahalanobis of the MC-mean features)
+    "ood_agreement": False,  # fraction of cases both flag OOD or both do not
     "changed_cases": True,  # cases whose class or referral differs (reported, not judged)
     "agreement": False,  # fraction of cases with the same predicted class (reported, not judged)
 }
+
+
+OOD_STATISTICS = ("spearman_ood", "ood_agreement")
+
+
+@dataclass(frozen=True)
+class OodFeatures:
+    """One task's inputs of the OOD criteria: every draw's pooled embedding of both runs,
+    (N, T, E) float, E = all M*W3 columns (each density selects its own), and the OOD
+    densities of ``ood.npz``. The observed candidate is scored with its own density
+    (as it ships); every swapped pair with the reference's, the null world being "the
+    candidate is the reference"."""
+
+    reference: np.ndarray
+    candidate: np.ndarray
+    density: TaskDensity
+    candidate_density: TaskDensity
+
+    def __post_init__(self) -> None:
+        ref, cand = np.asarray(self.reference), np.asarray(self.candidate)
+        if ref.ndim != 3 or ref.shape != cand.shape:
+            raise BadInputError(
+                "the OOD criteria need both runs' per-draw embeddings of one shape (cases, draws, "
+                f"features), got {ref.shape} and {cand.shape}"
+            )
+        if not (np.isfinite(ref).all() and np.isfinite(cand).all()):
+            raise BadInputError("per-draw embeddings contain NaN or Inf")
+        for d in (self.density, self.candidate_density):
+            if d.columns[1] > ref.shape[2]:
+                raise BadInputError(
+                    f"the OOD density reads embedding columns {d.columns}, the runs gave {ref.shape[2]}"
+                )
+
+
+def _ood_statistics(score_a, score_b, threshold_a: float, threshold_b: float) -> dict[str, np.ndarray]:
+    """Spearman of the OOD scores and OOD-flag agreement for (rows, N) score pairs."""
+    return {
+        "spearman_ood": _spearman_rows(score_a, score_b),
+        "ood_agreement": ((score_a > threshold_a) == (score_b > threshold_b)).mean(axis=1),
+    }
 
 
 @dataclass(frozen=True)
@@ -67,17 +113,9 @@ class NullDistribution:
         return int(next(iter(self.null.values())).size)
 
 
-def _rankdata_rows(a: np.ndarray) -> np.ndarray:
-    try:
-        from scipy.stats import rankdata
-    except ImportError as e:
-        raise missing_dependency("scipy", "check") from e
-    return rankdata(a, axis=1)
-
-
 def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman of each row pair (rows, N) with average ranks; an all-tied row gives 0."""
-    ra, rb = _rankdata_rows(a), _rankdata_rows(b)
+    ra, rb = rankdata_rows(a), rankdata_rows(b)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
     denom = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
@@ -209,6 +247,7 @@ def permutation_null(
     bins: int = 15,
     permutations: int = 999,
     seed: int = 0,
+    ood: OodFeatures | None = None,
 ) -> NullDistribution:
     """Observed statistics of (reference, candidate) and their null over random draw swaps.
 
@@ -217,6 +256,11 @@ def permutation_null(
     when its ``metric`` is strictly above the threshold; the observed candidate uses its
     own threshold, every swapped pair the reference's (the null world is "the candidate
     is the reference"). Cost: about B x N x T x C multiply-adds (a BLAS matmul).
+
+    With ``ood`` the OOD criteria (:data:`OOD_STATISTICS`) join: the features are
+    whitened with the reference density's precision (:func:`whitening`), so the score of
+    a swapped run's MC-mean features is a nearest-centre distance of a linear update,
+    computed in the same matmul (D more columns).
     """
     ref, cand = np.asarray(ref, dtype=np.float64), np.asarray(cand, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -232,16 +276,45 @@ def permutation_null(
         _Side.of(mean_cand[None], eh_cand[None]),
         labels, ref_threshold, cand_threshold, metric, bins,
     )  # fmt: skip
-    # (N, T, C + 1): what swapping draw t moves between the two means, and between the two
-    # expected entropies (last column); float32 for the matmul, ~1e-7 against probabilities
-    diff = (np.concatenate([cand - ref, (h_cand - h_ref)[..., None]], axis=2) / draws).astype(np.float32)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in STATISTICS}
+    classes = ref.shape[2]
+    # (N, T, C + 1 [+ D]): what swapping draw t moves between the two means, between the two
+    # expected entropies (column C) and between the two whitened mean features (the rest);
+    # float32 for the matmul, ~1e-7 against probabilities
+    columns = [cand - ref, (h_cand - h_ref)[..., None]]
+    if ood is not None:
+        dens = ood.density
+        w = whitening(dens.precision)  # (D, D)
+        centres = dens.means @ w  # (K, D)
+        f_ref = np.asarray(ood.reference, dtype=np.float64)[..., dens.columns[0] : dens.columns[1]] @ w
+        f_cand = np.asarray(ood.candidate, dtype=np.float64)[..., dens.columns[0] : dens.columns[1]] @ w
+        mf_ref, mf_cand = f_ref.mean(axis=1), f_cand.mean(axis=1)  # (N, D)
+        columns.append(f_cand - f_ref)
+        cd = ood.candidate_density  # the observed pair: each run scored as it ships
+        score_ref = mahalanobis_scores(
+            dens.select(np.mean(ood.reference, axis=1)), dens.means, dens.precision
+        )
+        score_cand = mahalanobis_scores(cd.select(np.mean(ood.candidate, axis=1)), cd.means, cd.precision)
+        observed.update(_ood_statistics(score_ref[None], score_cand[None], dens.threshold, cd.threshold))
+    diff = (np.concatenate(columns, axis=2) / draws).astype(np.float32)
+    names = [k for k in STATISTICS if k in observed]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for swap in _swap_batches(np.random.default_rng(seed), permutations, cases, draws):
-        moved_all = np.matmul(swap, diff).transpose(1, 0, 2).astype(np.float64)  # (rows, N, C + 1)
-        moved, moved_h = moved_all[..., :-1], moved_all[..., -1]
+        moved_all = np.matmul(swap, diff).transpose(1, 0, 2).astype(np.float64)  # (rows, N, C + 1 [+ D])
+        moved, moved_h = moved_all[..., :classes], moved_all[..., classes]
         a = _Side.of(mean_ref + moved, eh_ref + moved_h)
         b = _Side.of(mean_cand - moved, eh_cand - moved_h)
-        for k, v in pair_statistics(a, b, labels, ref_threshold, ref_threshold, metric, bins).items():
+        stats = pair_statistics(a, b, labels, ref_threshold, ref_threshold, metric, bins)
+        if ood is not None:
+            moved_f = moved_all[..., classes + 1 :]  # (rows, N, D)
+            stats.update(
+                _ood_statistics(
+                    nearest_centre_distances(mf_ref + moved_f, centres),
+                    nearest_centre_distances(mf_cand - moved_f, centres),
+                    dens.threshold,
+                    dens.threshold,
+                )
+            )
+        for k, v in stats.items():
             parts[k].append(v)
     return NullDistribution(
         observed={k: float(v[0]) for k, v in observed.items()},

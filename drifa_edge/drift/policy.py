@@ -47,6 +47,10 @@ class DriftPolicy:
     referral_rate_diff_max: float = 0.02
     referral_metric: str = "mutual_information"
     referral_target_rate: float = 0.10  # for thresholds fitted by check (missing or --recalibrate)
+    # OOD score (ood.npz, issue 18), like MI: Spearman(ref, cand) >= null median - margin,
+    # OOD-flag agreement >= null median - margin
+    spearman_ood_margin: float = 0.03
+    ood_agreement_margin: float = 0.02
     # metric deltas (candidate - reference) beyond the null's median
     accuracy_drop_max: float = 0.02
     macro_f1_drop_max: float = 0.03
@@ -73,6 +77,8 @@ class DriftPolicy:
         non_negative = (
             "spearman_mi_margin",
             "spearman_entropy_margin",
+            "spearman_ood_margin",
+            "ood_agreement_margin",
             "referral_agreement_margin",
             "referral_rate_diff_max",
             "accuracy_drop_max",

@@ -163,12 +163,26 @@ def run_member_embedding(
     """:func:`run_member_logits` plus the pooled embedding averaged over the T samples,
     (B, M*W3): the suffix's extra output, for the OOD score. The runtime must have
     ``run_suffix_embedding`` (torch, ONNX Runtime, OpenVINO)."""
+    logits, draws = run_member_embedding_draws(runtime, images, cfg, case_seeds)
+    return logits, draws.mean(axis=1)  # (B, M*W3)
+
+
+def run_member_embedding_draws(
+    runtime: Runtime,
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`run_member_embedding` before the MC average: the pooled embedding of every
+    draw, (B, T, M*W3) float32. The drift gate's noise model swaps single draws between two
+    runs, so it needs them one by one (:mod:`drifa_edge.drift.noise`)."""
     if not hasattr(runtime, "run_suffix_embedding"):
         raise UnsupportedBackendError(
             f"runtime {runtime.name!r} does not return the pooled embedding, so it cannot give an "
             "OOD score; use --runtime torch, onnxruntime or openvino"
         )
-    return _run_member(runtime, images, cfg, case_seeds, embedding=True)
+    logits, emb = _run_member(runtime, images, cfg, case_seeds, embedding=True)
+    return logits, emb
 
 
 def _run_member(
@@ -203,8 +217,8 @@ def _run_member(
                         f"expected {(stop - start, out[k].shape[1])}"
                     )
                 out[k][start:stop] = z
-    mean_emb = None if emb is None else emb.reshape(batch, T, -1).mean(axis=1)  # (B, M*W3)
-    return [o.reshape(batch, T, -1) for o in out], mean_emb
+    draws = None if emb is None else emb.reshape(batch, T, -1)  # (B, T, M*W3)
+    return [o.reshape(batch, T, -1) for o in out], draws
 
 
 def run_mc_logits(

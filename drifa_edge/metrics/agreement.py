@@ -1,14 +1,13 @@
-"""Agreement between two models on the same cases: KL divergence, Spearman correlation."""
+"""Agreement between two models on the same cases: KL divergence (numpy), Spearman correlation
+(``scipy.stats``, the ``[check]`` extra)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from drifa_edge.errors import BadInputError
 from drifa_edge.metrics._checks import EPS, check_probabilities
-from drifa_edge.metrics.ranks import rankdata
+from drifa_edge.metrics._libraries import scipy_stats
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -23,7 +22,7 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (Pearson correlation of average ranks).
+    """Spearman rank correlation (Pearson correlation of average ranks): ``scipy.stats.spearmanr``.
 
     Raises BadInputError when either input is constant (the correlation is undefined).
     """
@@ -31,10 +30,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape or a.size < 2:
         raise BadInputError(f"spearman needs two 1-D arrays of equal length >= 2, got {a.shape}, {b.shape}")
-    ra, rb = rankdata(a), rankdata(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    if denom == 0.0:
+    if np.all(a == a[0]) or np.all(b == b[0]):
         raise BadInputError("spearman: one input is constant, the correlation is undefined")
-    return float(np.clip((ra @ rb) / denom, -1.0, 1.0))
+    return float(np.clip(scipy_stats().spearmanr(a, b).statistic, -1.0, 1.0))

@@ -1,6 +1,8 @@
 """Label metrics: confusion matrix, accuracy, balanced accuracy, per-class recall, macro F1.
 
 ``y_true`` / ``y_pred`` (N,) integers in [0, C); no -1 rows here (drop them with :func:`scored`).
+Accuracy and macro-F1 come from ``sklearn.metrics`` (the ``[check]`` extra); the confusion
+matrix, recall and balanced accuracy are numpy (the gate's permutation loop needs them fast).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from drifa_edge.metrics._checks import (
     _check_labels,
     _check_pair,
 )
+from drifa_edge.metrics._libraries import sklearn_metrics
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -23,11 +26,12 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of cases predicted right: ``sklearn.metrics.accuracy_score``."""
     y_true = _check_labels(y_true, name="y_true")
     y_pred = _check_labels(y_pred, name="y_pred")
     if y_true.shape != y_pred.shape:
         raise BadInputError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in length")
-    return float(np.mean(y_true == y_pred))
+    return float(sklearn_metrics().accuracy_score(y_true, y_pred))
 
 
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> list[float | None]:
@@ -44,13 +48,14 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) 
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Unweighted mean F1 over the classes that occur in ``y_true`` or ``y_pred``.
+    """Unweighted mean F1 over the classes that occur in ``y_true`` or ``y_pred``:
+    ``sklearn.metrics.f1_score(average="macro", zero_division=0)``.
 
     A class that is neither present nor predicted has no F1 and is skipped; a
     class present but never predicted (or predicted but absent) scores 0.
-    Equals scikit-learn's ``f1_score(average="macro", zero_division=0)``.
     """
-    return macro_f1_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
+    y_true, y_pred = _check_pair(y_true, y_pred, num_classes)
+    return float(sklearn_metrics().f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def macro_f1_from_confusion(cm: np.ndarray) -> float:

@@ -59,3 +59,26 @@ def mahalanobis_scores(features: np.ndarray, means: np.ndarray, precision: np.nd
     diff = x[:, None, :] - means[None, :, :]  # (N, K, D)
     d2 = np.einsum("nkd,de,nke->nk", diff, precision, diff)  # (N, K)
     return np.maximum(d2.min(axis=1), 0.0)
+
+
+def whitening(precision: np.ndarray) -> np.ndarray:
+    """A (D, D) matrix W with ``x^T P x = ||x W||^2`` for every row x (P = ``precision``,
+    symmetric positive semi-definite): W = V diag(sqrt(s)) from P's eigendecomposition
+    V diag(s) V^T, tiny negative eigenvalues (rounding) clipped to 0.
+
+    Mahalanobis distances become Euclidean after ``x @ W``, so a score of an average of
+    features can be updated linearly (the drift gate's noise model swaps single MC draws)."""
+    p = np.asarray(precision, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise BadInputError(f"precision must be a square (D, D) matrix, got shape {p.shape}")
+    s, v = np.linalg.eigh((p + p.T) / 2)
+    return v * np.sqrt(np.maximum(s, 0.0))[None, :]
+
+
+def nearest_centre_distances(whitened: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """``min_c ||x - c||^2`` over rows of ``whitened`` (..., D) and ``centres`` (K, D) in the
+    whitened space of :func:`whitening`: the Mahalanobis score, (...,) float64, >= 0."""
+    x = np.asarray(whitened, dtype=np.float64)
+    c = np.asarray(centres, dtype=np.float64)
+    d2 = (x * x).sum(axis=-1)[..., None] - 2.0 * (x @ c.T) + (c * c).sum(axis=-1)  # (..., K)
+    return np.maximum(d2.min(axis=-1), 0.0)

@@ -1,6 +1,8 @@
 """Rankings: average ranks, AUROC / AUPR of an error score, risk-coverage of a confidence.
 
 AUROC / AUPR with one class present raise :class:`BadInputError` (undefined), never NaN.
+Ranks come from ``scipy.stats``, AUROC / AUPR from ``sklearn.metrics`` (the ``[check]``
+extra, imported on first use); risk-coverage is numpy.
 """
 
 from __future__ import annotations
@@ -11,43 +13,30 @@ import numpy as np
 
 from drifa_edge.errors import BadInputError
 from drifa_edge.metrics._checks import _check_scores
+from drifa_edge.metrics._libraries import scipy_stats, sklearn_metrics
 
 
 def rankdata(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..N with ties given their average rank (scipy's ``method="average"``)."""
+    """Ranks 1..N of a 1-D array, ties given their average rank: ``scipy.stats.rankdata``
+    (``method="average"``), float64. Needs the ``[check]`` extra."""
     a = np.asarray(a, dtype=np.float64)
-    order = np.argsort(a, kind="stable")
-    sorted_a = a[order]
-    # first index of each run of equal values, and the run lengths
-    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
-    lengths = np.diff(np.r_[starts, a.size])
-    avg = starts + (lengths + 1) / 2.0  # mean of ranks start+1 .. start+length
-    ranks = np.empty(a.size)
-    ranks[order] = np.repeat(avg, lengths)
-    return ranks
+    if a.ndim != 1:
+        raise BadInputError(f"rankdata needs a 1-D array, got shape {a.shape}")
+    return np.asarray(scipy_stats().rankdata(a), dtype=np.float64)
 
 
 def rankdata_rows(a: np.ndarray) -> np.ndarray:
-    """:func:`rankdata` of every row of a 2-D array at once (average ranks for ties)."""
+    """:func:`rankdata` of every row of a 2-D array (rows, N) at once (average ranks for ties)."""
     a = np.asarray(a, dtype=np.float64)
-    rows, n = a.shape
-    order = np.argsort(a, axis=1)  # any sort: tied values share their average rank anyway
-    sorted_a = np.take_along_axis(a, order, axis=1)
-    starts = np.ones((rows, n), dtype=bool)
-    starts[:, 1:] = sorted_a[:, 1:] != sorted_a[:, :-1]
-    ends = np.ones((rows, n), dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    position = np.broadcast_to(np.arange(n), (rows, n))
-    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, position, n - 1)[:, ::-1], axis=1)[:, ::-1]
-    ranks = np.empty((rows, n))
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
-    return ranks
+    if a.ndim != 2:
+        raise BadInputError(f"rankdata_rows needs a 2-D array, got shape {a.shape}")
+    return np.asarray(scipy_stats().rankdata(a, axis=1), dtype=np.float64)
 
 
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for separating ``positives`` (True)
-    from the rest; ties count one half (Mann-Whitney U with average ranks).
+    """Area under the ROC curve of ``scores`` for separating ``positives`` (True) from the
+    rest, ties counting one half (the Mann-Whitney U / (n_pos n_neg)):
+    ``sklearn.metrics.roc_auc_score``. Needs the ``[check]`` extra.
 
     Raises BadInputError when only one class is present (the area is undefined).
     """
@@ -56,29 +45,19 @@ def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
     n_neg = positives.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise BadInputError(f"AUROC needs positives and negatives, got {n_pos} and {n_neg}")
-    ranks = rankdata(scores)
-    u = ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(sklearn_metrics().roc_auc_score(positives, scores))
 
 
 def aupr(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Average precision: sum over distinct thresholds of (R_k - R_{k-1}) P_k, with
-    tied scores entering together (scikit-learn's ``average_precision_score``).
+    """Average precision: sum over distinct thresholds of (R_k - R_{k-1}) P_k, tied scores
+    entering together: ``sklearn.metrics.average_precision_score``. Needs ``[check]``.
 
     Raises BadInputError when there is no positive (recall undefined).
     """
     scores, positives = _check_scores(scores, positives, "aupr")
-    n_pos = int(positives.sum())
-    if n_pos == 0:
+    if not positives.any():
         raise BadInputError("AUPR needs at least one positive case, got none")
-    order = np.argsort(-scores, kind="stable")
-    s, pos = scores[order], positives[order]
-    last_of_tie = np.r_[s[1:] != s[:-1], True]
-    tp = np.cumsum(pos)[last_of_tie]
-    seen = np.flatnonzero(last_of_tie) + 1
-    precision = tp / seen
-    recall = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(sklearn_metrics().average_precision_score(positives, scores))
 
 
 def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

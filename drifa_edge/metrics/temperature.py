@@ -1,4 +1,5 @@
-"""Temperature scaling and referral thresholds, fitted on validation data (numpy only).
+"""Temperature scaling and referral thresholds, fitted on validation data (numpy; the search
+for T uses ``scipy.optimize``, the ``[check]`` extra).
 
 Temperature scaling divides every logit of a task by one scalar T > 0 fitted to
 minimise the NLL of the MC-mean prediction mean_s softmax(z_s / T). It never
@@ -14,12 +15,11 @@ import math
 
 import numpy as np
 
-from drifa_edge.errors import BadInputError, ConfigError
+from drifa_edge.errors import BadInputError, ConfigError, missing_dependency
 from drifa_edge.metrics._checks import EPS, scored
 from drifa_edge.metrics.uncertainty import fit_referral_threshold, softmax, summarize
 
 T_MIN, T_MAX = 0.05, 20.0
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 def _as_samples(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,10 +55,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, grid: int = 49, tol:
     """The T in [0.05, 20] that minimises :func:`mc_nll`.
 
     A log-spaced grid brackets the minimum (the MC-mean NLL need not be unimodal
-    in T), then a golden-section search on log T refines it to ``tol``. The result
-    is never worse than T = 1 on the fitting data: if the search cannot beat T = 1,
-    1.0 is returned.
+    in T), then ``scipy.optimize.minimize_scalar`` (bounded Brent) refines log T
+    within the bracket to ``tol``. The result is never worse than T = 1 on the
+    fitting data: if the search cannot beat T = 1, 1.0 is returned. Needs the
+    ``[check]`` extra (scipy).
     """
+    try:
+        from scipy.optimize import minimize_scalar
+    except ImportError as e:
+        raise missing_dependency("scipy", "check") from e
     z, y = _as_samples(logits, labels)
 
     def loss(log_t: float) -> float:
@@ -69,18 +74,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, grid: int = 49, tol:
     values = [loss(x) for x in points]
     best = int(np.argmin(values))
     lo, hi = points[max(best - 1, 0)], points[min(best + 1, grid - 1)]
-    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    fa, fb = loss(a), loss(b)
-    while hi - lo > tol:
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - _GOLDEN * (hi - lo)
-            fa = loss(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + _GOLDEN * (hi - lo)
-            fb = loss(b)
-    log_t, f_t = min([(a, fa), (b, fb), (points[best], values[best])], key=lambda pair: pair[1])
+    found = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": tol})
+    log_t, f_t = min(
+        [(float(found.x), float(found.fun)), (points[best], values[best])], key=lambda pair: pair[1]
+    )
     return float(math.exp(log_t)) if f_t < loss(0.0) else 1.0
 
 
