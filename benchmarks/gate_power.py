@@ -3,28 +3,32 @@
 The gate's verdict on one build is random (MC draws), so it is measured over many
 draws. Inference is done once; the gate is then evaluated offline on resampled draws:
 
-1. collect (cached in ``--cache``): R MC runs (T = 30, test split) of each source,
-   stored as probabilities: OpenVINO FP32 (the reference pool), PyTorch FP32, ONNX
-   Runtime FP32, and each shipped INT8 variant on OpenVINO. A case's draws are iid
-   given the image, so any T of a source's R x T draws of a case form one more run;
-2. evaluate: each evaluation draws a reference run (T draws per case) and a
-   candidate run (T other draws, disjoint from the reference's where both come from
-   one pool), optionally distorted, and runs the gate's noise model and decision
-   rules on them:
+1. collect (cached in ``--cache``, one npz per source, kept as soon as it is done): R MC
+   runs (T = 30, test split) of each source, stored as probabilities and every draw's
+   pooled embedding (for the OOD criteria): OpenVINO FP32 (the reference pool), PyTorch
+   FP32, ONNX Runtime FP32, the export's shipped INT8 builds (OpenVINO, ONNX Runtime)
+   and INT8 variants built here (``--int8-scope conv-matmul``, NNCF's defaults). A
+   case's draws are iid given the image, so any T of a source's R x T draws of a case
+   form one more run;
+2. evaluate: each evaluation draws a reference run (T draws per case) and a candidate
+   run (T other draws, disjoint from the reference's where both come from one pool),
+   optionally distorted, and runs the gate's noise model and decision rules on them,
+   with the OOD criteria where the checkpoint (or ``--ood``) has ``ood.npz``:
    - null: OpenVINO FP32 against OpenVINO FP32 (other draws), and ONNX Runtime /
      OpenVINO FP32 against PyTorch FP32: every failure is a false alarm;
-   - power: the candidate's log-probabilities divided by 1.02 / 1.05 / 1.1 / 1.25 / 1.5
+   - power: the candidate's log-probabilities divided by 1.05 / 1.1 / 1.25 / 1.5
      (temperature), or a fixed Gaussian perturbation per case and class of 0.1 / 0.25 /
-     0.5 / 1x the MC noise (the median per-case std of centred log-probabilities),
-     at the full test set and at half of it;
-   - INT8: each shipped variant's own draws;
+     0.5 / 1x the MC noise (the median per-case std of centred log-probabilities);
+     ``--fractions 1.0,0.5`` adds the same at half the test set;
+   - INT8: each variant's own draws (NNCF's defaults being the known-bad build);
 3. decision rules on the same evidence: ``material`` (default policy),
    ``equivalence`` (strict-clinical), ``difference``; and for comparison a second
    noise design, K = 3 reference re-runs with a t-test of the candidate's statistic
    against the three reference-pair values (Holm over the same family).
 
-    python benchmarks/gate_power.py --checkpoint /work/runs/real-small-v2
-    python benchmarks/gate_power.py --checkpoint ... --sections power   # the stored runs are reused
+    OPENBLAS_NUM_THREADS=1 nice -n 10 python benchmarks/gate_power.py --checkpoint CKPT \
+        --export EXPORT --runs 5 --other-runs 2 --threads 1 --data-root ../shared/data
+    python benchmarks/gate_power.py ... --sections power   # the stored runs are reused
 
 Writes ``benchmarks/results/gate_power.json`` (pass rates with Wilson 95 % intervals).
 """
@@ -81,6 +85,14 @@ SOURCES = (
 )
 
 
+def runs_folder(args) -> Path:
+    """Where the runs of ``--checkpoint`` on ``--cases`` test cases are stored."""
+    from drifa_edge.artifact.card import read_card
+
+    weights = read_card(args.checkpoint).files.get("model.safetensors", "")[:12]
+    return args.cache / f"runs-{weights}-{args.cases}"
+
+
 def collect(args) -> Path:
     """Run every source R times; store each source's probabilities and per-draw pooled
     embeddings (float32, for the OOD criteria) in its own npz as soon as it is done, so an
@@ -97,7 +109,7 @@ def collect(args) -> Path:
 
     card = read_card(args.checkpoint)
     weights = card.files.get("model.safetensors", "")[:12]
-    folder = args.cache / f"runs-{weights}-{args.cases}"
+    folder = runs_folder(args)
     folder.mkdir(parents=True, exist_ok=True)
     data = [f"{t}={(args.data_root or L.SHARED_DATA) / t}" for t in card.task_names]
     export = args.export or L.export_model(args.checkpoint, args.cache / f"drift-{weights}")
@@ -352,7 +364,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="folder whose ood.npz gives the OOD criteria (default: checkpoint)",
     )
+    p.add_argument(
+        "--fractions", default="1.0", help="shares of the test cases the power cells use (e.g. 1.0,0.5)"
+    )
+    p.add_argument("--merge", action="store_true", help="keep the cells of an existing --out file")
     p.add_argument("--collect-only", action="store_true", help="store the runs and stop")
+    p.add_argument("--evaluate-only", action="store_true", help="judge the runs stored so far, run nothing")
     p.add_argument(
         "--sources", default=",".join(SOURCES), help="sources to run, in this order (comma-separated)"
     )
@@ -362,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.time()
     args.cache.mkdir(parents=True, exist_ok=True)
-    folder = collect(args)
+    folder = runs_folder(args) if args.evaluate_only else collect(args)
     if args.collect_only:
         print(folder)
         return {}
@@ -465,6 +482,12 @@ def main(argv: list[str] | None = None) -> dict:
         "T": T,
         "pool_draws_per_case": {s: int(pool[s][tasks[0]].shape[1]) for s in sorted(pools)},
         "mc_noise_logit_sd": {t: round(v, 4) for t, v in noise.items()},
+        "ood_criteria": (
+            f"judged (spearman_ood, ood_agreement) with {args.ood or args.checkpoint}/ood.npz on the sources "
+            f"with stored embeddings: {sorted(embs)}"
+            if densities
+            else "not judged: no ood.npz"
+        ),
         "policies": {k: v.to_dict() for k, v in policies.items()},
         "null": {},
         "power": {},
@@ -482,8 +505,9 @@ def main(argv: list[str] | None = None) -> dict:
             result["null"]["ov-fp32 vs torch-fp32"] = run_cell(
                 "null ov-torch", args.null_draws, fp32_against("ov-fp32-vs-torch")
             )
-    for fraction in (1.0, 0.5) if "power" in sections else ():
-        for factor in (1.02, 1.05, 1.1, 1.25, 1.5):
+    fractions = [float(f) for f in args.fractions.split(",")]
+    for fraction in fractions if "power" in sections else ():
+        for factor in (1.05, 1.1, 1.25, 1.5):
             key = f"temperature x{factor} ({fraction:.0%} of cases)"
             result["power"][key] = run_cell(
                 key,
@@ -513,6 +537,14 @@ def main(argv: list[str] | None = None) -> dict:
         result["int8"][name] = {"what": what, **run_cell(name, args.draws, make)}
     result["seconds"] = round(time.time() - started, 1)
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()}
+    if args.merge and args.out.is_file():  # cells measured by other processes (sections) stay
+        earlier = json.loads(args.out.read_text())
+        for section in ("null", "power", "int8"):
+            result[section] = {**earlier.get(section, {}), **result[section]}
+        result["runs"] = [
+            *earlier.get("runs", []),
+            {k: earlier.get(k) for k in ("command", "seconds", "machine")},
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(table(result))

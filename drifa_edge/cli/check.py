@@ -47,6 +47,9 @@ def print_report(report: DriftReport, console: Console) -> None:
             highlight=False,
             markup=False,
         )
+    skipped = {t.ood["skipped"] for t in report.tasks.values() if "skipped" in t.ood}
+    for why in sorted(skipped):
+        console.print(f"OOD criteria skipped: {why}", highlight=False, markup=False)
     for c in report.failures:
         console.print(f"{c.task}: {c.name} {c.detail}", style="red", highlight=False, markup=False)
     for warning in report.warnings:

@@ -36,7 +36,7 @@ import numpy as np
 
 from drifa_edge.artifact.ood import TaskDensity
 from drifa_edge.errors import BadInputError
-from drifa_edge.metrics.mahalanobis import mahalanobis_scores, nearest_centre_distances, whitening
+from drifa_edge.metrics.mahalanobis import mahalanobis_scores, whitening
 from drifa_edge.metrics.ranks import rankdata_rows
 
 _EPS = 1e-12
@@ -89,6 +89,23 @@ class OodFeatures:
                 raise BadInputError(
                     f"the OOD density reads embedding columns {d.columns}, the runs gave {ref.shape[2]}"
                 )
+
+
+_WHITENED: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # id(precision) -> (it, W, centres)
+
+
+def _whitened(density: TaskDensity) -> tuple[np.ndarray, np.ndarray]:
+    """(W, class means @ W) of a density, kept for the last few densities: a benchmark
+    judges hundreds of run pairs against one density, and the eigendecomposition is the
+    costliest step of a small check."""
+    hit = _WHITENED.get(id(density.precision))
+    if hit is not None and hit[0] is density.precision:
+        return hit[1], hit[2]
+    w = whitening(density.precision)
+    if len(_WHITENED) >= 8:
+        _WHITENED.clear()
+    _WHITENED[id(density.precision)] = (density.precision, w, density.means @ w)
+    return w, density.means @ w
 
 
 def _ood_statistics(score_a, score_b, threshold_a: float, threshold_b: float) -> dict[str, np.ndarray]:
@@ -259,8 +276,9 @@ def permutation_null(
 
     With ``ood`` the OOD criteria (:data:`OOD_STATISTICS`) join: the features are
     whitened with the reference density's precision (:func:`whitening`), so the score of
-    a swapped run's MC-mean features is a nearest-centre distance of a linear update,
-    computed in the same matmul (D more columns).
+    a swapped run's MC-mean features is a nearest-centre distance of a linear update:
+    2K more matmul columns (the update along each centre direction, per side) and one
+    (T, T) quadratic form per case (its squared length).
     """
     ref, cand = np.asarray(ref, dtype=np.float64), np.asarray(cand, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -281,14 +299,24 @@ def permutation_null(
     # expected entropies (column C) and between the two whitened mean features (the rest);
     # float32 for the matmul, ~1e-7 against probabilities
     columns = [cand - ref, (h_cand - h_ref)[..., None]]
+    gram = None
     if ood is not None:
+        # Score of a swapped run: min_k ||m + u - c_k||^2 in whitened space, u = the moved
+        # features = sum_t s_t d_t. Expanded: ||m - c_k||^2 + 2 (m - c_k).u + ||u||^2, where
+        # (m - c_k).u = sum_t s_t (m - c_k).d_t is K more matmul columns per side and
+        # ||u||^2 = s^T G s with G = the (T, T) Gram matrix of d_t: far cheaper than D columns.
         dens = ood.density
-        w = whitening(dens.precision)  # (D, D)
-        centres = dens.means @ w  # (K, D)
+        w, centres = _whitened(dens)  # (D, D), (K, D)
         f_ref = np.asarray(ood.reference, dtype=np.float64)[..., dens.columns[0] : dens.columns[1]] @ w
         f_cand = np.asarray(ood.candidate, dtype=np.float64)[..., dens.columns[0] : dens.columns[1]] @ w
-        mf_ref, mf_cand = f_ref.mean(axis=1), f_cand.mean(axis=1)  # (N, D)
-        columns.append(f_cand - f_ref)
+        to_a = f_ref.mean(axis=1)[:, None, :] - centres[None]  # (N, K, D): reference mean - centres
+        to_b = f_cand.mean(axis=1)[:, None, :] - centres[None]
+        d = (f_cand - f_ref) / draws  # (N, T, D) what swapping draw t moves
+        k = centres.shape[0]
+        columns.append(np.matmul(d, to_a.transpose(0, 2, 1)) * draws)  # (N, T, K), / draws below
+        columns.append(np.matmul(d, to_b.transpose(0, 2, 1)) * draws)
+        near_a, near_b = (to_a * to_a).sum(-1), (to_b * to_b).sum(-1)  # (N, K)
+        gram = np.matmul(d, d.transpose(0, 2, 1)).astype(np.float32)  # (N, T, T)
         cd = ood.candidate_density  # the observed pair: each run scored as it ships
         score_ref = mahalanobis_scores(
             dens.select(np.mean(ood.reference, axis=1)), dens.means, dens.precision
@@ -299,23 +327,27 @@ def permutation_null(
     names = [k for k in STATISTICS if k in observed]
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for swap in _swap_batches(np.random.default_rng(seed), permutations, cases, draws):
-        moved_all = np.matmul(swap, diff).transpose(1, 0, 2).astype(np.float64)  # (rows, N, C + 1 [+ D])
+        moved_all = np.matmul(swap, diff).transpose(1, 0, 2).astype(np.float64)  # (rows, N, C + 1 [+ 2K])
         moved, moved_h = moved_all[..., :classes], moved_all[..., classes]
         a = _Side.of(mean_ref + moved, eh_ref + moved_h)
         b = _Side.of(mean_cand - moved, eh_cand - moved_h)
         stats = pair_statistics(a, b, labels, ref_threshold, ref_threshold, metric, bins)
-        if ood is not None:
-            moved_f = moved_all[..., classes + 1 :]  # (rows, N, D)
+        if gram is not None:
+            dot_a = moved_all[..., classes + 1 : classes + 1 + k]  # (rows, N, K)
+            dot_b = moved_all[..., classes + 1 + k :]
+            squared = (
+                (np.matmul(swap, gram) * swap).sum(axis=2).T.astype(np.float64)[..., None]
+            )  # (rows, N, 1)
             stats.update(
                 _ood_statistics(
-                    nearest_centre_distances(mf_ref + moved_f, centres),
-                    nearest_centre_distances(mf_cand - moved_f, centres),
+                    np.maximum((near_a + 2 * dot_a + squared).min(axis=-1), 0.0),
+                    np.maximum((near_b - 2 * dot_b + squared).min(axis=-1), 0.0),
                     dens.threshold,
                     dens.threshold,
                 )
             )
-        for k, v in stats.items():
-            parts[k].append(v)
+        for name, v in stats.items():
+            parts[name].append(v)
     return NullDistribution(
         observed={k: float(v[0]) for k, v in observed.items()},
         null={k: np.concatenate(v) for k, v in parts.items()},

@@ -96,6 +96,21 @@ def _criteria_table(t: TaskDrift) -> list[str]:
     return lines
 
 
+def _ood_line(ood: dict) -> list[str]:
+    """What the OOD criteria saw (flag rates at each side's own threshold), or why they were skipped."""
+    if "skipped" in ood:
+        return [f"OOD criteria (spearman_ood, ood_agreement) skipped: {ood['skipped']}.", ""]
+    if not ood:
+        return []
+    r, c = ood["reference"], ood["candidate"]
+    return [
+        f"OOD score ({ood['space']} features): flagged {format_value(r['flag_rate'])} of cases by the "
+        f"reference (threshold {format_value(r['threshold'])}), {format_value(c['flag_rate'])} by the "
+        f"candidate (threshold {format_value(c['threshold'])}); flag agreement {format_value(ood['agreement'])}.",
+        "",
+    ]
+
+
 def _changed_table(t: TaskDrift) -> list[str]:
     head = (
         f"{len(t.changed)} of {t.cases} cases changed class or referral "
@@ -129,6 +144,7 @@ def task_markdown(t: TaskDrift) -> list[str]:
         "Shift: how much worse than two runs of the reference (> 0 worse; kl_ratio: log ratio).",
         "",
     ]
+    lines += _ood_line(t.ood)
     lines += ["### Cases whose class or referral changed", ""]
     lines += _changed_table(t)
     lines += ["### Agreement with the reference", ""]
