@@ -368,6 +368,16 @@ def main(argv: list[str] | None = None) -> dict:
         "--fractions", default="1.0", help="shares of the test cases the power cells use (e.g. 1.0,0.5)"
     )
     p.add_argument("--merge", action="store_true", help="keep the cells of an existing --out file")
+    p.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="merge these result files (parallel runs) into --out",
+    )
+    p.add_argument(
+        "--only", default="", help="run only cells whose name contains one of these (comma-separated)"
+    )
     p.add_argument("--collect-only", action="store_true", help="store the runs and stop")
     p.add_argument("--evaluate-only", action="store_true", help="judge the runs stored so far, run nothing")
     p.add_argument(
@@ -377,6 +387,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "gate_power.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.combine:
+        return combine(args.combine, args.out)
     started = time.time()
     args.cache.mkdir(parents=True, exist_ok=True)
     folder = runs_folder(args) if args.evaluate_only else collect(args)
@@ -416,6 +428,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def runs(source: str, t: str, rows: np.ndarray, count: int) -> list[tuple]:
         return draw_runs(rng, pool[source][t], embs.get(source), rows, count)
+
+    def wanted(name: str) -> bool:  # --only: run just the cells whose name contains one of these
+        return not args.only or any(part in name for part in args.only.split(","))
 
     def run_cell(name: str, draws: int, make, fraction: float = 1.0, reruns: bool = False) -> dict:
         verdicts: dict[str, list[dict]] = {}
@@ -493,15 +508,16 @@ def main(argv: list[str] | None = None) -> dict:
         "power": {},
         "int8": {},
     }
-    if "null" in sections:
+    if "null" in sections and wanted("null ov-ov"):
         result["null"]["ov-fp32 vs ov-fp32 (other draws)"] = run_cell(
             "null ov", args.null_draws, fp32_against("ov-fp32"), reruns=True
         )
-        if {"ort-fp32", "torch-fp32"} <= pools:
+    if "null" in sections:
+        if {"ort-fp32", "torch-fp32"} <= pools and wanted("null ort-torch"):
             result["null"]["ort-fp32 vs torch-fp32"] = run_cell(
                 "null ort", args.null_draws, fp32_against("ort-fp32")
             )
-        if "torch-fp32" in pools:
+        if "torch-fp32" in pools and wanted("null ov-torch"):
             result["null"]["ov-fp32 vs torch-fp32"] = run_cell(
                 "null ov-torch", args.null_draws, fp32_against("ov-fp32-vs-torch")
             )
@@ -526,7 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
                 reruns=True,
             )
     for name, (what, _) in INT8_VARIANTS.items():
-        if name not in pools or "int8" not in sections:
+        if name not in pools or "int8" not in sections or not wanted(name):
             continue
 
         def make(keep, name=name):
@@ -547,6 +563,23 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
+    print(table(result))
+    return result
+
+
+def combine(paths: list[Path], out: Path) -> dict:
+    """One result file from several evaluation processes over the same stored runs (each ran
+    some cells): their cells side by side, every command and its seconds kept."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    result = {
+        k: v
+        for k, v in parts[0].items()
+        if k not in ("null", "power", "int8", "command", "seconds", "machine")
+    }
+    result["runs"] = [{k: part.get(k) for k in ("command", "seconds", "machine")} for part in parts]
+    for section in ("null", "power", "int8"):
+        result[section] = {name: cell for part in parts for name, cell in part.get(section, {}).items()}
+    out.write_text(json.dumps(result, indent=2))
     print(table(result))
     return result
 
