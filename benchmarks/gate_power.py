@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--fractions", default="1.0", help="shares of the test cases the power cells use (e.g. 1.0,0.5)"
     )
     p.add_argument("--merge", action="store_true", help="keep the cells of an existing --out file")
+    p.add_argument("--partial", type=Path, default=None, help="write each finished cell here as it ends")
     p.add_argument(
         "--combine",
         type=Path,
@@ -462,6 +463,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "fail_rate_ci95": wilson(draws - passed, draws),
                 "failures": failures,
             }
+        if args.partial is not None:  # every finished cell on disk at once: a long run can be stopped
+            done = json.loads(args.partial.read_text()) if args.partial.is_file() else {}
+            done[name] = cell
+            args.partial.write_text(json.dumps(done, indent=1))
         log.info(
             "%s (%.0f%% cases): %s in %.0f s",
             name,
