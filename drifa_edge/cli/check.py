@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
-from drifa_edge.cli.text import plain, require_folder
+from drifa_edge.cli.text import plain, require_choice, require_folder
 from drifa_edge.drift.check import CheckConfig, check_drift
 from drifa_edge.drift.gate import DriftReport
 from drifa_edge.drift.policy import load_policy
@@ -101,7 +101,14 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
+    from drifa_edge.artifact.layout import PRECISIONS
+    from drifa_edge.runtimes.base import runtime_names
+
     require_folder(out)
+    for option, value in (("--precision", precision), ("--ref-precision", ref_precision)):
+        require_choice(option, value, PRECISIONS)
+    for option, value in (("--runtime", runtime), ("--ref-runtime", ref_runtime)):
+        require_choice(option, value, ("auto", *runtime_names()))
     cfg = CheckConfig(
         reference,
         candidate,

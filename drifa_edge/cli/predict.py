@@ -71,6 +71,15 @@ def predict(
             "give either --input TASK=PATH (one case) or --manifest cases.csv, not both or none"
         )
     require_file(out)
+    # options first: a typo such as --precision int4 is a bad option (exit 2) before any file is read
+    options = RuntimeOptions(
+        precision=precision,
+        device=device,
+        threads=threads,
+        streams=streams,
+        extra={"cache_dir": str(cache_dir)} if cache_dir else {},
+    )
+    engine_cfg = EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb)
     tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
     cases = read_manifest(manifest, tasks) if manifest is not None else [parse_inputs(inputs, tasks, case_id)]
     err = Console(stderr=True)
@@ -86,14 +95,8 @@ def predict(
             cases,
             out,
             runtime=runtime,
-            options=RuntimeOptions(
-                precision=precision,
-                device=device,
-                threads=threads,
-                streams=streams,
-                extra={"cache_dir": str(cache_dir)} if cache_dir else {},
-            ),
-            engine_cfg=EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb),
+            options=options,
+            engine_cfg=engine_cfg,
             resume=resume,
             fmt=fmt,
             batch_size=batch_size,
