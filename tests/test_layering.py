@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "drifa_edge"
 LAYERS = [
-    {"errors", "_moved", "data", "model", "profiles"},
+    {"errors", "_moved", "progress", "data", "model", "profiles"},
     {"artifact", "card"},  # card.py: the old path of artifact.card (a warning shim)
     {"metrics"},
     {"runtimes"},

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.progress import Progress
+from drifa_edge.cli.tables import print_table, resolve_format
 from drifa_edge.cli.text import plain, require_file
 
 _SHOWN = 20  # rows of the summary table; the file has everything
@@ -84,11 +86,11 @@ def predict(
     cases = read_manifest(manifest, tasks) if manifest is not None else [parse_inputs(inputs, tasks, case_id)]
     err = Console(stderr=True)
     done = [0]
-    with err.status(f"predicting {len(cases)} case(s)...") as status:
+    with Progress(f"predicting {len(cases)} case(s)", err) as shown:
 
         def progress(record: dict) -> None:
             done[0] += 1
-            status.update(f"predicting: {done[0]} / {len(cases)} cases written")
+            shown.update(f"predicting: {done[0]} of {len(cases)} cases written")
 
         summary = predict_cases(
             artifact,
@@ -139,7 +141,8 @@ def print_summary(summary, console: Console) -> None:
                 refer,
                 end_section=j == len(items) - 1,
             )
-    console.print(table)
+    # off a terminal (a log, a pipe) plain lines: no number split over lines
+    print_table(table, resolve_format("auto", console), console)
     shown = min(len(summary.preview), _SHOWN)
     written = summary.ok + summary.failed
     if written > shown:

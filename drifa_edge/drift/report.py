@@ -85,7 +85,7 @@ def _criteria_table(t: TaskDrift) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in t.criteria:
-        verdict = "pass" if c.passed else "**FAIL**"
+        verdict = ("pass (n.s.)" if c.not_significant else "pass") if c.passed else "**FAIL**"
         shift = f"{_signed(c.shift)} [{_signed(c.shift_low)}, {_signed(c.shift_high)}]"
         p = f"{format_value(c.p_value, 3)} ({format_value(c.p_adjusted, 3)})"
         lines.append(
