@@ -23,7 +23,7 @@ LAYERS = [
     {"bench"},
     {"serve"},
     {"demo"},
-    {"cli"},
+    {"cli", "__main__"},  # __main__: python -m drifa_edge
 ]
 
 
