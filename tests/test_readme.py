@@ -4,7 +4,7 @@ Blocks are tagged after their language (```` ```console ci ````): ``ci`` blocks 
 README order, in one empty folder (later blocks use what earlier ones wrote, as a reader's
 shell would), with the substitutions of the ``<!-- ci: replace A => B | exit 0 8 -->`` comment
 just above a block (smaller sizes; exit codes accepted besides the block's own ``exit N`` line
-and 0). ``realdata``, ``gpu`` and ``manual`` blocks are not run here.
+and 0; ``--force`` on export where a 3-epoch model may be flagged at chance). ``realdata``, ``gpu`` and ``manual`` blocks are not run here.
 """
 
 from __future__ import annotations
