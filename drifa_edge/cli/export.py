@@ -266,5 +266,7 @@ def export(
         print(text)
     else:
         Console().print(
-            f"export summary (files, checks, INT8 settings) written to {plain(path)}", highlight=False
+            f"export summary (files, checks, INT8 settings) written to {plain(path)}",
+            highlight=False,
+            soft_wrap=True,
         )
