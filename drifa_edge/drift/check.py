@@ -32,6 +32,7 @@ from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaEr
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, run_member_embedding_draws, softmax
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
+from drifa_edge.progress import stage
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -222,16 +223,25 @@ def ood_densities(reference: str | Path, candidate: str | Path) -> OodDensities 
     return ref, {t: cand.get(t, d) for t, d in ref.items()}
 
 
-def _run_with_ood(ref_rts, cand_rts, ref_images, cand_images, cfg: EngineConfig, ood):
+def _run_with_ood(ref_rts, cand_rts, ref_images, cand_images, cfg: EngineConfig, ood, labels):
     """Both runs' logits and, where the OOD criteria apply, every draw's embedding:
     (ref logits, cand logits, {task: OodFeatures} or None, why skipped)."""
+    cases = len(next(iter(labels.values()))) if labels else 0
+
+    def started(which: int, rts) -> None:
+        what = "reference" if which == 1 else "candidate"
+        size = f", {cases} cases x T={cfg.samples}" if which == 1 else ""
+        stage(f"drift check {which} of 3: {what}{size} ({rts[0].name} {rts[0].precision})")
+
     if isinstance(ood, str) or ood is None:
         why = ood or "no OOD density given"
     elif not all(hasattr(rt, "run_suffix_embedding") for rt in (*ref_rts, *cand_rts)):
         why = "a runtime of this check does not return the pooled embedding (torch, onnxruntime, openvino do)"
     else:
         try:
+            started(1, ref_rts)
             ref_logits, ref_emb = run_member_embedding_draws(ref_rts[0], ref_images, cfg)
+            started(2, cand_rts)
             cand_logits, cand_emb = run_member_embedding_draws(cand_rts[0], cand_images, cfg)
         except ArtifactError as e:  # an export made before the suffix had its embedding output
             why = str(e)
@@ -244,7 +254,10 @@ def _run_with_ood(ref_rts, cand_rts, ref_images, cand_images, cfg: EngineConfig,
                 features,
                 "no OOD density for this task in ood.npz",
             )
-    return run_mc_logits(ref_rts, ref_images, cfg), run_mc_logits(cand_rts, cand_images, cfg), None, why
+    started(1, ref_rts)
+    ref_logits = run_mc_logits(ref_rts, ref_images, cfg)
+    started(2, cand_rts)
+    return ref_logits, run_mc_logits(cand_rts, cand_images, cfg), None, why
 
 
 def write_calibration(path: str | Path, calibration: dict[str, Any]) -> list[str]:
@@ -288,7 +301,7 @@ def check_arrays(
     ref_images, cand_images, labels, ids = test
     cfg = EngineConfig(samples=samples, seed=seed)
     ref_logits, cand_logits, ood_features, ood_skipped = _run_with_ood(
-        ref_rts, cand_rts, ref_images, cand_images, cfg, ood
+        ref_rts, cand_rts, ref_images, cand_images, cfg, ood, labels
     )
     ref_temps, cand_temps = _card_temperatures(ref_rts), _card_temperatures(cand_rts)
     ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
@@ -342,6 +355,7 @@ def check_arrays(
             cand_card, cand_rts, cand_temps, val, 1, cand_logits, labels, cfg, policy, meta, "cand"
         )
     meta["temperatures"] = {"reference": ref_temps, "candidate": cand_temps}
+    stage("drift check 3 of 3: metrics and the permutation null")
     return evaluate_drift(
         _probabilities(ref_logits, ref_temps),
         _probabilities(cand_logits, cand_temps),
