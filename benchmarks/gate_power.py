@@ -530,6 +530,8 @@ def main(argv: list[str] | None = None) -> dict:
     for fraction in fractions if "power" in sections else ():
         for factor in (1.05, 1.1, 1.25, 1.5):
             key = f"temperature x{factor} ({fraction:.0%} of cases)"
+            if not wanted(key):
+                continue
             result["power"][key] = run_cell(
                 key,
                 args.draws,
@@ -539,6 +541,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
         for scale in (0.1, 0.25, 0.5, 1.0):
             key = f"logit noise {scale}x MC noise ({fraction:.0%} of cases)"
+            if not wanted(key):
+                continue
             result["power"][key] = run_cell(
                 key,
                 args.draws,
