@@ -586,6 +586,10 @@ def combine(paths: list[Path], out: Path) -> dict:
         if k not in ("null", "power", "int8", "command", "seconds", "machine")
     }
     result["runs"] = [{k: part.get(k) for k in ("command", "seconds", "machine")} for part in parts]
+    # each process saw the sources stored when it started
+    result["pool_draws_per_case"] = {
+        k: v for part in parts for k, v in part.get("pool_draws_per_case", {}).items()
+    }
     for section in ("null", "power", "int8"):
         result[section] = {name: cell for part in parts for name, cell in part.get(section, {}).items()}
     out.write_text(json.dumps(result, indent=2))
