@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import print_table, resolve_format
 from drifa_edge.cli.text import require_folder
 from drifa_edge.errors import ConfigError
@@ -71,7 +72,8 @@ def warn_if_at_chance(out: Path, console: Console) -> bool:
                     "it. Train longer, check labels and data, or try --class-balance weights. "
                     "'drifa-edge export' refuses it without --force.",
                     style="bold red",
-                )
+                ),
+                soft_wrap=not console.is_terminal,  # one line in a log, grep-able
             )
     return flagged
 
@@ -166,5 +168,9 @@ def train(
             f"{', '.join(n for n, _ in options)}"
         )
     sets = load_datasets(data, seed=cfg.seed)
-    result = train_ensemble(sets, cfg, out, resume=resume, progress=not quiet)
+    if quiet:
+        result = train_ensemble(sets, cfg, out, resume=resume, progress=False)
+    else:  # stage and epoch lines on stderr; in a log the running step repeats at least every ~10 s
+        with Progress(f"training into {out}", spinner=False):
+            result = train_ensemble(sets, cfg, out, resume=resume, progress=True)
     print_result(result, Console())
