@@ -49,7 +49,9 @@ class ResultsPipeline:
 
         self.cfg, self.store, self.audit, self.card = cfg, store, audit, card
         self.outbox = open_outbox(cfg)
-        self.destinations = tuple(Destination(d.name, d.ae_title, d.host, d.port) for d in cfg.destinations)
+        self.destinations = tuple(
+            Destination(d.name, d.ae_title, d.host, d.port, verify=d.verify) for d in cfg.destinations
+        )
         self.sender = None
         if self.destinations:
             sender_cfg = SenderConfig(self.destinations, calling_ae_title=cfg.dicom.ae_title)
@@ -176,6 +178,7 @@ class ResultsPipeline:
             event, case_id=item.case_id, result_version=item.result_version, destination=item.destination,
             sop_instance_uid=item.sop_instance_uid, status=None if attempt.status is None else f"0x{attempt.status:04X}",
             reason=attempt.reason, attempts=item.attempts, ms=round(attempt.seconds * 1e3, 1),
+            **({"verify": attempt.verify} if attempt.verify else {}),
         )  # fmt: skip
         self._update_case(item.case_id, item.result_version)
 
