@@ -19,7 +19,13 @@ outbox commit re-sends that result once: at-least-once, see ``serve/outbox.py``)
 The model is demo-size (64 px, width 0.25, two tasks) with untrained weights unless
 ``--artifact`` is given: throughput does not depend on the weights' values.
 
+The result goes into ``--out`` under ``runs[<--name>]``; other runs already in the file are
+kept (a file in the older one-run format becomes ``runs["demo-torch-fp32"]``).
+
     nice -n 10 python benchmarks/serve_load.py                      # 200 studies -> benchmarks/results/serve_load.json
+    # the paper configuration (random weights, tasks named derm/blood), OpenVINO INT8 (NNCF), T = 30:
+    nice -n 10 python benchmarks/serve_load.py --artifact EXPORT --runtime openvino --precision int8 \
+        --samples 30 --name paper-openvino-int8
     nice -n 10 python benchmarks/serve_load.py --kills 3 --out benchmarks/results/serve_load_kills.json
     python benchmarks/serve_load.py --studies 8 --out /tmp/x.json   # smoke test
 """
@@ -186,7 +192,9 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def predict_throughput(artifact: Path, root: Path, runtime: str, samples: int, threads: int | None) -> dict:
+def predict_throughput(
+    artifact: Path, root: Path, runtime: str, samples: int, threads: int | None, precision: str = "fp32"
+) -> dict:
     """Plain predict on the stored input files of every DONE/SENT case (same model, runtime, T)."""
     from drifa_edge.inference.engine import EngineConfig
     from drifa_edge.inference.manifest import Case
@@ -205,17 +213,30 @@ def predict_throughput(artifact: Path, root: Path, runtime: str, samples: int, t
         cases[:4],
         out,
         runtime=runtime,
-        options=RuntimeOptions(threads=threads),
+        options=RuntimeOptions(threads=threads, precision=precision),
         engine_cfg=EngineConfig(samples=samples, seed=0),
         batch_size=4,
         force=True,
     )  # warm-up; fmt: skip
     t0, cpu0 = time.perf_counter(), time.process_time()
-    summary = predict_cases(artifact, cases, out, runtime=runtime, options=RuntimeOptions(threads=threads),
+    summary = predict_cases(artifact, cases, out, runtime=runtime, options=RuntimeOptions(threads=threads, precision=precision),
                             engine_cfg=EngineConfig(samples=samples, seed=0), batch_size=4, force=True)  # fmt: skip
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"cases": summary.ok, "seconds": round(seconds, 2), "cases_per_min": round(60 * summary.ok / seconds, 1),
             "cpu_s_per_case": round(cpu / max(summary.ok, 1), 4)}  # fmt: skip
+
+
+def write_run(path: Path, name: str, result: dict) -> None:
+    """Put ``result`` under ``runs[name]`` in ``path``, keeping the other runs there."""
+    doc = {"benchmark": "serve_load", "runs": {}}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if "runs" in old:
+            doc = old
+        elif "throughput_cases_per_min" in old:  # the one-run format of the first runs
+            doc["runs"]["demo-torch-fp32"] = old
+    doc["runs"][name] = result
+    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -227,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="runtime threads of the service (and of predict)")
     p.add_argument("--runtime", default="torch")
+    p.add_argument("--precision", default="fp32", help="fp32, int8 (an INT8 build in the export), ...")
+    p.add_argument("--name", default="demo-torch-fp32", help="key of this run in the output's runs")
     p.add_argument("--artifact", type=Path, default=None, help="default: a demo-size untrained checkpoint")
     p.add_argument("--kills", type=int, default=0, help="kill -9 the service this many times during sending")
     p.add_argument("--seed", type=int, default=0)
@@ -259,6 +282,7 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         assembly={"quiet_seconds": args.quiet, "max_wait_seconds": 600.0},
         inference={
             "runtime": args.runtime,
+            "precision": args.precision,
             "samples": args.samples,
             "batch_size": args.batch_size,
             "batch_wait_ms": 200.0,
@@ -321,7 +345,9 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
     extra_versions = sum(1 for uid in recorder.deliveries if uid not in expected)
     orthanc_srs = sum(1 for uid in expected if orthanc.instance_id(uid) is not None)
     print("[4/4] plain predict on the same files", flush=True)
-    plain = predict_throughput(artifact, work / "root", args.runtime, args.samples, args.threads)
+    plain = predict_throughput(
+        artifact, work / "root", args.runtime, args.samples, args.threads, args.precision
+    )
     service_cpm = 60 * n_ok / (done_at - t0)
     result = {
         "benchmark": "serve_load",
@@ -335,6 +361,7 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
             "batch_size": args.batch_size,
             "threads": args.threads,
             "runtime": args.runtime,
+            "precision": args.precision,
             "kills": args.kills,
             "model": str(args.artifact)
             if args.artifact
@@ -367,7 +394,7 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         "loadavg_end": list(__import__("os").getloadavg()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_run(args.out, args.name, result)
     print(json.dumps({k: result[k] for k in ("throughput_cases_per_min", "end_to_end_latency_s", "lost",
                                               "duplicated_deliveries", "service_over_predict_throughput")}))  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
