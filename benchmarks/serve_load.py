@@ -60,7 +60,8 @@ RESULTS = REPO / "benchmarks" / "results" / "serve_load.json"
 
 
 class TimedReceiver(RecordingReceiver):
-    """The tests' recording receiver, plus the time of the first delivery of each UID."""
+    """The tests' recording receiver (it also answers the sender's C-FIND look-ups from what it
+    stored), plus the time of the first delivery of each UID."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -68,9 +69,11 @@ class TimedReceiver(RecordingReceiver):
 
     def _on_store(self, event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
+        ds = event.dataset
         with self._lock:
             self.first_at.setdefault(uid, time.time())
             self.deliveries[uid] += 1
+            self.datasets[uid] = ds  # what C-FIND answers from
         return 0x0000
 
 
@@ -172,6 +175,17 @@ class Senders:
     def join(self) -> None:
         for t in self.threads:
             t.join()
+
+
+def verify_counts(audit: Path) -> dict[str, int]:
+    """How the sender's look-ups of in-doubt results ended: present (not resent), absent (sent),
+    unavailable (sent again without asking), from the audit log's ``sent`` lines."""
+    counts = Counter()
+    for line in audit.read_text().splitlines() if audit.is_file() else []:
+        event = json.loads(line)
+        if event.get("event") == "sent" and event.get("verify"):
+            counts[event["verify"].split(":")[0]] += 1
+    return dict(counts)
 
 
 def failed_cases(db: Path) -> list[tuple[str, str]]:
@@ -424,6 +438,8 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         "other_result_versions_delivered": extra_versions,
         "studies_resent_by_senders": senders.resent,
         "srs_in_orthanc": orthanc_srs,
+        # results in doubt after a kill, looked up at the destination before resending (audit "sent")
+        "in_doubt_lookups": verify_counts(work / "root" / "audit.jsonl"),
         "delivery_histogram": dict(Counter(delivered.values())),
         "plain_predict": plain,
         "service_over_predict_throughput": round(service_cpm / plain["cases_per_min"], 3),
@@ -439,7 +455,10 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
     write_run(args.out, args.name, result)
     print(json.dumps({k: result[k] for k in ("throughput_cases_per_min", "end_to_end_latency_s", "lost",
                                               "duplicated_deliveries", "service_over_predict_throughput")}))  # fmt: skip
-    shutil.rmtree(work, ignore_errors=True)
+    if result["lost"] or result["duplicated_deliveries"]:
+        print(f"kept {work} (store, audit log, service logs) to see why", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
