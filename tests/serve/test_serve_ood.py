@@ -15,7 +15,7 @@ from serve_helpers import make_study, send, serve_config, start_service, wait_fo
 hd = pytest.importorskip("highdicom", reason="highdicom not installed: pip install 'drifa-edge[serve]'")
 
 from drifa_edge.inference.writers import apply_ood  # noqa: E402
-from drifa_edge.serve import results  # noqa: E402
+from drifa_edge.serve import results, summary_image  # noqa: E402
 from tests.serve.test_results import read_sr_values, reread  # noqa: E402
 
 OOD_SCORE, OOD_FLAG, REASON, REFER = ("OODSCORE", "99DRIFA"), ("OOD", "99DRIFA"), ("REFREASON", "99DRIFA"), ("REFER", "99DRIFA")  # fmt: skip
@@ -51,6 +51,10 @@ def test_sr_carries_ood_score_flag_and_reason(result_case):
     values = read_sr_values(sr)
     assert values["blood"][REFER].meaning == "Yes" and values["blood"][REASON].meaning.startswith("Out of")
     assert values["chest"][REFER].meaning == "Undetermined"
+    lines = summary_image.summary_lines(record, 1)  # the burned-in text says it too
+    assert "   MI=" in lines[4] and lines[4].endswith("refer: REFER (ood)")
+    assert lines[5] == "   OOD score=412.5 (threshold 100): OUT OF DISTRIBUTION"
+    assert "OOD score=3.25 (threshold 100): in distribution" in lines[8]
 
 
 def test_sr_without_ood_has_no_ood_items(result_case):
