@@ -13,6 +13,7 @@ a backslash.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import sys
@@ -69,6 +70,22 @@ def readme_blocks(text: str) -> list[Block]:
         blocks.append(block)
         k += 1
     return blocks
+
+
+STAMP = re.compile(r"^\[\s*(\d+) s\] ", re.M)
+SILENCE_LIMIT_S = 60
+
+
+def longest_silence(log: str) -> int:
+    """The longest gap in seconds between two consecutive progress lines of a command's stderr."""
+    stamps = [int(s) for s in STAMP.findall(log)]
+    return max((b - a for a, b in itertools.pairwise(stamps)), default=0)
+
+
+def test_longest_silence_reads_the_progress_stamps():
+    log = "[    0 s] export\nnoise\n[   10 s] still: export\n[   55 s] ONNX checks\n[   57 s] done\n"
+    assert longest_silence(log) == 45
+    assert longest_silence("no stamps at all") == 0
 
 
 def _blocks() -> list[Block]:
@@ -128,6 +145,12 @@ def _run_blocks(tag: str, clone: Path) -> None:
             assert proc.returncode in block.exits, (
                 f"README line {block.line}: `{command}` exited {proc.returncode}, expected one of "
                 f"{sorted(block.exits)}\n{proc.stderr[-3000:]}"
+            )
+            # piped, as in a log: the progress lines ("[  12 s] ...") leave no long silence; the
+            # repeat comes every 10 s, the limit leaves room for a starved machine
+            assert longest_silence(proc.stderr) <= SILENCE_LIMIT_S, (
+                f"README line {block.line}: `{command}` was silent for {longest_silence(proc.stderr)} s "
+                f"in its log\n{proc.stderr[-3000:]}"
             )
 
 
