@@ -48,3 +48,14 @@ def checkpoint(tmp_path_factory) -> Path:
     """A tiny two-task checkpoint (derm RGB 3 classes, blood gray 2 classes)."""
     pytest.importorskip("torch")
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model")
+
+
+@pytest.fixture(scope="session")
+def ood_checkpoint(checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint with a hand-made ood.npz: every blood case OOD, no derm case (T = 4)."""
+    from scaleout_helpers import write_test_ood
+
+    folder = tmp_path_factory.mktemp("ood") / "model"
+    shutil.copytree(checkpoint, folder)
+    write_test_ood(folder, {"derm": 1e30, "blood": 0.0}, samples=4)
+    return folder

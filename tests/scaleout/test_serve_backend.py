@@ -1,0 +1,78 @@
+"""`drifa-edge serve` with `backend = "ray"` on a real local Ray: the DICOM front stays in the
+service, inference runs in a Ray Serve replica; the records are predict's (OOD included)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # serve_helpers
+
+from serve_helpers import make_study, send, serve_config, start_service, wait_for  # noqa: E402
+
+from drifa_edge.errors import ConfigError  # noqa: E402
+from drifa_edge.inference.engine import EngineConfig  # noqa: E402
+from drifa_edge.inference.manifest import Case  # noqa: E402
+from drifa_edge.inference.predict import predict_cases  # noqa: E402
+from drifa_edge.runtimes.base import RuntimeOptions  # noqa: E402
+
+# Serve's controller and a replica that imports torch start inside the test: ~40-60 s here
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RAY = {"deployment": {"replicas": 1, "cpus_per_replica": 0.5, "max_batch_size": 4, "batch_wait_s": 0.05}}
+
+
+def test_dicom_front_with_ray_serve_inference(ray_local, ood_checkpoint, tmp_path):
+    from ray import serve
+
+    config = serve_config(
+        tmp_path / "root", inference={"samples": 4, "seed": 0, "backend": "ray", "ray": RAY}
+    )
+    svc = start_service(ood_checkpoint, config)
+    try:
+        assert svc.predictor.warm and "(Ray Serve)" in svc.predictor.info["device"]
+        studies = [make_study(i) for i in range(3)]
+        for study in studies:
+            assert send(study, svc.dicom_port) == [0, 0]  # acknowledged: stored by the local front
+        wait_for(lambda: svc.store.counts()["DONE"] == 3, 120)
+        cases = svc.store.cases()
+        for case in cases:
+            record = svc.store.result(case.case_id)
+            saved = svc.cfg.root / "results" / case.case_id / "v1.json"
+            assert saved.is_file() and record["result_version"] == 1  # DONE only with the result stored
+            assert record["worker"]["pid"] != os.getpid() and record["worker"]["actor_id"]  # a replica ran it
+            assert record["dicom"]["study_instance_uid"] in {s[0].StudyInstanceUID for s in studies}
+            blood = record["tasks"]["blood"]  # ood.npz of the artifact: every blood case OOD
+            assert blood["ood"] is True and blood["referral"]["reason"] == "ood"
+            assert record["tasks"]["derm"]["ood"] is False and record["tasks"]["derm"]["ood_score"] > 0
+            # the same record as local predict on the stored files (same masks: seed, case id)
+            want: list[dict] = []
+            inputs = {t: Path(p) for t, p in case.inputs.items()}
+            predict_cases(ood_checkpoint, [Case(case.case_id, inputs)], None, options=RuntimeOptions(threads=1),
+                          engine_cfg=EngineConfig(samples=4, seed=0), on_record=want.append)  # fmt: skip
+            assert record["mc_seed"] == want[0]["mc_seed"] and record["inputs"] == want[0]["inputs"]
+            assert record["model_sha256"] == want[0]["model_sha256"]
+            for task in ("derm", "blood"):
+                got_t, want_t = record["tasks"][task], want[0]["tasks"][task]
+                assert (got_t["predicted"], got_t["refer"], got_t["ood"]) == (
+                    want_t["predicted"], want_t["refer"], want_t["ood"],
+                )  # fmt: skip
+                np.testing.assert_allclose(  # batches may differ: float32 rounding of another shape
+                    list(got_t["probabilities"].values()), list(want_t["probabilities"].values()), rtol=1e-4
+                )
+                np.testing.assert_allclose(got_t["ood_score"], want_t["ood_score"], rtol=1e-4)
+
+        # a second front joining the running application refuses other settings, naming them
+        from drifa_edge.scaleout.backend import RayPredictor
+
+        with pytest.raises(ConfigError, match="samples: service 8, application 4"):
+            RayPredictor.open(
+                ood_checkpoint, "torch", RuntimeOptions(), EngineConfig(samples=8, seed=0), deploy=False
+            )
+    finally:
+        svc.stop()
+    assert "drifa-edge" not in serve.status().applications  # the service removed what it deployed
