@@ -42,7 +42,7 @@ class RayPredictor:
 
     def __init__(
         self, handle, artifact: Path, info: dict[str, Any], engine_cfg: EngineConfig, owned: dict[str, Any],
-        allow_conversion: bool = False, attempts: int = 3,
+        allow_conversion: bool = False, attempts: int = 3, timeout_s: float | None = None,
     ) -> None:  # fmt: skip
         from drifa_edge.scaleout.adapter import model_card
 
@@ -57,6 +57,7 @@ class RayPredictor:
         self.ensemble_size: int = info["ensemble_size"]
         self.allow_conversion = allow_conversion
         self.attempts = attempts
+        self.timeout_s = timeout_s
         self._owned = owned  # what close() undoes: {"app": name or None, "ray": bool}
 
     @classmethod
@@ -73,9 +74,11 @@ class RayPredictor:
         deploy: bool = True,
         app_name: str = "drifa-edge",
         attempts: int = 3,
+        timeout_s: float | None = None,
     ) -> RayPredictor:
         """Connect to Ray (``cluster``; a local one when its address is None) and deploy the
         artifact as ``app_name`` (``deploy``) or use the application running under that name.
+        A case gets ``attempts`` sends while replicas die, and ``timeout_s`` seconds for each.
 
         Raises ConfigError when the running application is missing or runs another model or
         other settings than asked (named); MissingDependencyError without the [ray] extra."""
@@ -108,8 +111,8 @@ class RayPredictor:
                         f"{(cluster or ClusterConfig()).address!r} ({e}); start it with drifa-edge serve-ray "
                         "or set deploy = true"
                     ) from e
-            info = handle.info.remote().result()
-            predictor = cls(handle, artifact, info, engine_cfg, owned, allow_conversion, attempts)
+            info = handle.info.remote().result(timeout_s=timeout_s)
+            predictor = cls(handle, artifact, info, engine_cfg, owned, allow_conversion, attempts, timeout_s)
             if not deploy:
                 predictor.check_agrees(runtime, options, engine_cfg)
             return predictor

@@ -308,16 +308,25 @@ def predict_files(
     return call_with_retry(lambda: handle.predict_files.remote(case_id, files), case_id, attempts)
 
 
-def call_with_retry(call, case_id: str, attempts: int = 3, first=None) -> Any:
+def call_with_retry(call, case_id: str, attempts: int = 3, first=None, timeout_s: float | None = None) -> Any:
     """``call().result()`` (a deployment handle call), tried again up to ``attempts`` times in
     all while the replica that held it died; ``first``: a response already sent, awaited as the
-    first attempt. The last error is raised, never swallowed."""
+    first attempt. The last error is raised, never swallowed; no answer within ``timeout_s``
+    seconds (None: wait) raises DrifaError naming the case."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    from drifa_edge.errors import DrifaError
 
     for attempt in range(1, attempts + 1):
         try:
             response = first if attempt == 1 and first is not None else call()
-            return response.result()
+            try:
+                return response.result(timeout_s=timeout_s)
+            except TimeoutError as e:
+                raise DrifaError(
+                    f"case {case_id}: no answer from Ray Serve within {timeout_s} s; check the "
+                    "application's replicas (ray status, serve status) or raise the timeout"
+                ) from e
         except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
             if attempt == attempts:
                 raise

@@ -182,7 +182,8 @@ class RayBackendConfig:
     ``[ray_serve]``; no Ray HTTP proxy is started) and deletes it at stop; false: it uses
     the application ``app_name`` already running there (``drifa-edge serve-ray``), which must
     run the same model, runtime, T and seed policy (checked at start). A request whose
-    replica died is sent again up to ``attempts`` times."""
+    replica died is sent again up to ``attempts`` times; one without an answer after
+    ``timeout_s`` seconds fails its batch (the worker marks it ``inference_error``)."""
 
     address: str | None = None
     deploy: bool = True
@@ -191,10 +192,11 @@ class RayBackendConfig:
     object_store_mb: int | None = None
     temp_dir: str | None = None
     attempts: int = 3
+    timeout_s: float = 300.0
     deployment: RayServeConfig = field(default_factory=RayServeConfig)
 
     def __post_init__(self) -> None:
-        _positive("inference.ray", attempts=self.attempts)
+        _positive("inference.ray", attempts=self.attempts, timeout_s=self.timeout_s)
         if not self.app_name:
             raise ConfigError("[inference.ray] app_name must not be empty")
         try:

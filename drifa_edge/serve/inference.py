@@ -94,7 +94,7 @@ def open_predictor(
         ray = cfg.ray
         predictor = RayPredictor.open(
             artifact, cfg.runtime, options, engine_cfg, cfg.allow_channel_conversion, cluster=ray.cluster(),
-            deployment=ray.deployment, deploy=ray.deploy, app_name=ray.app_name, attempts=ray.attempts,
+            deployment=ray.deployment, deploy=ray.deploy, app_name=ray.app_name, attempts=ray.attempts, timeout_s=ray.timeout_s,
         )  # fmt: skip
         return CasePredictor(predictor, cfg)
     from drifa_edge.inference.predictor import Predictor

@@ -13,8 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # case_i
 
 from case_index_helpers import make_archive, routes_config  # noqa: E402
 
-# one Ray job (~15-30 s on a busy 2-core machine): part of the default run
-pytestmark = [pytest.mark.ray]
+# one Ray job, 13-35 s on a busy 2-core machine: slow (the default run has the index and
+# `predict --dicom` in tests/serve/test_case_index.py, and score == predict in test_batch.py)
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_score_dicom_archive_equals_predict_dicom(ray_local, checkpoint, tmp_path):

@@ -80,3 +80,26 @@ def test_dicom_front_with_ray_serve_inference(ray_local, ood_checkpoint, tmp_pat
         assert "drifa-edge" not in serve.status().applications  # the service removed what it deployed
     finally:
         serve.shutdown()  # the controller too: the session's Ray goes on clean
+
+
+@pytest.mark.slow
+def test_ray_outage_fails_the_batch_visibly(ray_local, ood_checkpoint, tmp_path):
+    """The deployment disappears under the service: the case ends FAILED (inference_error, in
+    the audit), never DONE without a stored result and never silently stuck."""
+    from ray import serve
+
+    from drifa_edge.serve.audit import read_audit
+
+    ray_cfg = {**RAY, "attempts": 1, "timeout_s": 10.0}
+    config = serve_config(tmp_path / "root", inference={"samples": 4, "backend": "ray", "ray": ray_cfg})
+    svc = start_service(ood_checkpoint, config)
+    try:
+        serve.delete("drifa-edge")
+        assert send(make_study(7), svc.dicom_port) == [0, 0]  # the front still stores and acknowledges
+        wait_for(lambda: svc.store.counts()["FAILED"] == 1, 90)
+        assert svc.store.counts()["DONE"] == 0
+        failed = [e for e in read_audit(svc.cfg.root / "audit.jsonl") if e["event"] == "failed"]
+        assert failed and failed[0]["reason"] == "inference_error", failed
+    finally:
+        svc.stop()
+        serve.shutdown()
