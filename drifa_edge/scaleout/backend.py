@@ -122,11 +122,10 @@ class RayPredictor:
 
     def check_agrees(self, runtime: str, options: RuntimeOptions, engine_cfg: EngineConfig) -> None:
         """Refuse a running application whose settings differ from this service's (named)."""
+        from drifa_edge.inference.writers import ensemble_sha256, model_sha256
         from drifa_edge.scaleout.adapter import choose_runtime, member_cards
 
         cards = member_cards(self.artifact)
-        from drifa_edge.inference.writers import ensemble_sha256, model_sha256
-
         want = {
             "model_sha256": model_sha256(cards[0]) if len(cards) == 1 else ensemble_sha256(cards),
             "runtime": choose_runtime(self.artifact, runtime, options.precision),
@@ -165,7 +164,8 @@ class RayPredictor:
                 item.case.case_id,
                 self.attempts,
                 first=response,
-            )  # fmt: skip
+                timeout_s=self.timeout_s,
+            )
             for item, response in zip(prepared, sent, strict=True)
         ]
 
