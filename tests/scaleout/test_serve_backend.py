@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,56 @@ def test_ray_outage_fails_the_batch_visibly(ray_local, ood_checkpoint, tmp_path)
         assert svc.store.counts()["DONE"] == 0
         failed = [e for e in read_audit(svc.cfg.root / "audit.jsonl") if e["event"] == "failed"]
         assert failed and failed[0]["reason"] == "inference_error", failed
+    finally:
+        svc.stop()
+        serve.shutdown()
+
+
+def replica_pids() -> list[int]:
+    """Pids of this session's Serve replica processes (their title names the deployment)."""
+    import psutil
+
+    out = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "ServeReplica:drifa-edge" in " ".join(proc.cmdline()):
+                out.append(proc.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_killed_replica_loses_no_study(ray_local, ood_checkpoint, tmp_path, caplog):
+    """SIGKILL a replica while cases are being inferred: the service sends the lost requests
+    again (``attempts``) and every study ends DONE with a stored result."""
+    import logging
+    import signal
+
+    from ray import serve
+
+    ray_cfg = {
+        "deployment": {"replicas": 2, "cpus_per_replica": 0.5, "max_batch_size": 2, "batch_wait_s": 0.05}
+    }
+    config = serve_config(
+        tmp_path / "root", inference={"samples": 64, "batch_size": 4, "backend": "ray", "ray": ray_cfg}
+    )
+    svc = start_service(ood_checkpoint, config)
+    caplog.set_level(logging.WARNING, logger="drifa_edge.scaleout.serve")
+    try:
+        pids = replica_pids()
+        assert len(pids) == 2, pids
+        for i in range(8):
+            assert send(make_study(20 + i), svc.dicom_port) == [0, 0]
+        wait_for(lambda: svc.store.counts()["INFERRING"] > 0, 120, interval=0.02)
+        time.sleep(0.3)  # the batch's requests reach the replicas
+        os.kill(pids[0], signal.SIGKILL)
+        wait_for(lambda: svc.store.counts()["DONE"] + svc.store.counts()["FAILED"] == 8, 240)
+        assert svc.store.counts()["DONE"] == 8, svc.store.counts()  # none lost, none failed
+        print(
+            "resent after the kill:",
+            [r.getMessage() for r in caplog.records if "replica lost" in r.getMessage()],
+        )
     finally:
         svc.stop()
         serve.shutdown()
