@@ -121,10 +121,9 @@ def replica_pids() -> list[int]:
 
 
 @pytest.mark.slow
-def test_killed_replica_loses_no_study(ray_local, ood_checkpoint, tmp_path, caplog):
+def test_killed_replica_loses_no_study(ray_local, ood_checkpoint, tmp_path):
     """SIGKILL a replica while cases are being inferred: the service sends the lost requests
     again (``attempts``) and every study ends DONE with a stored result."""
-    import logging
     import signal
 
     from ray import serve
@@ -136,7 +135,6 @@ def test_killed_replica_loses_no_study(ray_local, ood_checkpoint, tmp_path, capl
         tmp_path / "root", inference={"samples": 64, "batch_size": 4, "backend": "ray", "ray": ray_cfg}
     )
     svc = start_service(ood_checkpoint, config)
-    caplog.set_level(logging.WARNING, logger="drifa_edge.scaleout.serve")
     try:
         pids = replica_pids()
         assert len(pids) == 2, pids
@@ -147,10 +145,8 @@ def test_killed_replica_loses_no_study(ray_local, ood_checkpoint, tmp_path, capl
         os.kill(pids[0], signal.SIGKILL)
         wait_for(lambda: svc.store.counts()["DONE"] + svc.store.counts()["FAILED"] == 8, 240)
         assert svc.store.counts()["DONE"] == 8, svc.store.counts()  # none lost, none failed
-        print(
-            "resent after the kill:",
-            [r.getMessage() for r in caplog.records if "replica lost" in r.getMessage()],
-        )
+        # whether our resend ran ("replica lost" logged) or Serve's router got every request
+        # answered by itself depends on timing (two runs here logged no resend); nothing may be lost
     finally:
         svc.stop()
         serve.shutdown()
