@@ -135,7 +135,11 @@ def group_key(by: str, ds: Any, key: bytes | None) -> str:
         return "series:" + _tag_str(ds, "SeriesInstanceUID")
     if by == "patient_date":
         if key is None:
-            raise ValueError("group_by = 'patient_date' needs the pseudonym key")
+            from drifa_edge.errors import ConfigError
+
+            raise ConfigError(
+                "[assembly] group_by = 'patient_date' needs the service's pseudonym key; use 'study' or 'series'"
+            )
         return f"patient:{pseudonym(key, _tag_str(ds, 'PatientID')) or '-'}:{_tag_str(ds, 'StudyDate')}"
     return "study:" + _tag_str(ds, "StudyInstanceUID")
 
