@@ -75,6 +75,22 @@ def test_dicom_front_with_ray_serve_inference(ray_local, ood_checkpoint, tmp_pat
             RayPredictor.open(
                 ood_checkpoint, "torch", RuntimeOptions(), EngineConfig(samples=8, seed=0), deploy=False
             )
+        # ... and with the same settings it shares the application, which it leaves running at close
+        joined = RayPredictor.open(
+            ood_checkpoint, "torch", RuntimeOptions(), EngineConfig(samples=4, seed=0), deploy=False
+        )
+        case = cases[0]
+        (again,) = joined.predict([Case(case.case_id, {t: Path(p) for t, p in case.inputs.items()})])
+        joined.close()
+        stored = svc.store.result(case.case_id)
+        assert again["mc_seed"] == stored["mc_seed"] and again["worker"]["pid"] == stored["worker"]["pid"]
+        for task in ("derm", "blood"):  # same masks; the batch may differ (float32 rounding)
+            np.testing.assert_allclose(
+                list(again["tasks"][task]["probabilities"].values()),
+                list(stored["tasks"][task]["probabilities"].values()),
+                rtol=1e-4,
+            )
+        assert "drifa-edge" in serve.status().applications
     finally:
         svc.stop()
     try:
