@@ -70,7 +70,9 @@ def score(
     from drifa_edge.scaleout.uris import manifest_uris
 
     if (manifest is None) == (dicom is None):
-        raise ConfigError("give either --manifest cases.csv or --dicom FOLDER --routes serve.toml, not both or none")
+        raise ConfigError(
+            "give either --manifest cases.csv or --dicom FOLDER --routes serve.toml, not both or none"
+        )
     cluster = ClusterConfig(address, num_cpus, object_store_mb, temp_dir)
     batch = BatchConfig(
         actors, cpus_per_actor, gpus_per_actor, decode_cpus, decode_block, batch_size, blocks_in_flight
