@@ -307,10 +307,17 @@ class DestinationConfig:
     ae_title: str
     host: str
     port: int
+    # how a result whose send was interrupted is looked up before it is sent again:
+    # "c-find" (exactly once where the PACS answers; falls back to resending) or "none"
+    verify: str = "c-find"
 
     def __post_init__(self) -> None:
         if not self.name or not 1 <= len(self.ae_title) <= 16 or not 0 < self.port <= 65535:
             raise ConfigError(f"[[destinations]] needs name, ae_title (1-16 chars) and port, got {self!r}")
+        if self.verify not in ("c-find", "none"):
+            raise ConfigError(
+                f"[[destinations]] {self.name}: verify must be 'c-find' or 'none', got {self.verify!r}"
+            )
 
 
 @dataclass(frozen=True)
