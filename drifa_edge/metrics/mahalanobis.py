@@ -73,12 +73,3 @@ def whitening(precision: np.ndarray) -> np.ndarray:
         raise BadInputError(f"precision must be a square (D, D) matrix, got shape {p.shape}")
     s, v = np.linalg.eigh((p + p.T) / 2)
     return v * np.sqrt(np.maximum(s, 0.0))[None, :]
-
-
-def nearest_centre_distances(whitened: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """``min_c ||x - c||^2`` over rows of ``whitened`` (..., D) and ``centres`` (K, D) in the
-    whitened space of :func:`whitening`: the Mahalanobis score, (...,) float64, >= 0."""
-    x = np.asarray(whitened, dtype=np.float64)
-    c = np.asarray(centres, dtype=np.float64)
-    d2 = (x * x).sum(axis=-1)[..., None] - 2.0 * (x @ c.T) + (c * c).sum(axis=-1)  # (..., K)
-    return np.maximum(d2.min(axis=-1), 0.0)
