@@ -27,4 +27,5 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     (``sklearn.metrics.brier_score_loss`` with every class listed, not halved)."""
     probs, labels = _check_probs(probs, labels)
     classes = np.arange(probs.shape[1])
+    probs = probs / probs.sum(axis=1, keepdims=True)  # as in nll: exact sums, no warning
     return float(sklearn_metrics().brier_score_loss(labels, probs, labels=classes, scale_by_half=False))
