@@ -12,7 +12,9 @@ from drifa_edge.cli.app import app
 
 @app.command("calibrate-ood")
 def calibrate_ood(
-    artifact: Path = typer.Argument(..., help="checkpoint folder or export folder (one model)"),
+    artifact: Path = typer.Argument(
+        ..., help="checkpoint or export folder (one model, or an ensemble: every member is fitted)"
+    ),
     data: list[str] = typer.Option(
         ..., "--data", help="labelled data, NAME=PATH once per task (the training recipe's data)"
     ),
@@ -44,9 +46,11 @@ def calibrate_ood(
     from drifa_edge.runtimes.base import RuntimeOptions
 
     cfg = OodConfig(space, target_rate, shrinkage, samples, limit, threshold_only, seed)
-    densities = run(artifact, data, cfg, runtime=runtime, options=RuntimeOptions(threads=threads))
-    summary = {
-        task: {"space": d.space, "threshold": d.threshold, "target_rate": d.target_rate, **d.fit}
-        for task, d in densities.items()
-    }
-    print(json.dumps({"artifact": str(artifact), "ood": summary}, indent=2))
+    fitted = run(artifact, data, cfg, runtime=runtime, options=RuntimeOptions(threads=threads))
+    summaries = [
+        {task: {"space": d.space, "threshold": d.threshold, "target_rate": d.target_rate, **d.fit}
+         for task, d in densities.items()}
+        for densities in fitted
+    ]  # fmt: skip
+    key = {"ood": summaries[0]} if len(summaries) == 1 else {"members": summaries}
+    print(json.dumps({"artifact": str(artifact), **key}, indent=2))

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from drifa_edge.artifact.card import ModelCard
+from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.artifact.ood import SPACES, TaskDensity, read_ood, write_ood
 from drifa_edge.data.splits import SPLITS
 from drifa_edge.drift.check import load_split
 from drifa_edge.errors import ArtifactError, BadInputError, ConfigError
 from drifa_edge.inference.engine import EngineConfig, run_member_embedding
-from drifa_edge.inference.ood import single_member
+from drifa_edge.inference.manifest import case_seed
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.mahalanobis import fit_class_gaussians, mahalanobis_scores
 from drifa_edge.metrics.uncertainty import fit_referral_threshold
@@ -67,11 +68,27 @@ def task_columns(card: ModelCard, task: str, space: str) -> tuple[int, int]:
     return k * width, (k + 1) * width
 
 
+def split_case_seeds(runtime: Runtime, split: str, row_ids: Sequence[str], seed: int) -> list[int] | None:
+    """One mask stream per row, keyed by split and row id (as predict keys a case by its id),
+    where the runtime is seedable; None (its own fresh in-graph stream) where it is not.
+
+    Why: one stream restarted from ``seed`` for every split gave row i of 'val' the masks of
+    row i of 'train'. A density fitted with N ~ D rows has inflated variance along its own
+    rows' noise, so mask-sharing rows scored ~30 % lower than fresh ones (measured on the
+    tiny test model): a threshold set too low, more false referrals in predict than the
+    target, and the 'torch vs ONNX Runtime' gap seen with MC on (the in-graph runtimes never
+    restart their stream, so they never shared masks)."""
+    if not getattr(runtime, "seedable", False):
+        return None
+    return [case_seed(seed, f"{split}/{row}") for row in row_ids]
+
+
 def embed_split(runtime: Runtime, data: Sequence[str], split: str, cfg: OodConfig):
     """(MC-mean embedding (N, M*W3), labels {task: (N,)} with -1 for repeated rows) of one split."""
-    images, labels, _ = load_split(data, runtime.card, split, cfg.limit)
+    images, labels, row_ids = load_split(data, runtime.card, split, cfg.limit)
     engine = EngineConfig(samples=cfg.samples, seed=cfg.seed)
-    _, embedding = run_member_embedding(runtime, images, engine)
+    seeds = split_case_seeds(runtime, split, row_ids, cfg.seed)
+    _, embedding = run_member_embedding(runtime, images, engine, case_seeds=seeds)
     return embedding, labels
 
 
@@ -145,17 +162,23 @@ def calibrate_ood(
     cfg: OodConfig | None = None,
     runtime: str = "auto",
     options: RuntimeOptions | None = None,
-) -> dict[str, TaskDensity]:
-    """Fit the OOD density of ``artifact`` (checkpoint or export folder) on labelled ``data``
-    (``NAME=PATH`` per task) and write ``ood.npz`` beside its weights, hashed in the card.
-    A checkpoint's density is copied into every later export."""
+) -> list[dict[str, TaskDensity]]:
+    """Fit the OOD density of ``artifact`` (checkpoint or export folder, one model or an
+    ensemble) on labelled ``data`` (``NAME=PATH`` per task) and write ``ood.npz`` beside
+    the weights, hashed in the card; one list entry per model (ensemble: every member,
+    member k with seed ``cfg.seed + k`` as the engine runs it). A checkpoint's density is
+    copied into every later export."""
     cfg = cfg or OodConfig()
-    member = single_member(Path(artifact))
     options = options or RuntimeOptions()
-    (rt,) = open_members(member, choose_runtime(member, runtime, options.precision), options)
-    try:
-        densities = fit_densities(rt, data, cfg, read_ood(member) if cfg.threshold_only else None)
-    finally:
-        rt.close()
-    write_ood(member, densities)
-    return densities
+    out = []
+    for k, member in enumerate(resolve_members(Path(artifact))):
+        member_cfg = replace(cfg, seed=cfg.seed + k)
+        (rt,) = open_members(member, choose_runtime(member, runtime, options.precision), options)
+        try:
+            old = read_ood(member) if cfg.threshold_only else None
+            densities = fit_densities(rt, data, member_cfg, old)
+        finally:
+            rt.close()
+        write_ood(member, densities)
+        out.append(densities)
+    return out
