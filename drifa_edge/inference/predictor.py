@@ -57,7 +57,7 @@ from drifa_edge.inference.engine import (
     run_mc_embeddings,
 )
 from drifa_edge.inference.manifest import Case, case_seed, load_case_inputs
-from drifa_edge.inference.ood import load_ood
+from drifa_edge.inference.ood import load_ood, run_prefix_statistics
 from drifa_edge.inference.writers import (
     PredictRecord,
     TaskResult,
@@ -370,7 +370,13 @@ class Predictor:
         seeds = [case_seed(cfg.seed, it.case.case_id) for it in good] if self.per_case_seed else None
         if self.ood:
             probs, embeddings = run_mc_embeddings(self.runtimes, images, cfg, case_seeds=seeds)
-            scores = self.ood.scores(embeddings)  # task -> (B,)
+            prefix = None
+            if self.ood.needs_prefix:  # one more (deterministic) prefix pass per member
+                names = self.card.task_names
+                prefix = [
+                    dict(zip(names, run_prefix_statistics(rt, images), strict=True)) for rt in self.runtimes
+                ]
+            scores = self.ood.scores(embeddings, prefix)  # task -> (B,)
         else:
             probs = run_mc(self.runtimes, images, cfg, case_seeds=seeds)  # task -> (B, K*T, C)
             scores = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ood_helpers import expected_ood_scores
 from typer.testing import CliRunner
 
 from drifa_edge.artifact.ensemble import member_dir, resolve_members, write_manifest
@@ -73,14 +74,11 @@ def test_every_member_gets_its_own_density(ensemble):
 
 
 def test_ensemble_score_is_the_mean_of_member_scores_over_thresholds(ensemble):
-    """Dropout off: each member's score is scipy's Mahalanobis distance on that member's
-    PyTorch features (an independent path), and the record holds their threshold-scaled mean."""
-    distance = pytest.importorskip("scipy.spatial.distance")
-    import torch
-
+    """Dropout off: each member's score is computed from that member's PyTorch features with
+    scipy (an independent path), and the record holds their threshold-scaled mean."""
+    pytest.importorskip("scipy.spatial.distance")
     from drifa_edge.artifact.checkpoint import load_checkpoint
     from drifa_edge.drift.check import load_split
-    from drifa_edge.model.dropout import set_dropout_mode
 
     members = resolve_members(ensemble)
     model0, card = load_checkpoint(members[0])
@@ -94,13 +92,9 @@ def test_ensemble_score_is_the_mean_of_member_scores_over_thresholds(ensemble):
     ratios = {t.name: [] for t in TASKS}
     for member in members:
         model, _ = load_checkpoint(member)
-        set_dropout_mode(model.eval(), "off")
-        with torch.no_grad():
-            feats = model.forward_features([torch.from_numpy(x) for x in images]).numpy()
-        for task, d in read_ood(member).items():
-            x = feats[:, d.columns[0] : d.columns[1]]
-            score = [min(distance.mahalanobis(r, m, d.precision) ** 2 for m in d.means) for r in x]
-            ratios[task].append(np.array(score) / d.threshold)
+        density = read_ood(member)
+        for task, score in expected_ood_scores(model, images, density).items():
+            ratios[task].append(score / density[task].threshold)
     for task, r in ratios.items():
         expected = np.mean(r, axis=0)
         got = [rec["tasks"][task]["ood_score"] for rec in records]
