@@ -265,11 +265,47 @@ def score_row(val_s, test_s, keep_val, keep_test, scored: dict, rate: float) -> 
         "threshold": float(thr),
         "referral_rate_in_distribution_test": float((test_s[keep_test] > thr).mean()),
     }
+    raw = {}
     for name, (s, against) in scored.items():
         neg = val_s[keep_val] if against == "val" else test_s[keep_test]
         pos = np.r_[np.zeros(len(neg), bool), np.ones(len(s), bool)]
         auroc = float(M.auroc(np.concatenate([neg, s]), pos))
         out[name] = {"auroc": auroc, "referral_rate": float((s > thr).mean()), "cases": len(s)}
+        raw[name] = (neg, s)
+    out["_raw"] = raw  # dropped before writing; for paired bootstrap intervals
+    return out
+
+
+def auroc_difference(a: tuple, b: tuple, reps: int = 2000, seed: int = 0) -> dict:
+    """AUROC(a) - AUROC(b) on the same cases, with a 95 % percentile bootstrap interval
+    (in-distribution and OOD cases resampled independently, the same draws for a and b)."""
+    (neg_a, pos_a), (neg_b, pos_b) = a, b
+    rng = np.random.default_rng(seed)
+    lab = np.r_[np.zeros(len(neg_a), bool), np.ones(len(pos_a), bool)]
+
+    def diff(i, j):
+        return M.auroc(np.r_[neg_a[i], pos_a[j]], lab) - M.auroc(np.r_[neg_b[i], pos_b[j]], lab)
+
+    point = diff(np.arange(len(neg_a)), np.arange(len(pos_a)))
+    boots = [
+        diff(rng.integers(0, len(neg_a), len(neg_a)), rng.integers(0, len(pos_a), len(pos_a)))
+        for _ in range(reps)
+    ]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"difference": float(point), "ci95": [float(lo), float(hi)], "bootstrap_reps": reps}
+
+
+def comparisons(results: dict, chosen: str) -> dict:
+    """The chosen score against MI and against the embedding-alone score, per task and OOD set."""
+    top_t = f"T{T_VALUES[-1]}"
+    out = {}
+    for task, r in results.items():
+        out[task] = {}
+        for other in (f"mutual_information|{top_t}", f"predictive_entropy|{top_t}", f"maha|{top_t}|branch"):
+            out[task][f"{chosen} - {other}"] = {
+                name: auroc_difference(r[chosen]["_raw"][name], r[other]["_raw"][name])
+                for name in r[chosen]["_raw"]
+            }
     return out
 
 
@@ -388,6 +424,7 @@ def main() -> None:
     if missing:
         np.savez(cache_path, **cache)
     results = analyse(cache, card, args)
+    selection = select(results)
     meta = json.loads(str(cache["meta"]))
     out = {
         "command": "python benchmarks/ood_referral.py --checkpoint "
@@ -397,7 +434,8 @@ def main() -> None:
         + " "
         + " ".join(f"--foreign {f}" for f in args.foreign)
         + f" -T {args.samples} --fit-limit {args.fit_limit} --foreign-limit {args.foreign_limit}"
-        f" --proxy-limit {args.proxy_limit} --knn-k {args.knn_k}",
+        f" --proxy-limit {args.proxy_limit} --knn-k {args.knn_k}"
+        + "".join(f" --compare-runtime {c}" for c in args.compare_runtime),
         "checkpoint": str(args.checkpoint),
         "checkpoint_test_accuracy": {
             t: v.get("accuracy") for t, v in (card.metrics.get("test") or {}).items() if isinstance(v, dict)
@@ -410,12 +448,16 @@ def main() -> None:
         "note": "candidate names: density|feature|space. AUROC: in-distribution test rows (negatives; val rows "
         "for the selection proxy) vs OOD inputs (positives), higher score = more OOD; referral_rate: share "
         "above the threshold fitted on val for the target rate. Mask streams: one seed per case and set.",
-        "selection": select(results),
+        "selection": selection,
+        "auroc_differences": comparisons(results, selection["chosen"]),
         "runtime_gap": {n: runtime_gap(cache, card, args, n) for n in compare},
         "results": results,
         "machine": machine_info(),
         "model_seconds": meta["seconds"],
     }
+    for r in results.values():
+        for row in r.values():
+            row.pop("_raw", None)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out["selection"], indent=1)[:4000])
 

@@ -25,10 +25,10 @@ Ensembles: every member has its own density (its own feature space: members' emb
 are not comparable, so they are never averaged). Each member scores the case against its
 own density, the score is divided by that member's threshold, and the ensemble's score is
 the mean of these ratios, with threshold 1: ``ood_score`` 1.3 means "on average 30 % past
-the members' thresholds". Each ratio is <= 1 for all but the target share of its member's
-validation cases, and a mean of such correlated ratios is <= 1 at least as often (a mean
-shrinks the tails), so the false-referral rate stays at or below the members' target; it
-is not refitted on the ensemble's own validation run.
+the members' thresholds". A mean past 1 needs at least one member past its own threshold,
+so the false-referral rate is at most the rate at which any member refers (the members'
+target when they agree, K times it at worst); it is not refitted on the ensemble's own
+validation run.
 """
 
 from __future__ import annotations
