@@ -1,7 +1,9 @@
 """The OOD density file ``ood.npz`` beside the weights: per task, the class means, shared
 precision matrix and referral threshold of a Mahalanobis score
 (:mod:`drifa_edge.metrics.mahalanobis`), and which columns of the suffix's ``embedding``
-output it reads.
+output it reads; optionally (format 2, the default fit) a second Mahalanobis density of
+the task's pooled prefix output and the validation mean / standard deviation of both
+scores, whose standardised sum is then the score (:mod:`drifa_edge.inference.ood`).
 
 Pickle-free: plain numeric arrays and one JSON string, read with ``allow_pickle=False``
 (numpy only, so the torch-free edge install reads it). Its sha256 is listed in the
@@ -23,15 +25,43 @@ from drifa_edge.artifact.card import CARD_FILE, read_card, verify_files, write_c
 from drifa_edge.errors import ArtifactError, ConfigError
 
 OOD_FILE = "ood.npz"
-OOD_FORMAT = "drifa-edge-ood/1"
+OOD_FORMAT = "drifa-edge-ood/2"
+READABLE_FORMATS = ("drifa-edge-ood/1", OOD_FORMAT)  # 1: embedding part only
 # feature space of a task's density: its own branch's slice of the embedding, or all of it
 SPACES = ("branch", "fused")
+PREFIX_KEYS = ("center", "scale", "embedding_center", "embedding_scale")
+
+
+@dataclass(frozen=True)
+class PrefixDensity:
+    """The low-level part of a task's score: class means (K, P) and precision (P, P) of the
+    task's prefix statistics (P = 2 * W0: per channel mean and standard deviation of the
+    prefix output), and the ``center`` / ``scale`` (val mean and standard deviation) of its
+    Mahalanobis score, with ``embedding_center`` / ``embedding_scale`` those of the
+    embedding part's score."""
+
+    means: np.ndarray
+    precision: np.ndarray
+    center: float
+    scale: float
+    embedding_center: float
+    embedding_scale: float
+
+    def __post_init__(self) -> None:
+        p = self.means.shape[1] if self.means.ndim == 2 else -1
+        if p < 1 or self.precision.shape != (p, p):
+            raise ArtifactError(
+                f"OOD prefix density shapes disagree: means {self.means.shape}, precision {self.precision.shape}"
+            )
+        if not (self.scale > 0 and self.embedding_scale > 0):
+            raise ArtifactError(f"OOD score scales must be > 0, got {self.scale} and {self.embedding_scale}")
 
 
 @dataclass(frozen=True)
 class TaskDensity:
     """One task's density: ``columns`` [start, stop) of the embedding, ``means`` (K, D),
-    ``precision`` (D, D); a case is OOD when its score > ``threshold``."""
+    ``precision`` (D, D), optionally a ``prefix`` part; a case is OOD when its score >
+    ``threshold``."""
 
     space: str
     columns: tuple[int, int]
@@ -41,6 +71,7 @@ class TaskDensity:
     threshold: float
     target_rate: float
     fit: dict[str, Any]  # provenance: cases used, shrinkage, samples T, split names
+    prefix: PrefixDensity | None = None  # None: the score is the embedding's Mahalanobis alone
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -81,6 +112,15 @@ def write_ood(folder: str | Path, densities: dict[str, TaskDensity]) -> Path:
             "target_rate": float(d.target_rate),
             "fit": d.fit,
         }
+        if d.prefix is not None:
+            arrays[f"{k}_prefix_means"] = np.asarray(d.prefix.means, np.float64)
+            arrays[f"{k}_prefix_precision"] = np.asarray(d.prefix.precision, np.float64)
+            meta["tasks"][task]["prefix"] = {
+                "center": float(d.prefix.center),
+                "scale": float(d.prefix.scale),
+                "embedding_center": float(d.prefix.embedding_center),
+                "embedding_scale": float(d.prefix.embedding_scale),
+            }
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))  # a unicode scalar, not an object
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -108,8 +148,20 @@ def read_ood(folder: str | Path) -> dict[str, TaskDensity] | None:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             out = {}
+            if meta.get("format") not in READABLE_FORMATS:
+                raise ArtifactError(
+                    f"{path}: format {meta.get('format')!r}, this drifa-edge reads {READABLE_FORMATS}; "
+                    "re-run 'drifa-edge calibrate-ood' with this version"
+                )
             for task, m in meta["tasks"].items():
                 k = int(m["index"])
+                prefix = None
+                if "prefix" in m:
+                    prefix = PrefixDensity(
+                        means=z[f"{k}_prefix_means"],
+                        precision=z[f"{k}_prefix_precision"],
+                        **{key: float(m["prefix"][key]) for key in PREFIX_KEYS},
+                    )
                 out[task] = TaskDensity(
                     space=m["space"],
                     columns=(int(m["columns"][0]), int(m["columns"][1])),
@@ -119,11 +171,10 @@ def read_ood(folder: str | Path) -> dict[str, TaskDensity] | None:
                     threshold=float(m["threshold"]),
                     target_rate=float(m["target_rate"]),
                     fit=dict(m.get("fit", {})),
+                    prefix=prefix,
                 )
     except (KeyError, ValueError, TypeError, OSError) as e:
         raise ArtifactError(
             f"{path}: not a valid OOD density file ({e}); re-run 'drifa-edge calibrate-ood'"
         ) from e
-    if meta.get("format") != OOD_FORMAT:
-        raise ArtifactError(f"{path}: format {meta.get('format')!r}, this drifa-edge reads {OOD_FORMAT!r}")
     return out

@@ -13,11 +13,18 @@ from drifa_edge.cli.progress import Progress
 
 @app.command("calibrate-ood")
 def calibrate_ood(
-    artifact: Path = typer.Argument(..., help="checkpoint folder or export folder (one model)"),
+    artifact: Path = typer.Argument(
+        ..., help="checkpoint or export folder (one model, or an ensemble: every member is fitted)"
+    ),
     data: list[str] = typer.Option(
         ..., "--data", help="labelled data, NAME=PATH once per task (the training recipe's data)"
     ),
-    space: str = typer.Option("branch", help="feature space: branch (the task's own columns) | fused"),
+    space: str = typer.Option("branch", help="embedding columns: branch (the task's own) | fused (all)"),
+    score: str = typer.Option(
+        "prefix+embedding",
+        help="prefix+embedding (Mahalanobis of the prefix statistics + of the embedding, standardised "
+        "on val; the default) | embedding (the embedding alone, drifa-edge-ood/1's score)",
+    ),
     target_rate: float = typer.Option(
         0.05, "--target-rate", help="share of in-distribution validation cases flagged OOD"
     ),
@@ -35,8 +42,9 @@ def calibrate_ood(
     seed: int = typer.Option(0, help="seed of the MC masks (torch)"),
     threads: int = typer.Option(None, help="threads of the runtime (default: its own choice)"),
 ) -> None:
-    """Fit per task a Mahalanobis density of the pooled features on the 'train' split, pick the
-    threshold on 'val' for --target-rate, write ood.npz beside the weights (hashed in the card).
+    """Fit per task Mahalanobis densities of the pooled prefix statistics and embedding on the
+    'train' split, pick the threshold on 'val' for --target-rate, write ood.npz beside the
+    weights (hashed in the card).
 
     Fit it on a checkpoint before exporting (the export copies it) or on an export folder.
     Prints the thresholds as JSON."""
@@ -44,11 +52,16 @@ def calibrate_ood(
     from drifa_edge.export.ood import calibrate_ood as run
     from drifa_edge.runtimes.base import RuntimeOptions
 
-    cfg = OodConfig(space, target_rate, shrinkage, samples, limit, threshold_only, seed)
+    cfg = OodConfig(
+        space=space, score=score, target_rate=target_rate, shrinkage=shrinkage, samples=samples,
+        limit=limit, threshold_only=threshold_only, seed=seed,
+    )  # fmt: skip
     with Progress(f"fitting the OOD density of {artifact}"):
-        densities = run(artifact, data, cfg, runtime=runtime, options=RuntimeOptions(threads=threads))
-    summary = {
-        task: {"space": d.space, "threshold": d.threshold, "target_rate": d.target_rate, **d.fit}
-        for task, d in densities.items()
-    }
-    print(json.dumps({"artifact": str(artifact), "ood": summary}, indent=2))
+        fitted = run(artifact, data, cfg, runtime=runtime, options=RuntimeOptions(threads=threads))
+    summaries = [
+        {task: {"space": d.space, "threshold": d.threshold, "target_rate": d.target_rate, **d.fit}
+         for task, d in densities.items()}
+        for densities in fitted
+    ]  # fmt: skip
+    key = {"ood": summaries[0]} if len(summaries) == 1 else {"members": summaries}
+    print(json.dumps({"artifact": str(artifact), **key}, indent=2))

@@ -30,6 +30,7 @@ from drifa_edge.drift.gate import DriftReport, OodFeatures, evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy
 from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaError
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, run_member_embedding_draws, softmax
+from drifa_edge.inference.ood import run_prefix_statistics
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
 from drifa_edge.progress import stage
@@ -247,7 +248,18 @@ def _run_with_ood(ref_rts, cand_rts, ref_images, cand_images, cfg: EngineConfig,
             why = str(e)
         else:
             names = ref_rts[0].card.task_names
-            features = {t: OodFeatures(ref_emb, cand_emb, ood[0][t], ood[1][t]) for t in names if t in ood[0]}
+            ref_prefix = cand_prefix = {}
+            if any(d.prefix is not None for side in ood for d in side.values()):
+                # format-2 densities also score the prefix output (run once per case)
+                ref_prefix = dict(zip(names, run_prefix_statistics(ref_rts[0], ref_images), strict=True))
+                cand_prefix = dict(zip(names, run_prefix_statistics(cand_rts[0], cand_images), strict=True))
+            features = {
+                t: OodFeatures(
+                    ref_emb, cand_emb, ood[0][t], ood[1][t], ref_prefix.get(t), cand_prefix.get(t)
+                )
+                for t in names
+                if t in ood[0]
+            }
             return (
                 dict(zip(names, ref_logits, strict=True)),
                 dict(zip(names, cand_logits, strict=True)),

@@ -231,11 +231,12 @@ def _ood_summary(ood: OodFeatures, nd) -> dict[str, Any]:
     from drifa_edge.inference.ood import ood_scores
 
     rates = {}
-    for side, emb, density in (
-        ("reference", ood.reference, ood.density),
-        ("candidate", ood.candidate, ood.candidate_density),
+    for side, emb, density, prefix in (
+        ("reference", ood.reference, ood.density, ood.reference_prefix),
+        ("candidate", ood.candidate, ood.candidate_density, ood.candidate_prefix),
     ):
-        score = ood_scores({"t": density}, np.mean(emb, axis=1))["t"]
+        stats = None if prefix is None else {"t": prefix}
+        score = ood_scores({"t": density}, np.mean(emb, axis=1), stats)["t"]
         rates[side] = {
             "threshold": float(density.threshold),
             "flag_rate": float((score > density.threshold).mean()),

@@ -74,8 +74,22 @@ class OodFeatures:
     candidate: np.ndarray
     density: TaskDensity
     candidate_density: TaskDensity
+    # each run's prefix statistics of this task, (N, 2 * W0) (inference.ood.prefix_statistics):
+    # needed where a density has a prefix part (ood.npz format 2, the default since issue 18's
+    # second round); the prefix runs once per case, so swapping MC draws never moves it
+    reference_prefix: np.ndarray | None = None
+    candidate_prefix: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        for d, stats, side in (
+            (self.density, self.reference_prefix, "reference"),
+            (self.candidate_density, self.candidate_prefix, "candidate"),
+        ):
+            if d.prefix is not None and stats is None:
+                raise BadInputError(
+                    f"the {side}'s OOD density has a prefix part (ood.npz format 2): pass that run's "
+                    "prefix statistics (drifa_edge.inference.ood.run_prefix_statistics)"
+                )
         ref, cand = np.asarray(self.reference), np.asarray(self.candidate)
         if ref.ndim != 3 or ref.shape != cand.shape:
             raise BadInputError(
@@ -106,6 +120,26 @@ def _whitened(density: TaskDensity) -> tuple[np.ndarray, np.ndarray]:
         _WHITENED.clear()
     _WHITENED[id(density.precision)] = (density.precision, w, density.means @ w)
     return w, density.means @ w
+
+
+def _prefix_term(density: TaskDensity, prefix_stats: np.ndarray | None) -> np.ndarray | float:
+    """The prefix part of a format-2 OOD score, (N,) in val standard deviations (0.0 for an
+    embedding-only density): see :func:`drifa_edge.inference.ood.task_score`."""
+    p = density.prefix
+    if p is None:
+        return 0.0
+    return (mahalanobis_scores(np.asarray(prefix_stats, dtype=np.float64), p.means, p.precision) - p.center) / p.scale
+
+
+def _combined(density: TaskDensity, embedding_score: np.ndarray, prefix_term) -> np.ndarray:
+    """The score a record carries from the embedding part's Mahalanobis score (any shape ending
+    in N) and the prefix term (N,): the embedding score itself for an embedding-only density,
+    else prefix term + the embedding score standardised on val (Lee et al. 2018's feature
+    ensemble with equal weights, as :func:`drifa_edge.inference.ood.task_score`)."""
+    p = density.prefix
+    if p is None:
+        return embedding_score
+    return prefix_term + (embedding_score - p.embedding_center) / p.embedding_scale
 
 
 def _ood_statistics(score_a, score_b, threshold_a: float, threshold_b: float) -> dict[str, np.ndarray]:
@@ -318,10 +352,19 @@ def permutation_null(
         near_a, near_b = (to_a * to_a).sum(-1), (to_b * to_b).sum(-1)  # (N, K)
         gram = np.matmul(d, d.transpose(0, 2, 1)).astype(np.float32)  # (N, T, T)
         cd = ood.candidate_density  # the observed pair: each run scored as it ships
-        score_ref = mahalanobis_scores(
-            dens.select(np.mean(ood.reference, axis=1)), dens.means, dens.precision
+        # the null world is "the candidate is the reference": every swapped pair gets the
+        # reference's prefix term (as it gets the reference's density and threshold)
+        prefix_null = _prefix_term(dens, ood.reference_prefix)
+        score_ref = _combined(
+            dens,
+            mahalanobis_scores(dens.select(np.mean(ood.reference, axis=1)), dens.means, dens.precision),
+            prefix_null,
         )
-        score_cand = mahalanobis_scores(cd.select(np.mean(ood.candidate, axis=1)), cd.means, cd.precision)
+        score_cand = _combined(
+            cd,
+            mahalanobis_scores(cd.select(np.mean(ood.candidate, axis=1)), cd.means, cd.precision),
+            _prefix_term(cd, ood.candidate_prefix),
+        )
         observed.update(_ood_statistics(score_ref[None], score_cand[None], dens.threshold, cd.threshold))
     diff = (np.concatenate(columns, axis=2) / draws).astype(np.float32)
     names = [k for k in STATISTICS if k in observed]
@@ -340,8 +383,8 @@ def permutation_null(
             )  # (rows, N, 1)
             stats.update(
                 _ood_statistics(
-                    np.maximum((near_a + 2 * dot_a + squared).min(axis=-1), 0.0),
-                    np.maximum((near_b - 2 * dot_b + squared).min(axis=-1), 0.0),
+                    _combined(dens, np.maximum((near_a + 2 * dot_a + squared).min(axis=-1), 0.0), prefix_null),
+                    _combined(dens, np.maximum((near_b - 2 * dot_b + squared).min(axis=-1), 0.0), prefix_null),
                     dens.threshold,
                     dens.threshold,
                 )

@@ -232,31 +232,41 @@ def run_mc_logits(
     Member k uses seed ``cfg.seed + k`` (``case_seeds[i] + k``) so members never
     share a mask stream.
     """
+    return _run_members(runtimes, images, cfg, case_seeds, embedding=False)[0]
+
+
+def _run_members(
+    runtimes: Sequence[Runtime],
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None,
+    embedding: bool,
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """(raw logits per task (B, K*T, C), each member's MC-mean embedding (B, D) if asked)."""
     if not runtimes:
         raise ConfigError("the engine needs at least one runtime (ensemble member)")
     names = runtimes[0].card.task_names
     samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    embeddings = []
     for k, rt in enumerate(runtimes):
         if rt.card.task_names != names:
             raise ConfigError(f"ensemble members disagree on tasks: {rt.card.task_names} vs {names}")
         member_cfg = cfg.replace(seed=None if cfg.seed is None else cfg.seed + k)
         member_seeds = None if case_seeds is None else [s + k for s in case_seeds]
-        for name, z in zip(names, run_member_logits(rt, images, member_cfg, member_seeds), strict=True):
+        if embedding:
+            logits, emb = run_member_embedding(rt, images, member_cfg, member_seeds)
+            embeddings.append(emb)
+        else:
+            logits = run_member_logits(rt, images, member_cfg, member_seeds)
+        for name, z in zip(names, logits, strict=True):
             samples[name].append(z)
-    return {n: np.concatenate(v, axis=1) for n, v in samples.items()}
+    return {n: np.concatenate(v, axis=1) for n, v in samples.items()}, embeddings
 
 
-def run_mc(
-    runtimes: Sequence[Runtime],
-    images: Sequence[np.ndarray],
-    cfg: EngineConfig,
-    case_seeds: Sequence[int] | None = None,
+def _probabilities(
+    logits: dict[str, np.ndarray], runtimes: Sequence[Runtime], cfg: EngineConfig
 ) -> dict[str, np.ndarray]:
-    """Class probabilities per task, shape (B, K*T, C), with the card's temperature.
-
-    Every member's logits are divided by that member's own temperature.
-    """
-    logits = run_mc_logits(runtimes, images, cfg, case_seeds)
+    """Softmax of (B, K*T, C) logits, member k's block divided by member k's temperature."""
     out = {}
     for name, z in logits.items():
         parts = np.split(z, len(runtimes), axis=1)
@@ -270,6 +280,31 @@ def run_mc(
     return out
 
 
+def run_mc(
+    runtimes: Sequence[Runtime],
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Class probabilities per task, shape (B, K*T, C), with the card's temperature.
+
+    Every member's logits are divided by that member's own temperature.
+    """
+    return _probabilities(run_mc_logits(runtimes, images, cfg, case_seeds), runtimes, cfg)
+
+
+def run_mc_embeddings(
+    runtimes: Sequence[Runtime],
+    images: Sequence[np.ndarray],
+    cfg: EngineConfig,
+    case_seeds: Sequence[int] | None = None,
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """:func:`run_mc` plus every member's MC-mean pooled embedding, a list of K arrays
+    (B, M*W3) in member order, for the OOD score (each member has its own density)."""
+    logits, embeddings = _run_members(runtimes, images, cfg, case_seeds, embedding=True)
+    return _probabilities(logits, runtimes, cfg), embeddings
+
+
 def run_mc_embedding(
     runtime: Runtime,
     images: Sequence[np.ndarray],
@@ -277,9 +312,11 @@ def run_mc_embedding(
     case_seeds: Sequence[int] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`run_mc` of one model plus its MC-mean pooled embedding (B, M*W3), for the OOD score."""
-    logits, embedding = run_member_embedding(runtime, images, cfg, case_seeds)
-    probs = {
-        name: softmax(z, runtime.card.temperature_of(name) if cfg.apply_temperature else 1.0)
-        for name, z in zip(runtime.card.task_names, logits, strict=True)
-    }
+    probs, (embedding,) = run_mc_embeddings([runtime], images, cfg, case_seeds)
     return probs, embedding
+
+
+def returns_embedding(runtime: Runtime) -> bool:
+    """Whether ``runtime`` gives the pooled embedding: it has ``run_suffix_embedding`` and,
+    where it can tell (``has_embedding``), its suffix graph or engine has the output."""
+    return hasattr(runtime, "run_suffix_embedding") and bool(getattr(runtime, "has_embedding", True))

@@ -40,7 +40,6 @@ from drifa_edge.artifact.builds import list_builds
 from drifa_edge.artifact.card import ModelCard, ReferralRule
 from drifa_edge.artifact.checkpoint import WEIGHTS_FILE
 from drifa_edge.artifact.ensemble import ensemble_referral, resolve_members
-from drifa_edge.artifact.ood import read_ood
 from drifa_edge.data.quality import QUALITY_ACTIONS
 from drifa_edge.errors import (
     ArtifactError,
@@ -50,9 +49,15 @@ from drifa_edge.errors import (
     UnknownChoiceError,
     suggest,
 )
-from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc, run_mc_embedding
+from drifa_edge.inference.engine import (
+    EngineConfig,
+    returns_embedding,
+    rows_per_call,
+    run_mc,
+    run_mc_embeddings,
+)
 from drifa_edge.inference.manifest import Case, case_seed, load_case_inputs
-from drifa_edge.inference.ood import ood_scores
+from drifa_edge.inference.ood import load_ood, run_prefix_statistics
 from drifa_edge.inference.writers import (
     PredictRecord,
     TaskResult,
@@ -264,15 +269,15 @@ class Predictor:
             model_sha256(self.card) if len(runtimes) == 1 else ensemble_sha256([rt.card for rt in runtimes])
         )
         self.per_case_seed = engine_cfg.seed is not None and all(rt.seedable for rt in runtimes)
-        # OOD density (ood.npz) of a single model; ensembles are not scored yet
-        self.ood = read_ood(resolve_members(artifact)[0]) if len(runtimes) == 1 else None
-        if self.ood and not hasattr(runtimes[0], "run_suffix_embedding"):
+        # OOD densities (ood.npz) of the model or of every ensemble member
+        self.ood = load_ood(artifact)
+        if self.ood and not all(returns_embedding(rt) for rt in runtimes):
             log.warning(
                 "%s: runtime %r does not return the pooled embedding; predicting WITHOUT the OOD "
-                "score (use torch, onnxruntime or openvino for OOD referral)", artifact, runtime,
+                "score (re-export, and rebuild TensorRT engines, to get it)", artifact, runtime,
             )  # fmt: skip
             self.ood = None
-        fitted_t = {d.fit.get("samples") for d in (self.ood or {}).values()}
+        fitted_t = self.ood.fitted_samples if self.ood else set()
         if fitted_t and fitted_t != {engine_cfg.samples}:
             # the MC-mean embedding's spread shrinks with T, so the fitted threshold is T-specific
             log.warning(
@@ -364,8 +369,14 @@ class Predictor:
         cfg = self.engine_cfg
         seeds = [case_seed(cfg.seed, it.case.case_id) for it in good] if self.per_case_seed else None
         if self.ood:
-            probs, embedding = run_mc_embedding(self.runtimes[0], images, cfg, case_seeds=seeds)
-            scores = ood_scores(self.ood, embedding)  # task -> (B,)
+            probs, embeddings = run_mc_embeddings(self.runtimes, images, cfg, case_seeds=seeds)
+            prefix = None
+            if self.ood.needs_prefix:  # one more (deterministic) prefix pass per member
+                names = self.card.task_names
+                prefix = [
+                    dict(zip(names, run_prefix_statistics(rt, images), strict=True)) for rt in self.runtimes
+                ]
+            scores = self.ood.scores(embeddings, prefix)  # task -> (B,)
         else:
             probs = run_mc(self.runtimes, images, cfg, case_seeds=seeds)  # task -> (B, K*T, C)
             scores = {}
@@ -378,7 +389,7 @@ class Predictor:
                     self.card, task, s, i, self.rules.get(task), good[i].quality.get(task)
                 )
                 if task in scores:
-                    apply_ood(tasks[task], float(scores[task][i]), self.ood[task].threshold)
+                    apply_ood(tasks[task], float(scores[task][i]), self.ood.threshold(task))
             results.append((tasks, None if seeds is None else seeds[i]))
         return results
 

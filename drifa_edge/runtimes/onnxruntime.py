@@ -165,9 +165,14 @@ class OnnxRuntime:
         feeds.update({layout.uniform_name(i): u for i, u in enumerate(checked)})
         return self._run(self._masks, self._logits, feeds)
 
+    @property
+    def has_embedding(self) -> bool:
+        """Whether the suffix graph returns the pooled embedding (the OOD score's features)."""
+        return layout.EMBEDDING_NAME in {o.name for o in self._suffix.get_outputs()}
+
     def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3))."""
-        if layout.EMBEDDING_NAME not in {o.name for o in self._suffix.get_outputs()}:
+        if not self.has_embedding:
             raise ArtifactError(layout.no_embedding_message(self.root))
         if len(features) != len(self._features):
             raise BadInputError(f"expected {len(self._features)} feature arrays, got {len(features)}")

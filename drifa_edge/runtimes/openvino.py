@@ -247,10 +247,15 @@ class OpenVinoRuntime:
         names = self._features + [layout.uniform_name(i) for i in range(len(checked))]
         return self._run(self._masks, names, [*features, *checked], self._logits)
 
+    @property
+    def has_embedding(self) -> bool:
+        """Whether the suffix graph returns the pooled embedding (the OOD score's features)."""
+        model, _ = self._suffix_model
+        return any(layout.EMBEDDING_NAME in o.get_names() for o in model.outputs)
+
     def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3))."""
-        model, _ = self._suffix_model
-        if not any(layout.EMBEDDING_NAME in o.get_names() for o in model.outputs):
+        if not self.has_embedding:
             raise ArtifactError(layout.no_embedding_message(self.root))
         if len(features) != len(self._features):
             raise BadInputError(f"expected {len(self._features)} feature arrays, got {len(features)}")

@@ -451,6 +451,28 @@ class TensorRTRuntime:
     def run_suffix(
         self, features: Sequence[np.ndarray], uniforms: Sequence[np.ndarray] | None = None
     ) -> list[np.ndarray]:
+        out = self._run_suffix(features, uniforms)
+        return [out[n] for n in self._logits]
+
+    @property
+    def has_embedding(self) -> bool:
+        """Whether the suffix engine returns the pooled embedding (the OOD score's features)."""
+        return layout.EMBEDDING_NAME in self.suffix.outputs
+
+    def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3)), for the OOD
+        score. Engines built from an export whose suffix graph has the ``embedding`` output
+        return it; older ones raise ArtifactError naming the fix (re-export, rebuild)."""
+        if not self.has_embedding:
+            raise ArtifactError(
+                f"{layout.no_embedding_message(self.folder)}; then rebuild the TensorRT engines"
+            )
+        out = self._run_suffix(features, None)
+        return [out[n] for n in self._logits], out[layout.EMBEDDING_NAME]
+
+    def _run_suffix(
+        self, features: Sequence[np.ndarray], uniforms: Sequence[np.ndarray] | None
+    ) -> dict[str, np.ndarray]:
         feeds = dict(zip(self._feats, features, strict=True))
         rows = len(features[0])
         if self.masks == "graph":
@@ -468,8 +490,7 @@ class TensorRTRuntime:
             if len(uniforms) != len(self._uniforms):
                 raise ValueError(f"need {len(self._uniforms)} uniform arrays, got {len(uniforms)}")
             feeds.update(zip(self._uniforms, uniforms, strict=True))
-        out = self.suffix.run(feeds)
-        return [out[n] for n in self._logits]
+        return self.suffix.run(feeds)
 
     def close(self) -> None:
         for engine in (getattr(self, "prefix", None), getattr(self, "suffix", None)):

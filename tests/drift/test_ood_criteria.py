@@ -222,3 +222,50 @@ def test_check_judges_the_ood_score_when_the_reference_has_ood_npz(artifacts, tm
     plain = check_arrays(*rts, artifacts.test, policy, samples=10, val=artifacts.val, ood=skipped)
     assert "ood.npz" in plain.tasks["derm"].ood["skipped"]
     assert not any(c.name == "spearman_ood" for c in plain.criteria)
+
+
+def _with_prefix_part(f: Features, n: int, seed: int):
+    """A format-2 density (issue 18, second round): ``f.density`` plus a prefix part, and
+    prefix statistics (N, P) for two runs that differ a little (a quantized prefix)."""
+    from drifa_edge.artifact.ood import PrefixDensity
+
+    rng = np.random.default_rng(seed)
+    p = 4
+    y = rng.integers(0, 2, 300)
+    classes, means, precision = fit_class_gaussians(rng.normal(size=(300, p)) + y[:, None], y)
+    prefix = PrefixDensity(
+        means=means, precision=precision, center=3.0, scale=1.5, embedding_center=5.0, embedding_scale=2.0
+    )
+    density = TaskDensity(**{**f.density.__dict__, "prefix": prefix, "threshold": 1.0})
+    stats_ref = rng.normal(size=(n, p)) * 1.5
+    stats_cand = stats_ref + rng.normal(size=(n, p)) * 0.05
+    return density, stats_ref, stats_cand
+
+
+def test_prefix_part_scores_equal_the_records_scorer_observed_and_swapped():
+    """With a format-2 density the gate judges the score records carry
+    (inference.ood.task_score: prefix part + standardised embedding part): observed pairs with
+    each run's own prefix statistics, swapped pairs with the reference's (the null world),
+    checked against task_score on runs swapped by hand and scipy's Spearman."""
+    from drifa_edge.inference.ood import task_score
+
+    n, draws = 50, 6
+    f = Features(n, seed=8)
+    density, pre_ref, pre_cand = _with_prefix_part(f, n, seed=9)
+    ref, cand = f.run(1, draws=draws), f.run(2, draws=draws, shift=0.3)
+    ood = OodFeatures(ref[1], cand[1], density, density, pre_ref, pre_cand)
+    nd = permutation_null(ref[0], cand[0], f.labels, 0.1, 0.1, permutations=4, seed=5, ood=ood)
+    s_ref = task_score(density, ref[1].mean(axis=1), pre_ref)
+    s_cand = task_score(density, cand[1].mean(axis=1), pre_cand)
+    assert nd.observed["spearman_ood"] == pytest.approx(spearmanr(s_ref, s_cand).statistic, abs=1e-9)
+    assert nd.observed["ood_agreement"] == pytest.approx(((s_ref > 1.0) == (s_cand > 1.0)).mean())
+    swaps = next(_swap_batches(np.random.default_rng(5), 4, n, draws))
+    for row in range(4):
+        s = swaps[:, row, :, None].astype(bool)
+        a, b = np.where(s, cand[1], ref[1]), np.where(s, ref[1], cand[1])
+        sa = task_score(density, a.mean(axis=1), pre_ref)
+        sb = task_score(density, b.mean(axis=1), pre_ref)
+        assert nd.null["spearman_ood"][row] == pytest.approx(spearmanr(sa, sb).statistic, abs=1e-6)
+        assert nd.null["ood_agreement"][row] == pytest.approx(((sa > 1.0) == (sb > 1.0)).mean(), abs=1e-12)
+    with pytest.raises(BadInputError, match="prefix part"):
+        OodFeatures(ref[1], cand[1], density, density)
