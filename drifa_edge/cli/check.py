@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drifa_edge.cli import adaptive_options as A
 from drifa_edge.cli.app import app
 from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.drift.check import CheckConfig, check_drift
@@ -51,6 +52,15 @@ def print_report(report: DriftReport, console: Console) -> None:
         console.print(f"{c.task}: {c.name} {c.detail}", style="red", highlight=False, markup=False)
     for warning in report.warnings:
         console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+    adaptive = report.meta.get("adaptive")
+    if adaptive:
+        console.print(
+            f"adaptive T: mean {adaptive['mean_samples']:.2f} draws per case (T_max {adaptive['max_samples']}, "
+            f"{adaptive['row_ratio']:.2f}x fewer suffix rows), {adaptive['stopped_settled']} cases settled "
+            f"early; draws: {adaptive['histogram']}",
+            highlight=False,
+            markup=False,
+        )
     recal = report.meta.get("recalibration")
     if recal:
         for task, r in recal.items():
@@ -99,6 +109,12 @@ def check(
     ),
     limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
+    adaptive: bool = A.ADAPTIVE,
+    min_samples: int = A.MIN_SAMPLES,
+    block: int = A.BLOCK,
+    error_rate: float = A.ERROR_RATE,
+    stop_rule: str = A.STOP_RULE,
+    se_tolerance: float = A.SE_TOLERANCE,
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
     require_folder(out)
@@ -119,6 +135,7 @@ def check(
         device=device,
         ref_device=ref_device,
         write_candidate_card=write_card,
+        adaptive=A.adaptive_config(adaptive, min_samples, block, error_rate, stop_rule, se_tolerance),
     )
     report = check_drift(cfg)
     if as_json:

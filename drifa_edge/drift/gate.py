@@ -159,10 +159,12 @@ def changed_cases(
     return out
 
 
-def _decisions(samples: np.ndarray, threshold: float, metric: str) -> dict[str, np.ndarray]:
+def _decisions(
+    samples: np.ndarray, threshold: float, metric: str, used: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     from drifa_edge.metrics.uncertainty import refer, summarize
 
-    s = summarize(samples)
+    s = summarize(samples, used)
     return {"predicted": s["predicted"], "referred": refer(s[metric], threshold)}
 
 
@@ -177,9 +179,12 @@ def evaluate_task(
     policy: DriftPolicy,
     seed: int = 0,
     ids: Sequence[str] | None = None,
+    cand_used: np.ndarray | None = None,
 ) -> tuple[TaskDrift, list[CriterionTest]]:
     """Metrics, changed cases and the criteria's evidence of one task; samples (N, T, C),
-    labels (N,), -1 rows dropped. The criteria are judged across tasks by :func:`evaluate_drift`."""
+    labels (N,), -1 rows dropped. The criteria are judged across tasks by :func:`evaluate_drift`.
+    ``cand_used`` (N,): the candidate ran adaptive T and case i's answer rests on its first
+    ``cand_used[i]`` draws (see :func:`~drifa_edge.drift.noise.permutation_null`)."""
     sizes = {ref.shape[0], cand.shape[0], labels.shape[0]}
     if len(sizes) != 1:
         raise BadInputError(f"task {task!r}: samples and labels disagree on the number of cases: {sizes}")
@@ -187,27 +192,29 @@ def evaluate_task(
     if not keep.any():
         raise BadInputError(f"task {task!r}: no scored case (every label is -1)")
     ref, cand, labels = ref[keep], cand[keep], labels[keep].astype(np.int64)
+    used = None if cand_used is None else np.asarray(cand_used)[keep]
     metric = policy.referral_metric
     task_opts = {"referral_metric": metric, "bins": policy.ece_bins, "coverages": policy.coverages}
     m_ref = M.task_metrics(ref, labels, ref_threshold, **task_opts)
-    m_cand = M.task_metrics(cand, labels, cand_threshold, **task_opts)
+    m_cand = M.task_metrics(cand, labels, cand_threshold, **task_opts, used=used)
     nd = permutation_null(
         ref, cand, labels, ref_threshold, cand_threshold,
-        metric=metric, bins=policy.ece_bins, permutations=policy.permutations, seed=seed,
+        metric=metric, bins=policy.ece_bins, permutations=policy.permutations, seed=seed, cand_used=used,
     )  # fmt: skip
-    r, c = _decisions(ref, ref_threshold, metric), _decisions(cand, cand_threshold, metric)
+    r, c = _decisions(ref, ref_threshold, metric), _decisions(cand, cand_threshold, metric, used)
+    cand_mean = M.summarize(cand, used)["mean"]
     drift = TaskDrift(
         task=task,
         classes=tuple(classes),
         cases=int(labels.size),
         reference=m_ref,
         candidate=m_cand,
-        pair=M.pair_metrics(ref, cand, ref_threshold, cand_threshold, referral_metric=metric),
+        pair=M.pair_metrics(ref, cand, ref_threshold, cand_threshold, referral_metric=metric, cand_used=used),
         noise={k: float(np.median(v)) for k, v in nd.null.items()},
         deltas=M.metric_deltas(m_ref, m_cand),
         reliability={
             "reference": _reliability(ref.mean(axis=1), labels, policy.ece_bins),
-            "candidate": _reliability(cand.mean(axis=1), labels, policy.ece_bins),
+            "candidate": _reliability(cand_mean, labels, policy.ece_bins),
         },
         changed=changed_cases(r, c, labels, classes, np.flatnonzero(keep), ids),
         changed_by_noise=float(np.median(nd.null["changed_cases"])),
@@ -226,14 +233,16 @@ def evaluate_drift(
     seed: int = 0,
     meta: dict[str, Any] | None = None,
     ids: Sequence[str] | None = None,
+    cand_used: np.ndarray | None = None,
 ) -> DriftReport:
     """Judge a candidate against a reference from MC probabilities per task (N, T, C).
 
     Both runs need the same T (their draws are swapped to build the null). Referral
     thresholds come from each card (a task without one refers nobody). ``seed``
     drives the permutations; ``ids`` (N,) names the rows in the list of changed
-    cases. Holm's correction runs over every criterion of every task. Returns the
-    report; never raises on a failed gate.
+    cases. Holm's correction runs over every criterion of every task. ``cand_used`` (N,):
+    the candidate ran adaptive T (see :func:`evaluate_task`). Returns the report; never
+    raises on a failed gate.
     """
     policy = policy or DriftPolicy()
     drifts: dict[str, TaskDrift] = {}
@@ -246,6 +255,7 @@ def evaluate_drift(
         drift, task_tests = evaluate_task(
             name, spec.classes, np.asarray(ref[name]), np.asarray(cand[name]), np.asarray(labels[name]),
             _threshold(ref_card, name), _threshold(cand_card, name), policy, seed=seed + 7919 * k, ids=ids,
+            cand_used=cand_used,
         )  # fmt: skip
         drifts[name], tests = drift, tests + task_tests
     judged = judge(tests, policy)

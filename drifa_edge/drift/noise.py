@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drifa_edge.errors import BadInputError, missing_dependency
+from drifa_edge.metrics.uncertainty import summarize
 
 _EPS = 1e-12
 
@@ -209,8 +210,15 @@ def permutation_null(
     bins: int = 15,
     permutations: int = 999,
     seed: int = 0,
+    cand_used: np.ndarray | None = None,
 ) -> NullDistribution:
     """Observed statistics of (reference, candidate) and their null over random draw swaps.
+
+    ``cand_used`` (N,): adaptive T. The observed candidate is then each case's first
+    ``cand_used[i]`` draws (what its answer rests on), while the null swaps all T draws of
+    both runs: it is two full fixed-T runs of the reference, and the question becomes
+    whether the adaptive answers differ from the reference by more than a second fixed-T
+    run does. ``cand`` must hold every case's T draws (``run_adaptive(complete=True)``).
 
     ``ref`` and ``cand`` are MC probabilities (N, T, C) of the same N cases (T draws,
     member blocks in the same order), ``labels`` (N,) class indices. A case is referred
@@ -227,9 +235,13 @@ def permutation_null(
     mean_ref, mean_cand = ref.mean(axis=1), cand.mean(axis=1)  # (N, C)
     h_ref, h_cand = _entropy(ref), _entropy(cand)  # (N, T) per-draw entropies
     eh_ref, eh_cand = h_ref.mean(axis=1), h_cand.mean(axis=1)
+    obs_mean, obs_eh = mean_cand, eh_cand
+    if cand_used is not None:
+        s = summarize(cand, np.asarray(cand_used))
+        obs_mean, obs_eh = s["mean"], s["expected_entropy"]
     observed = pair_statistics(
         _Side.of(mean_ref[None], eh_ref[None]),
-        _Side.of(mean_cand[None], eh_cand[None]),
+        _Side.of(obs_mean[None], obs_eh[None]),
         labels, ref_threshold, cand_threshold, metric, bins,
     )  # fmt: skip
     # (N, T, C + 1): what swapping draw t moves between the two means, and between the two
