@@ -119,7 +119,8 @@ class AdaptiveRun:
     def full_logits(self) -> dict[str, np.ndarray]:
         """Every draw, (B, K*T_max, C) member-major as :func:`~drifa_edge.inference.engine.run_mc_logits`
         gives; needs every case drawn to T_max (``complete=True``)."""
-        if not (self.drawn == self.drawn.max()).all():
+        t_max = next(iter(self.logits.values())).shape[2]
+        if not (self.drawn == t_max).all():
             raise ConfigError("full_logits needs a run with complete=True (every case drawn to T_max)")
         return {t: z.reshape(z.shape[0], -1, z.shape[-1]) for t, z in self.logits.items()}
 
