@@ -221,7 +221,6 @@ def referral_change(samples: np.ndarray, metric: str, threshold: float, max_samp
     if not math.isfinite(threshold) or n >= max_samples:
         return np.zeros(cases)
     samples = _check_samples(samples)
-    classes = samples.shape[2]
     estimate, se = jackknife_score(samples, metric)
     plugin = plugin_score(samples, metric)
     # the T_max plug-in: bias-free estimate plus the bias left at T_max (bias ~ 1/draws)

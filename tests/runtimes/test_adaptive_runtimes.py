@@ -115,7 +115,11 @@ def test_unsettled_cases_draw_to_t_max_and_complete_keeps_every_draw(runtime):
     done = run_adaptive([runtime], images, cfg, SETTLE_AT_ONCE, {}, complete=True)
     assert done.used.tolist() == [4, 4] and done.drawn.tolist() == [T_MAX] * 2
     for task, z in done.full_logits().items():
-        assert z.shape == (2, T_MAX, runtime.card.model.tasks[runtime.card.task_names.index(task)].num_classes)
+        assert z.shape == (
+            2,
+            T_MAX,
+            runtime.card.model.tasks[runtime.card.task_names.index(task)].num_classes,
+        )
         assert np.isfinite(z).all()
     with pytest.raises(ConfigError, match="complete=True"):
         run_adaptive([runtime], images, cfg, SETTLE_AT_ONCE, {}).full_logits()
@@ -144,6 +148,7 @@ def test_each_stop_is_at_the_first_look_the_rule_accepts(tiny_artifacts):
     run = run_adaptive([rt], images, EngineConfig(samples=T_MAX), adaptive, referral, complete=True)
     looks = adaptive.looks(T_MAX)
     for i in range(6):
+
         def ok(n, i=i):
             probs = {t: _probs(run, t, i, n) for t in referral}
             return bool(settled(probs, referral, max_samples=T_MAX, error_rate=0.2)[0])
