@@ -33,6 +33,37 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "adaptive_t.json"
 
 
+def time_batch(runtime, images, samples: int, adaptive: AdaptiveConfig, repeats: int) -> dict:
+    """All cases as one engine batch (how check, score and a backlog run), fixed and adaptive
+    alternating ``repeats`` times: seconds per case and suffix rows per case of each."""
+    import time
+
+    from drifa_edge.inference.adaptive import run_adaptive
+    from drifa_edge.inference.engine import EngineConfig, run_mc
+    from drifa_edge.metrics.sequential import Referral
+
+    cfg = EngineConfig(samples=samples)
+    referral = {t: Referral(r.metric, r.threshold) for t, r in runtime.card.referral.items()}
+    n = images[0].shape[0]
+    fixed, adapt, rows = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_mc([runtime], images, cfg)
+        fixed.append((time.perf_counter() - t0) / n)
+        t0 = time.perf_counter()
+        run = run_adaptive([runtime], images, cfg, adaptive, referral)
+        adapt.append((time.perf_counter() - t0) / n)
+        rows.append(float(run.rows.mean()))
+    return {
+        "cases": n,
+        "repeats": repeats,
+        "fixed_s_per_case": fixed,
+        "adaptive_s_per_case": adapt,
+        "adaptive_rows_per_case": rows,
+        "speedup_of_medians": float(np.median(fixed) / np.median(adapt)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", required=True, help="export (or checkpoint) folder")
@@ -45,6 +76,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=3)
     parser.add_argument("--error-rate", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating batch runs of each")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -69,6 +101,7 @@ def main() -> None:
             adaptive_cases=args.cases,
         )
         result = time_adaptive(runtime, spec, runtime.card)
+    result["batch"] = time_batch(runtime, images, args.samples, adaptive, args.repeats)
     runtime.close()
     flags = sorted(cpu_flags())
     record = {

@@ -244,7 +244,8 @@ def adaptive_line(row_id: str, a: dict) -> str:
         f"{row_id} adaptive T over {a['cases']} {a['inputs']} cases: {a['rows_per_case_mean']:.1f} suffix rows "
         f"per case vs {a['max_samples']} ({a['row_ratio']:.2f}x fewer); latency ms p50/p95/p99 fixed "
         f"{f['p50']:.1f}/{f['p95']:.1f}/{f['p99']:.1f}, adaptive {d['p50']:.1f}/{d['p95']:.1f}/{d['p99']:.1f}; "
-        f"median speed-up {a['speedup_median']:.2f}x; same decisions as the fixed run {a['same_decisions']:.0%}"
+        f"median speed-up {a['speedup_median']:.2f}x; same decisions as the fixed run {a['same_decisions']:.0%} "
+        f"(two fixed runs: {a['same_decisions_two_fixed']:.0%})"
     )
 
 

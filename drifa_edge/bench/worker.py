@@ -216,7 +216,8 @@ def time_adaptive(runtime: Any, spec: RowSpec, card: Any) -> dict[str, Any]:
     """Adaptive T against fixed T = ``spec.samples[0]``, one case per call, the two
     alternating case by case (so a load change hits both): per-case latency percentiles,
     suffix rows per case, the per-case speed-up, and whether the two runs' decisions (class
-    and referral per task, independent draws) agree. Cases: the --data cases, else random."""
+    and referral per task, independent draws) agree, next to how often a second fixed-T run
+    (untimed) agrees with the first: the noise floor. Cases: the --data cases, else random."""
     from drifa_edge.inference.adaptive import AdaptiveConfig, run_adaptive
     from drifa_edge.inference.engine import EngineConfig, run_mc
     from drifa_edge.metrics.sequential import Referral
@@ -256,6 +257,7 @@ def time_adaptive(runtime: Any, spec: RowSpec, card: Any) -> dict[str, Any]:
         run = run_adaptive([runtime], case, cfg, adaptive, referral)
         adaptive_s = time.perf_counter() - t0
         probs = {t: run.probabilities(t, 0)[None] for t in card.task_names}
+        second = run_mc([runtime], case, cfg.replace(seed=None if cfg.seed is None else cfg.seed + 1))
         per_case.append(
             {
                 "rows": int(run.rows[0]),
@@ -263,12 +265,15 @@ def time_adaptive(runtime: Any, spec: RowSpec, card: Any) -> dict[str, Any]:
                 "fixed_ms": fixed_s * 1e3,
                 "adaptive_ms": adaptive_s * 1e3,
                 "same_decisions": decisions(fixed) == decisions(probs),
+                # the noise floor: a second fixed-T run (other draws, untimed) against the first
+                "same_decisions_two_fixed": decisions(fixed) == decisions(second),
             }
         )
     rows = np.array([c["rows"] for c in per_case])
     fixed_ms = np.array([c["fixed_ms"] for c in per_case])
     adaptive_ms = np.array([c["adaptive_ms"] for c in per_case])
     same = np.array([c["same_decisions"] for c in per_case])
+    same_fixed = np.array([c["same_decisions_two_fixed"] for c in per_case])
     speedup = fixed_ms / adaptive_ms
     values, counts = np.unique(rows, return_counts=True)
     return {
@@ -284,6 +289,7 @@ def time_adaptive(runtime: Any, spec: RowSpec, card: Any) -> dict[str, Any]:
         "speedup_median": float(np.median(speedup)),
         "speedup_of_means": float(fixed_ms.mean() / adaptive_ms.mean()),
         "same_decisions": float(same.mean()),
+        "same_decisions_two_fixed": float(same_fixed.mean()),
         "speedup_median_same_decisions": float(np.median(speedup[same])) if same.any() else None,
         "per_case": per_case,
     }

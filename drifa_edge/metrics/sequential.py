@@ -49,6 +49,12 @@ smooth spread MC dropout gives, but it is not a worst-case bound: draws that are
 always identical yet rarely very different (a one-in-ten flip) can be missed by any rule
 that looks at few draws, and have a standard error of 0. ``T_min`` bounds that risk.
 
+**Decisions, not the uncertainty's resolution.** The rule settles the class and the referral.
+A case settled after a few draws still reports an MC mean and an MI resting on those draws, so
+statistics of the continuous uncertainty (the rank correlation of MI with a fixed-T run, the
+KL of MC means: two criteria of the drift gate) are noisier than at T_max. ``both`` below adds
+the standard-error condition for that (README: "Adaptive T" has the measured trade-off).
+
 The alternative stop, ``precision``: every class probability's Monte Carlo standard
 error sd/sqrt(n) at or below a tolerance (fixed-width sequential estimation; Chow &
 Robbins 1965, Ann. Math. Stat. 36(2)).

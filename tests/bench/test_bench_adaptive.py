@@ -33,7 +33,7 @@ def test_worker_times_adaptive_against_fixed_case_by_case(tiny_checkpoint):
         assert a[side]["p50"] <= a[side]["p95"] <= a[side]["p99"]
     speedups = sorted(c["fixed_ms"] / c["adaptive_ms"] for c in a["per_case"])
     assert a["speedup_median"] == pytest.approx(speedups[1])
-    assert 0.0 <= a["same_decisions"] <= 1.0
+    assert 0.0 <= a["same_decisions"] <= 1.0 and 0.0 <= a["same_decisions_two_fixed"] <= 1.0
     json.dumps(a)  # stays JSON
     assert "2.50x fewer" in adaptive_line("torch-fp32", a)
 
