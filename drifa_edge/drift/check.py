@@ -261,6 +261,12 @@ def check_arrays(
     fixed T. Its stopping uses its card's temperatures and thresholds, which must be there."""
     ref_images, cand_images, labels, ids = test
     cfg = EngineConfig(samples=samples, seed=seed)
+    if adaptive is not None and _missing_thresholds(cand_rts[0].card):
+        raise ConfigError(
+            f"check --adaptive: the candidate's card has no referral threshold for "
+            f"{_missing_thresholds(cand_rts[0].card)}, and the stopping rule needs one; run "
+            "'drifa-edge check --recalibrate --write-card' first"
+        )
     cases = len(next(iter(labels.values()))) if labels else 0
     stage(
         f"drift check 1 of 3: reference, {cases} cases x T={samples} ({ref_rts[0].name} {ref_rts[0].precision})"
@@ -345,12 +351,6 @@ def _check_adaptive(ref_rts, cand_rts, test, ref_logits, policy, cfg, adaptive, 
 
     ref_images, cand_images, labels, ids = test
     ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
-    missing = _missing_thresholds(cand_card)
-    if missing:
-        raise ConfigError(
-            f"check --adaptive: the candidate's card has no referral threshold for {missing}, and the "
-            "stopping rule needs one; run 'drifa-edge check --recalibrate --write-card' first"
-        )
     referral = {t: Referral(r.metric, r.threshold) for t, r in cand_card.referral.items()}
     run = run_adaptive(cand_rts, cand_images, cfg, adaptive, referral, complete=True)
     K, T = len(cand_rts), cfg.samples

@@ -22,6 +22,8 @@ from drifa_edge.model.config import ModelConfig, TaskSpec
 def stub_data(artifacts, monkeypatch):
     def load_split(values, card, split, limit):
         images, _, labels, ids = artifacts.test if split == "test" else artifacts.val
+        if limit is not None:
+            return [x[:limit] for x in images], {t: y[:limit] for t, y in labels.items()}, ids[:limit]
         return images, labels, ids
 
     monkeypatch.setattr(check_module, "load_split", load_split)
@@ -41,13 +43,14 @@ def test_check_adaptive_needs_thresholds_then_passes_the_same_model(
 ):
     candidate = tmp_path / "candidate"
     shutil.copytree(artifacts.identical, candidate)
-    adaptive = ("--adaptive", "--samples", 10, "--min-samples", 4, "--block", 3)
+    adaptive = ("--adaptive", "--samples", 10, "--min-samples", 4, "--block", 3, "--limit", 40)
     assert _main(monkeypatch, artifacts.reference, candidate, "--data", "stub", *adaptive) == 2
     assert "no referral threshold" in capsys.readouterr().err
     # the documented order: recalibrate (writes thresholds into the card), then check --adaptive
     check_module.run_check(
-        artifacts.reference, candidate, ["stub"], samples=10, recalibrate=True, write_candidate_card=True
-    )
+        artifacts.reference, candidate, ["stub"], samples=10, recalibrate=True, write_candidate_card=True,
+        limit=40,
+    )  # fmt: skip
     out = tmp_path / "report"
     code = _main(monkeypatch, artifacts.reference, candidate, "--data", "stub", *adaptive, "--out", out)
     printed = capsys.readouterr().out
@@ -56,7 +59,7 @@ def test_check_adaptive_needs_thresholds_then_passes_the_same_model(
     report = json.loads((out / "report.json").read_text())
     meta = report["meta"]["adaptive"]
     assert meta["config"]["min_samples"] == 4 and meta["max_samples"] == 10
-    assert sum(meta["histogram"].values()) == 120
+    assert sum(meta["histogram"].values()) == 40
     assert set(meta["histogram"]) <= {"4", "7", "10"}
     assert 4 <= meta["mean_samples"] <= 10 and meta["row_ratio"] == pytest.approx(10 / meta["mean_samples"])
     assert report["meta"]["shared_masks"] is False
