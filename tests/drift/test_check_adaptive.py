@@ -88,15 +88,25 @@ def test_gate_judges_the_adaptive_draws_and_nulls_on_full_runs():
     pytest.importorskip("scipy")
     rng = np.random.default_rng(0)
     n, T, classes = 80, 12, 3
-    ref, cand = _draws(rng, n, T, classes, 0.7), _draws(rng, n, T, classes, 0.7)
-    labels = {"t": rng.integers(0, classes, n)}
-    card = default_card(ModelConfig(tasks=(TaskSpec("t", ("a", "b", "c")),), image_size=32, width=0.125))
+    ref = {t: _draws(rng, n, T, classes, 0.7) for t in ("t", "u")}
+    cand = {t: _draws(rng, n, T, classes, 0.7) for t in ("t", "u")}
+    labels = {t: rng.integers(0, classes, n) for t in ("t", "u")}
+    tasks = tuple(TaskSpec(t, ("a", "b", "c")) for t in ("t", "u"))
+    card = default_card(ModelConfig(tasks=tasks, image_size=32, width=0.125))
     policy = DriftPolicy(permutations=99)
-    plain = evaluate_drift({"t": ref}, {"t": cand}, labels, card, card, policy)
-    full = evaluate_drift({"t": ref}, {"t": cand}, labels, card, card, policy, cand_used=np.full(n, T))
-    assert plain.to_dict()["tasks"] == full.to_dict()["tasks"]
-    four = evaluate_drift({"t": ref}, {"t": cand}, labels, card, card, policy, cand_used=np.full(n, 4))
-    expected = task_metrics(cand[:, :4], labels["t"], float("inf"))
+    plain = evaluate_drift(ref, cand, labels, card, card, policy)
+    full = evaluate_drift(ref, cand, labels, card, card, policy, cand_used=np.full(n, T))
+    for task in ("t", "u"):  # the same up to float round-off (a masked mean against np.mean)
+        for key in ("accuracy", "ece", "mean_mutual_information", "referral_rate"):
+            assert full.tasks[task].candidate[key] == pytest.approx(
+                plain.tasks[task].candidate[key], abs=1e-12
+            )
+        assert [c.name for c in full.tasks[task].criteria] == [c.name for c in plain.tasks[task].criteria]
+        assert [c.value for c in full.tasks[task].criteria] == pytest.approx(
+            [c.value for c in plain.tasks[task].criteria], abs=1e-9
+        )
+    four = evaluate_drift(ref, cand, labels, card, card, policy, cand_used=np.full(n, 4))
+    expected = task_metrics(cand["t"][:, :4], labels["t"], float("inf"))
     assert four.tasks["t"].candidate["accuracy"] == pytest.approx(expected["accuracy"])
     assert four.tasks["t"].candidate["ece"] == pytest.approx(expected["ece"])
     assert four.tasks["t"].candidate["mean_mutual_information"] == pytest.approx(
