@@ -123,6 +123,9 @@ class RowSpec:
     out_dir: str | None = None  # where the worker writes its MC probabilities and card
     eval_only: bool = False  # the noise-floor run: no timing, evaluation only
     note: str = ""
+    # adaptive T (AdaptiveConfig fields): per-case latency of adaptive against fixed T = samples[0]
+    adaptive: dict[str, Any] | None = None
+    adaptive_cases: int = 20
 
     def __post_init__(self) -> None:
         if not self.samples or min(self.samples) < 1:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from drifa_edge.bench.rows import AUTHORS, BenchRow, PlannedRow, RowSpec, plan_r
 from drifa_edge.bench.worker import RESULT_MARKER, cell_summary
 from drifa_edge.errors import ConfigError
 from drifa_edge.progress import stage, step
+
+if TYPE_CHECKING:
+    from drifa_edge.inference.adaptive import AdaptiveConfig
 
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "drifa-edge-bench/1"
@@ -69,6 +72,9 @@ class BenchConfig:
     limit: int | None = None  # at most this many --data cases
     policy: str | None = None  # drift policy TOML or profile name; None = the gate's default
     device: str | None = None
+    # adaptive T: each engine row also times adaptive against fixed T = samples[0], case by case
+    adaptive: AdaptiveConfig | None = None
+    adaptive_cases: int = 20  # cases timed one at a time (the --data cases first, else random inputs)
 
     def __post_init__(self) -> None:
         if not self.samples or min(self.samples) < 1:
@@ -90,6 +96,10 @@ class BenchConfig:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
         if not Path(self.artifact).is_dir():
             raise ConfigError(f"{self.artifact}: not a folder; pass a checkpoint or export folder")
+        if self.adaptive is not None:
+            self.adaptive.looks(self.samples[0])
+        if self.adaptive_cases < 1:
+            raise ConfigError(f"--adaptive-cases must be >= 1, got {self.adaptive_cases}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -225,6 +235,8 @@ def _base_spec(cfg: BenchConfig, eval_path: str | None, workdir: Path) -> RowSpe
         eval_batch=cfg.eval_batch,
         eval_seed=cfg.seed,
         out_dir=str(workdir / "probs"),
+        adaptive=None if cfg.adaptive is None else cfg.adaptive.to_dict(),
+        adaptive_cases=cfg.adaptive_cases,
     )
 
 

@@ -237,6 +237,18 @@ def sweep_table(result: BenchResult) -> Table | None:
     return table
 
 
+def adaptive_line(row_id: str, a: dict) -> str:
+    """One row's adaptive-T timing (worker.time_adaptive) as a line of text."""
+    f, d = a["fixed_ms"], a["adaptive_ms"]
+    return (
+        f"{row_id} adaptive T over {a['cases']} {a['inputs']} cases: {a['rows_per_case_mean']:.1f} suffix rows "
+        f"per case vs {a['max_samples']} ({a['row_ratio']:.2f}x fewer); latency ms p50/p95/p99 fixed "
+        f"{f['p50']:.1f}/{f['p95']:.1f}/{f['p99']:.1f}, adaptive {d['p50']:.1f}/{d['p95']:.1f}/{d['p99']:.1f}; "
+        f"median speed-up {a['speedup_median']:.2f}x; same decisions as the fixed run {a['same_decisions']:.0%} "
+        f"(two fixed runs: {a['same_decisions_two_fixed']:.0%})"
+    )
+
+
 def print_bench(
     result: BenchResult, console: Console | None = None, show: Callable[[Table], None] | None = None
 ) -> None:
@@ -247,6 +259,10 @@ def print_bench(
     for table in (bench_table(result), sweep_table(result)):
         if table is not None:
             show(table)
+    for row in result.rows:
+        a = row.get("adaptive")
+        if a:
+            console.print(adaptive_line(row["row_id"], a), highlight=False, markup=False)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.json_path is not None:

@@ -92,6 +92,7 @@ def _open_engine_row(spec: RowSpec) -> tuple[MC, dict[str, Any], Any]:
     def mc(images: Sequence[np.ndarray], samples: int, seed: int | None = spec.seed) -> dict[str, np.ndarray]:
         return run_mc([runtime], images, EngineConfig(samples=samples, seed=seed, max_rows=spec.max_rows))
 
+    mc.runtime = runtime  # type: ignore[attr-defined] - the adaptive-T timing needs the runtime itself
     info = {"device": runtime.device, "precision": runtime.precision}
     if hasattr(runtime, "streams"):  # OpenVINO: parallel requests per suffix call
         info["streams"] = runtime.streams
@@ -211,6 +212,89 @@ def run_eval(mc: MC, spec: RowSpec, card: Any) -> dict[str, Any]:
     }
 
 
+def time_adaptive(runtime: Any, spec: RowSpec, card: Any) -> dict[str, Any]:
+    """Adaptive T against fixed T = ``spec.samples[0]``, one case per call, the two
+    alternating case by case (so a load change hits both): per-case latency percentiles,
+    suffix rows per case, the per-case speed-up, and whether the two runs' decisions (class
+    and referral per task, independent draws) agree, next to how often a second fixed-T run
+    (untimed) agrees with the first: the noise floor. Cases: the --data cases, else random."""
+    from drifa_edge.inference.adaptive import AdaptiveConfig, run_adaptive
+    from drifa_edge.inference.engine import EngineConfig, run_mc
+    from drifa_edge.metrics.sequential import Referral
+    from drifa_edge.metrics.uncertainty import summarize
+
+    adaptive = AdaptiveConfig(**spec.adaptive)
+    T = spec.samples[0]
+    cfg = EngineConfig(samples=T, seed=spec.seed, max_rows=spec.max_rows)
+    if spec.eval_path:
+        with np.load(spec.eval_path, allow_pickle=False) as data:
+            images = [data[f"x{k}"][: spec.adaptive_cases] for k in range(len(card.model.tasks))]
+        source = "data"
+    else:
+        images, source = random_inputs(card, spec.adaptive_cases, spec.seed), "random"
+    referral = {t: Referral(r.metric, r.threshold) for t, r in card.referral.items()}
+
+    def decisions(probs: dict[str, np.ndarray]) -> tuple:
+        out = []
+        for task, p in probs.items():
+            s = summarize(p)
+            r = referral.get(task)
+            refer = None if r is None else bool(s[r.metric][0] > r.threshold)
+            out.append((int(s["predicted"][0]), refer))
+        return tuple(out)
+
+    first = [x[:1] for x in images]
+    for _ in range(spec.warmup):
+        run_mc([runtime], first, cfg)
+        run_adaptive([runtime], first, cfg, adaptive, referral)
+    per_case = []
+    for i in range(images[0].shape[0]):
+        case = [x[i : i + 1] for x in images]
+        t0 = time.perf_counter()
+        fixed = run_mc([runtime], case, cfg)
+        fixed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        run = run_adaptive([runtime], case, cfg, adaptive, referral)
+        adaptive_s = time.perf_counter() - t0
+        probs = {t: run.probabilities(t, 0)[None] for t in card.task_names}
+        second = run_mc([runtime], case, cfg.replace(seed=None if cfg.seed is None else cfg.seed + 1))
+        per_case.append(
+            {
+                "rows": int(run.rows[0]),
+                "stop": run.stop[0],
+                "fixed_ms": fixed_s * 1e3,
+                "adaptive_ms": adaptive_s * 1e3,
+                "same_decisions": decisions(fixed) == decisions(probs),
+                # the noise floor: a second fixed-T run (other draws, untimed) against the first
+                "same_decisions_two_fixed": decisions(fixed) == decisions(second),
+            }
+        )
+    rows = np.array([c["rows"] for c in per_case])
+    fixed_ms = np.array([c["fixed_ms"] for c in per_case])
+    adaptive_ms = np.array([c["adaptive_ms"] for c in per_case])
+    same = np.array([c["same_decisions"] for c in per_case])
+    same_fixed = np.array([c["same_decisions_two_fixed"] for c in per_case])
+    speedup = fixed_ms / adaptive_ms
+    values, counts = np.unique(rows, return_counts=True)
+    return {
+        "config": dict(spec.adaptive),
+        "max_samples": T,
+        "cases": len(per_case),
+        "inputs": source,
+        "fixed_ms": percentiles_ms(fixed_ms / 1e3),
+        "adaptive_ms": percentiles_ms(adaptive_ms / 1e3),
+        "rows_per_case_mean": float(rows.mean()),
+        "rows_histogram": {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+        "row_ratio": float(T / rows.mean()),
+        "speedup_median": float(np.median(speedup)),
+        "speedup_of_means": float(fixed_ms.mean() / adaptive_ms.mean()),
+        "same_decisions": float(same.mean()),
+        "same_decisions_two_fixed": float(same_fixed.mean()),
+        "speedup_median_same_decisions": float(np.median(speedup[same])) if same.any() else None,
+        "per_case": per_case,
+    }
+
+
 def size_on_disk(files: Sequence[str]) -> int:
     return sum(Path(f).stat().st_size for f in files if Path(f).is_file())
 
@@ -248,6 +332,8 @@ def run_row(spec: RowSpec) -> dict[str, Any]:
         result["sweep"] = cells
         result["peak_rss_mb"] = peak_rss_mb()  # before the --data pass, which holds the whole set
         result["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    if spec.adaptive is not None and spec.runtime != AUTHORS and not spec.eval_only:
+        result["adaptive"] = time_adaptive(mc.runtime, spec, card)
     if spec.eval_path:
         result["eval"] = run_eval(mc, spec, card)
     result["status"] = "ok"

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from drifa_edge.cli import adaptive_options as A
 from drifa_edge.cli.app import app
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
@@ -57,6 +58,18 @@ def bench(
     max_rows: int = typer.Option(32, help="suffix rows per runtime call in the engine"),
     policy: str = typer.Option(None, help="drift policy TOML or profile name (default: the gate's defaults)"),
     seed: int = typer.Option(0, help="seed of the MC masks and the random timing inputs"),
+    adaptive: bool = typer.Option(
+        False,
+        "--adaptive",
+        help="also time adaptive T against fixed T (the first --samples) case by case: p50/p95/p99 "
+        "latency, suffix rows per case",
+    ),
+    adaptive_cases: int = typer.Option(20, "--adaptive-cases", help="cases timed one by one for --adaptive"),
+    min_samples: int = A.MIN_SAMPLES,
+    block: int = A.BLOCK,
+    error_rate: float = A.ERROR_RATE,
+    stop_rule: str = A.STOP_RULE,
+    se_tolerance: float = A.SE_TOLERANCE,
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " (bench.json's content)"),
 ) -> None:
     """Benchmark every runtime x precision of ARTIFACT, each row in its own subprocess."""
@@ -97,6 +110,8 @@ def bench(
             max_rows=max_rows,
             policy=policy,
             seed=seed,
+            adaptive=A.adaptive_config(adaptive, min_samples, block, error_rate, stop_rule, se_tolerance),
+            adaptive_cases=adaptive_cases,
         )
     if fmt == "json":
         print(json.dumps(result.to_dict(), indent=2, default=str))

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drifa_edge.cli import adaptive_options as A
 from drifa_edge.cli.app import app
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
@@ -75,6 +76,16 @@ def print_report(report: DriftReport, console: Console, fmt: str = "table") -> N
         console.print(f"{c.task}: {c.name} {c.detail}", style="red", highlight=False, markup=False)
     for warning in report.warnings:
         console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+    adaptive = report.meta.get("adaptive")
+    if adaptive:
+        console.print(
+            f"adaptive T: mean {adaptive['mean_samples']:.2f} draws per case (T_max {adaptive['max_samples']}, "
+            f"{adaptive['row_ratio']:.2f}x fewer suffix rows), {adaptive['stopped_settled']} cases settled "
+            f"early; draws: {adaptive['histogram']}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
     recal = report.meta.get("recalibration")
     if recal:
         for task, r in recal.items():
@@ -124,6 +135,12 @@ def check(
     limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (same as --format json)"),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    adaptive: bool = A.ADAPTIVE,
+    min_samples: int = A.MIN_SAMPLES,
+    block: int = A.BLOCK,
+    error_rate: float = A.ERROR_RATE,
+    stop_rule: str = A.STOP_RULE,
+    se_tolerance: float = A.SE_TOLERANCE,
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
     from drifa_edge.artifact.layout import PRECISIONS
@@ -154,6 +171,7 @@ def check(
         device=device,
         ref_device=ref_device,
         write_candidate_card=write_card,
+        adaptive=A.adaptive_config(adaptive, min_samples, block, error_rate, stop_rule, se_tolerance),
     )
     with Progress(f"drift check of {candidate} against {reference}"):
         report = check_drift(cfg)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drifa_edge.cli import adaptive_options as A
 from drifa_edge.cli.app import app
 from drifa_edge.cli.cases import DICOM_HELP, ROUTES_HELP
 from drifa_edge.cli.progress import Progress
@@ -58,6 +59,12 @@ def predict(
         help="a case whose image fails the input-quality check (too small, extreme aspect ratio, "
         "near-constant, saturated): refer (predict, refer = true, reason input_quality) | refuse (error line)",
     ),
+    adaptive: bool = A.ADAPTIVE,
+    min_samples: int = A.MIN_SAMPLES,
+    block: int = A.BLOCK,
+    error_rate: float = A.ERROR_RATE,
+    stop_rule: str = A.STOP_RULE,
+    se_tolerance: float = A.SE_TOLERANCE,
 ) -> None:
     """Predict every case with MC dropout: probabilities, uncertainty and a referral flag per task.
 
@@ -86,7 +93,13 @@ def predict(
         streams=streams,
         extra={"cache_dir": str(cache_dir)} if cache_dir else {},
     )
-    engine_cfg = EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb)
+    engine_cfg = EngineConfig(
+        samples=samples,
+        seed=seed,
+        max_rows=max_rows,
+        memory_mb=memory_mb,
+        adaptive=A.adaptive_config(adaptive, min_samples, block, error_rate, stop_rule, se_tolerance),
+    )
     tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
     err = Console(stderr=True)
     index = None

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
 from drifa_edge.progress import stage
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions
+
+if TYPE_CHECKING:
+    from drifa_edge.inference.adaptive import AdaptiveConfig
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,8 @@ class CheckConfig:
     device: str | None = None
     ref_device: str | None = None
     write_candidate_card: bool = False
+    # adaptive T for the candidate (``samples`` is its T_max; the reference runs fixed T)
+    adaptive: AdaptiveConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reference", Path(self.reference))
@@ -137,6 +142,14 @@ class CheckConfig:
             raise ConfigError(f"samples (T) must be >= 1, got {self.samples}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1 (or unset for every case), got {self.limit}")
+        if self.adaptive is not None:
+            self.adaptive.looks(self.samples)
+            if self.recalibrate:
+                raise ConfigError(
+                    "--adaptive stops on the candidate card's temperature and referral thresholds, so it "
+                    "cannot be combined with --recalibrate; recalibrate (--recalibrate --write-card) first, "
+                    "then check --adaptive"
+                )
 
     def replace(self, **changes: Any) -> CheckConfig:
         return dataclasses.replace(self, **changes)
@@ -184,6 +197,7 @@ def check_drift(cfg: CheckConfig) -> DriftReport:
         report = check_arrays(
             ref_rts, cand_rts, test, cfg.policy, samples=cfg.samples, seed=cfg.seed, val=val,
             recalibrate=cfg.recalibrate, ood=ood_densities(cfg.reference, cfg.candidate),
+            adaptive=cfg.adaptive,
         )  # fmt: skip
     finally:
         for rt in ref_rts + cand_rts:
@@ -306,12 +320,31 @@ def check_arrays(
     val: tuple | None = None,
     recalibrate: bool = False,
     ood: OodDensities | str | None = None,
+    adaptive: AdaptiveConfig | None = None,
 ) -> DriftReport:
     """The gate on arrays already loaded: ``test`` / ``val`` = (ref images, cand images,
     labels {task: (N,)}, row ids); ``ood`` = :func:`ood_densities` (or why the OOD
-    criteria are skipped). Separated from :func:`run_check` for tests and the demo."""
+    criteria are skipped). Separated from :func:`run_check` for tests and the demo.
+
+    ``adaptive``: the candidate runs adaptive T (T_max = ``samples``) against the reference's
+    fixed T. Its stopping uses its card's temperatures and thresholds, which must be there.
+    The OOD criteria are not judged with adaptive T (the report says so)."""
     ref_images, cand_images, labels, ids = test
     cfg = EngineConfig(samples=samples, seed=seed)
+    if adaptive is not None:
+        if _missing_thresholds(cand_rts[0].card):
+            raise ConfigError(
+                f"check --adaptive: the candidate's card has no referral threshold for "
+                f"{_missing_thresholds(cand_rts[0].card)}, and the stopping rule needs one; run "
+                "'drifa-edge check --recalibrate --write-card' first"
+            )
+        cases = len(next(iter(labels.values()))) if labels else 0
+        stage(
+            f"drift check 1 of 3: reference, {cases} cases x T={samples} ({ref_rts[0].name} {ref_rts[0].precision})"
+        )
+        ref_logits = run_mc_logits(ref_rts, ref_images, cfg)
+        stage(f"drift check 2 of 3: candidate, adaptive T ({cand_rts[0].name} {cand_rts[0].precision})")
+        return _check_adaptive(ref_rts, cand_rts, test, ref_logits, policy, cfg, adaptive, val)
     ref_logits, cand_logits, ood_features, ood_skipped = _run_with_ood(
         ref_rts, cand_rts, ref_images, cand_images, cfg, ood, labels
     )
@@ -381,6 +414,71 @@ def check_arrays(
         ood=ood_features,
         ood_skipped=ood_skipped,
     )
+
+
+def _check_adaptive(ref_rts, cand_rts, test, ref_logits, policy, cfg, adaptive, val) -> DriftReport:
+    """The gate of an adaptive-T candidate: it draws every case to T_max (for the null of two
+    fixed-T runs) but is judged on the draws its answer rested on."""
+    from drifa_edge.inference.adaptive import run_adaptive
+    from drifa_edge.metrics.sequential import Referral
+
+    ref_images, cand_images, labels, ids = test
+    ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
+    referral = {t: Referral(r.metric, r.threshold) for t, r in cand_card.referral.items()}
+    run = run_adaptive(cand_rts, cand_images, cfg, adaptive, referral, complete=True)
+    K, T = len(cand_rts), cfg.samples
+    ref_probs = _interleave(_probabilities(ref_logits, _card_temperatures(ref_rts)), K)
+    cand_probs = _interleave(_probabilities(run.full_logits(), _card_temperatures(cand_rts)), K)
+    used = run.used * K  # the first K*used draws of the interleaved order: every member's first used
+    meta: dict[str, Any] = {
+        "samples": T,
+        "seed": cfg.seed,
+        "noise_model": "permutation of MC draws between the reference's run and the candidate's "
+        "full T_max run (two fixed-T runs); the candidate is judged on its adaptive draws",
+        "reference_runtime": _describe(ref_rts),
+        "candidate_runtime": _describe(cand_rts),
+        "shared_masks": False,  # adaptive draws come from their own streams
+        "cases": {t: int(M.scored(y).sum()) for t, y in labels.items()},
+        "thresholds_fitted": {},
+        "adaptive": adaptive_summary(run.used, run.stop, T, adaptive),
+        "temperatures": {"reference": _card_temperatures(ref_rts), "candidate": _card_temperatures(cand_rts)},
+    }
+    ref_card = _fill_thresholds(
+        ref_card, ref_rts, _card_temperatures(ref_rts), val, 0, ref_logits, labels, cfg, policy, meta, "ref"
+    )
+    stage("drift check 3 of 3: metrics and the permutation null")
+    return evaluate_drift(
+        ref_probs, cand_probs, labels, ref_card, cand_card, policy, seed=cfg.seed, meta=meta,
+        ids=None if ids is None else [str(i) for i in ids], cand_used=used,
+        ood_skipped="not judged with adaptive T (each case averages its embedding over its own draws)",
+    )  # fmt: skip
+
+
+def _interleave(probs: dict[str, np.ndarray], members: int) -> dict[str, np.ndarray]:
+    """(N, K*T, C) member-major -> draw-major (draw t of every member, then t + 1), so that
+    the first K*n columns are every member's first n draws."""
+    out = {}
+    for task, p in probs.items():
+        n, kt, c = p.shape
+        out[task] = p.reshape(n, members, kt // members, c).transpose(0, 2, 1, 3).reshape(n, kt, c)
+    return out
+
+
+def adaptive_summary(used: np.ndarray, stop: Sequence[str], max_samples: int, adaptive) -> dict[str, Any]:
+    """Draws per case of an adaptive run: mean, percentiles, histogram, and the ratio of
+    suffix rows against fixed T = ``max_samples``."""
+    used = np.asarray(used)
+    values, counts = np.unique(used, return_counts=True)
+    return {
+        "config": adaptive.to_dict(),
+        "max_samples": int(max_samples),
+        "mean_samples": float(used.mean()),
+        "median_samples": float(np.median(used)),
+        "p90_samples": float(np.percentile(used, 90)),
+        "histogram": {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+        "stopped_settled": int(sum(s == "settled" for s in stop)),
+        "row_ratio": float(max_samples / used.mean()),  # fixed-T rows per case / adaptive rows per case
+    }
 
 
 def _fill_thresholds(card, rts, temps, val, which, test_logits, labels, cfg, policy, meta, side) -> ModelCard:

@@ -161,10 +161,12 @@ def changed_cases(
     return out
 
 
-def _decisions(samples: np.ndarray, threshold: float, metric: str) -> dict[str, np.ndarray]:
+def _decisions(
+    samples: np.ndarray, threshold: float, metric: str, used: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     from drifa_edge.metrics.uncertainty import refer, summarize
 
-    s = summarize(samples)
+    s = summarize(samples, used)
     return {"predicted": s["predicted"], "referred": refer(s[metric], threshold)}
 
 
@@ -181,11 +183,14 @@ def evaluate_task(
     ids: Sequence[str] | None = None,
     ood: OodFeatures | None = None,
     ood_skipped: str = "no OOD features given",
+    cand_used: np.ndarray | None = None,
 ) -> tuple[TaskDrift, list[CriterionTest]]:
     """Metrics, changed cases and the criteria's evidence of one task; samples (N, T, C),
     labels (N,), -1 rows dropped; ``ood`` (per-draw embeddings, (N, T, E)) adds the OOD
     criteria, else ``ood_skipped`` says why not. The criteria are judged across tasks by
-    :func:`evaluate_drift`."""
+    :func:`evaluate_drift`. ``cand_used`` (N,): the candidate ran adaptive T and case i's
+    answer rests on its first ``cand_used[i]`` draws (see
+    :func:`~drifa_edge.drift.noise.permutation_null`); the OOD criteria need full runs."""
     sizes = {ref.shape[0], cand.shape[0], labels.shape[0]}
     if len(sizes) != 1:
         raise BadInputError(f"task {task!r}: samples and labels disagree on the number of cases: {sizes}")
@@ -195,29 +200,36 @@ def evaluate_task(
     ref, cand, labels = ref[keep], cand[keep], labels[keep].astype(np.int64)
     if ood is not None:
         ood = dataclasses.replace(
-            ood, reference=np.asarray(ood.reference)[keep], candidate=np.asarray(ood.candidate)[keep]
+            ood,
+            reference=np.asarray(ood.reference)[keep],
+            candidate=np.asarray(ood.candidate)[keep],
+            reference_prefix=None if ood.reference_prefix is None else np.asarray(ood.reference_prefix)[keep],
+            candidate_prefix=None if ood.candidate_prefix is None else np.asarray(ood.candidate_prefix)[keep],
         )
+    used = None if cand_used is None else np.asarray(cand_used)[keep]
     metric = policy.referral_metric
     task_opts = {"referral_metric": metric, "bins": policy.ece_bins, "coverages": policy.coverages}
     m_ref = M.task_metrics(ref, labels, ref_threshold, **task_opts)
-    m_cand = M.task_metrics(cand, labels, cand_threshold, **task_opts)
+    m_cand = M.task_metrics(cand, labels, cand_threshold, **task_opts, used=used)
     nd = permutation_null(
         ref, cand, labels, ref_threshold, cand_threshold,
         metric=metric, bins=policy.ece_bins, permutations=policy.permutations, seed=seed, ood=ood,
+        cand_used=used,
     )  # fmt: skip
-    r, c = _decisions(ref, ref_threshold, metric), _decisions(cand, cand_threshold, metric)
+    r, c = _decisions(ref, ref_threshold, metric), _decisions(cand, cand_threshold, metric, used)
+    cand_mean = M.summarize(cand, used)["mean"]
     drift = TaskDrift(
         task=task,
         classes=tuple(classes),
         cases=int(labels.size),
         reference=m_ref,
         candidate=m_cand,
-        pair=M.pair_metrics(ref, cand, ref_threshold, cand_threshold, referral_metric=metric),
+        pair=M.pair_metrics(ref, cand, ref_threshold, cand_threshold, referral_metric=metric, cand_used=used),
         noise={k: float(np.median(v)) for k, v in nd.null.items()},
         deltas=M.metric_deltas(m_ref, m_cand),
         reliability={
             "reference": _reliability(ref.mean(axis=1), labels, policy.ece_bins),
-            "candidate": _reliability(cand.mean(axis=1), labels, policy.ece_bins),
+            "candidate": _reliability(cand_mean, labels, policy.ece_bins),
         },
         changed=changed_cases(r, c, labels, classes, np.flatnonzero(keep), ids),
         changed_by_noise=float(np.median(nd.null["changed_cases"])),
@@ -257,6 +269,7 @@ def evaluate_drift(
     ids: Sequence[str] | None = None,
     ood: dict[str, OodFeatures] | None = None,
     ood_skipped: str = "the reference has no OOD density (ood.npz; drifa-edge calibrate-ood)",
+    cand_used: np.ndarray | None = None,
 ) -> DriftReport:
     """Judge a candidate against a reference from MC probabilities per task (N, T, C).
 
@@ -265,7 +278,8 @@ def evaluate_drift(
     drives the permutations; ``ids`` (N,) names the rows in the list of changed
     cases. Holm's correction runs over every criterion of every task. ``ood`` (per task,
     per-draw embeddings and OOD densities) adds the OOD criteria to the tasks it names;
-    the others say ``ood_skipped``. Returns the report; never raises on a failed gate.
+    the others say ``ood_skipped``. ``cand_used`` (N,): the candidate ran adaptive T (see
+    :func:`evaluate_task`). Returns the report; never raises on a failed gate.
     """
     policy = policy or DriftPolicy()
     drifts: dict[str, TaskDrift] = {}
@@ -278,7 +292,7 @@ def evaluate_drift(
         drift, task_tests = evaluate_task(
             name, spec.classes, np.asarray(ref[name]), np.asarray(cand[name]), np.asarray(labels[name]),
             _threshold(ref_card, name), _threshold(cand_card, name), policy, seed=seed + 7919 * k, ids=ids,
-            ood=(ood or {}).get(name), ood_skipped=ood_skipped,
+            ood=(ood or {}).get(name), ood_skipped=ood_skipped, cand_used=cand_used,
         )  # fmt: skip
         drifts[name], tests = drift, tests + task_tests
     judged = judge(tests, policy)

@@ -38,6 +38,7 @@ from drifa_edge.artifact.ood import TaskDensity
 from drifa_edge.errors import BadInputError
 from drifa_edge.metrics.mahalanobis import mahalanobis_scores, whitening
 from drifa_edge.metrics.ranks import rankdata_rows
+from drifa_edge.metrics.uncertainty import summarize
 
 _EPS = 1e-12
 
@@ -299,8 +300,15 @@ def permutation_null(
     permutations: int = 999,
     seed: int = 0,
     ood: OodFeatures | None = None,
+    cand_used: np.ndarray | None = None,
 ) -> NullDistribution:
     """Observed statistics of (reference, candidate) and their null over random draw swaps.
+
+    ``cand_used`` (N,): adaptive T. The observed candidate is then each case's first
+    ``cand_used[i]`` draws (what its answer rests on), while the null swaps all T draws of
+    both runs: it is two full fixed-T runs of the reference, and the question becomes
+    whether the adaptive answers differ from the reference by more than a second fixed-T
+    run does. ``cand`` must hold every case's T draws (``run_adaptive(complete=True)``).
 
     ``ref`` and ``cand`` are MC probabilities (N, T, C) of the same N cases (T draws,
     member blocks in the same order), ``labels`` (N,) class indices. A case is referred
@@ -323,9 +331,13 @@ def permutation_null(
     mean_ref, mean_cand = ref.mean(axis=1), cand.mean(axis=1)  # (N, C)
     h_ref, h_cand = _entropy(ref), _entropy(cand)  # (N, T) per-draw entropies
     eh_ref, eh_cand = h_ref.mean(axis=1), h_cand.mean(axis=1)
+    obs_mean, obs_eh = mean_cand, eh_cand
+    if cand_used is not None:
+        s = summarize(cand, np.asarray(cand_used))
+        obs_mean, obs_eh = s["mean"], s["expected_entropy"]
     observed = pair_statistics(
         _Side.of(mean_ref[None], eh_ref[None]),
-        _Side.of(mean_cand[None], eh_cand[None]),
+        _Side.of(obs_mean[None], obs_eh[None]),
         labels, ref_threshold, cand_threshold, metric, bins,
     )  # fmt: skip
     classes = ref.shape[2]

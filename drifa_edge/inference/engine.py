@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from drifa_edge.errors import BadInputError, ConfigError, UnsupportedBackendErro
 from drifa_edge.metrics.uncertainty import softmax
 from drifa_edge.model.config import ModelConfig, dropout_shapes
 from drifa_edge.runtimes.base import Runtime
+
+if TYPE_CHECKING:
+    from drifa_edge.inference.adaptive import AdaptiveConfig
 
 # Peak working memory of one suffix row, in multiples of the largest dropout
 # input of all branches together (the dropout keeps u, the mask and its output;
@@ -50,6 +54,8 @@ class EngineConfig:
     prefix_once: bool = True  # False: the authors' way of tiling the images, prefix run T times
     apply_temperature: bool = True
     memory_mb: float | None = None  # optional budget for one suffix call; lowers max_rows to fit
+    # adaptive T (inference.adaptive): stop a case's draws once settled; ``samples`` is then T_max
+    adaptive: AdaptiveConfig | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -58,6 +64,8 @@ class EngineConfig:
             raise ConfigError(f"max_rows must be >= 1, got {self.max_rows}")
         if self.memory_mb is not None and not self.memory_mb > 0:
             raise ConfigError(f"memory_mb must be > 0 (or None), got {self.memory_mb}")
+        if self.adaptive is not None:
+            self.adaptive.looks(self.samples)  # T_max (samples) >= T_min, else ConfigError
 
     def replace(self, **changes) -> EngineConfig:
         return dataclasses.replace(self, **changes)

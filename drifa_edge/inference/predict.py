@@ -135,6 +135,12 @@ def _done_cases(jsonl: Path, resume: bool, force: bool, settings: dict[str, Any]
             differences.append(
                 f"{name}: file {', '.join(sorted(theirs))}, this run {json.dumps(settings[key])}"
             )
+    # adaptive T: absent = fixed T, so a fixed-T file and an adaptive run differ too
+    theirs = {json.dumps(r.get("adaptive")) for r in records} - {json.dumps(settings.get("adaptive"))}
+    if theirs:
+        differences.append(
+            f"adaptive T: file {', '.join(sorted(theirs))}, this run {json.dumps(settings.get('adaptive'))}"
+        )
     if differences:
         raise ConfigError(
             f"--resume: {jsonl} was written with other settings ({'; '.join(differences)}); "

@@ -49,6 +49,7 @@ from drifa_edge.errors import (
     UnknownChoiceError,
     suggest,
 )
+from drifa_edge.inference.adaptive import run_adaptive
 from drifa_edge.inference.engine import (
     EngineConfig,
     returns_embedding,
@@ -66,6 +67,7 @@ from drifa_edge.inference.writers import (
     model_sha256,
     task_result,
 )
+from drifa_edge.metrics.sequential import Referral
 from drifa_edge.metrics.uncertainty import summarize
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions, open_runtime, probe_runtime, runtime_names
 
@@ -151,7 +153,7 @@ def run_settings(
         policy = f"per-case (seed, case_id), seed {cfg.seed}"
     else:
         policy = "in-graph random (not seedable)"
-    return {
+    settings = {
         "model_sha256": sha256,
         "runtime": runtime,
         "precision": precision,
@@ -160,6 +162,9 @@ def run_settings(
         "ensemble_size": len(runtimes),
         "input_quality_action": quality_action,
     }
+    if cfg.adaptive is not None:  # samples is T_max; a record's mc_samples_used says what it used
+        settings["adaptive"] = cfg.adaptive.to_dict()
+    return settings
 
 
 def error_message(e: BaseException) -> str:
@@ -278,7 +283,20 @@ class Predictor:
             )  # fmt: skip
             self.ood = None
         fitted_t = self.ood.fitted_samples if self.ood else set()
-        if fitted_t and fitted_t != {engine_cfg.samples}:
+        if self.ood and engine_cfg.adaptive is not None and len(self.ood.members) > 1:
+            log.warning(
+                "%s: adaptive T with an ensemble: predicting WITHOUT the OOD score (adaptive T "
+                "averages member 0's embedding only; use fixed T for OOD referral)", artifact,
+            )  # fmt: skip
+            self.ood = None
+            fitted_t = set()
+        if fitted_t and engine_cfg.adaptive is not None:
+            log.warning(
+                "%s: the OOD threshold was fitted with T=%s MC samples; adaptive T averages the "
+                "embedding over fewer draws for settled cases, so their OOD referral rate may differ",
+                artifact, sorted(fitted_t),
+            )  # fmt: skip
+        elif fitted_t and fitted_t != {engine_cfg.samples}:
             # the MC-mean embedding's spread shrinks with T, so the fitted threshold is T-specific
             log.warning(
                 "%s: the OOD threshold was fitted with T=%s MC samples, this run uses T=%d; "
@@ -339,12 +357,12 @@ class Predictor:
     def predict_prepared(self, items: Sequence[PreparedCase]) -> list[PredictRecord]:
         """One record per prepared case, in order. The good cases run as one engine batch;
         when that batch fails, each case runs alone so one bad case cannot take the others."""
-        outcomes: dict[int, tuple[dict[str, TaskResult] | None, int | None, str | None]] = {}
+        outcomes: dict[int, tuple[dict[str, TaskResult] | None, int | None, str | None, dict]] = {}
         self._run([(i, it) for i, it in enumerate(items) if it.ok], outcomes)
         records = []
         for i, it in enumerate(items):
-            tasks, mc_seed, error = outcomes.get(i, (None, None, it.error))
-            records.append(self._record(it, tasks, mc_seed, error))
+            tasks, mc_seed, error, extra = outcomes.get(i, (None, None, it.error, {}))
+            records.append(self._record(it, tasks, mc_seed, error, extra))
         return records
 
     def _run(self, good: list[tuple[int, PreparedCase]], outcomes: dict) -> None:
@@ -354,20 +372,22 @@ class Predictor:
             results = self._infer([it for _, it in good])
         except Exception as e:
             if len(good) == 1:
-                outcomes[good[0][0]] = (None, None, f"inference failed: {error_message(e)}")
+                outcomes[good[0][0]] = (None, None, f"inference failed: {error_message(e)}", {})
                 return
             log.warning("batch of %d cases failed (%s); retrying one by one", len(good), e)
             for pair in good:
                 self._run([pair], outcomes)
             return
-        for (i, _), (tasks, mc_seed) in zip(good, results, strict=True):
-            outcomes[i] = (tasks, mc_seed, None)
+        for (i, _), (tasks, mc_seed, extra) in zip(good, results, strict=True):
+            outcomes[i] = (tasks, mc_seed, None, extra)
 
-    def _infer(self, good: list[PreparedCase]) -> list[tuple[dict[str, TaskResult], int | None]]:
+    def _infer(self, good: list[PreparedCase]) -> list[tuple[dict[str, TaskResult], int | None, dict]]:
         n_tasks = len(self.card.task_names)
         images = [np.stack([it.arrays[k] for it in good]) for k in range(n_tasks)]  # (B, C, S, S)
         cfg = self.engine_cfg
         seeds = [case_seed(cfg.seed, it.case.case_id) for it in good] if self.per_case_seed else None
+        if cfg.adaptive is not None:
+            return self._infer_adaptive(good, images, seeds)
         if self.ood:
             probs, embeddings = run_mc_embeddings(self.runtimes, images, cfg, case_seeds=seeds)
             prefix = None
@@ -390,11 +410,45 @@ class Predictor:
                 )
                 if task in scores:
                     apply_ood(tasks[task], float(scores[task][i]), self.ood.threshold(task))
-            results.append((tasks, None if seeds is None else seeds[i]))
+            results.append((tasks, None if seeds is None else seeds[i], {}))
+        return results
+
+    def _infer_adaptive(self, good: list[PreparedCase], images, seeds) -> list[tuple[dict, int | None, dict]]:
+        """Adaptive T (:mod:`drifa_edge.inference.adaptive`): per case its own number of draws;
+        the record says how many (``mc_samples_used``, per member) and why it stopped."""
+        cfg = self.engine_cfg
+        referral = {t: Referral(r.metric, r.threshold) for t, r in self.rules.items()}
+        run = run_adaptive(
+            self.runtimes, images, cfg, cfg.adaptive, referral, case_seeds=seeds, embedding=bool(self.ood)
+        )
+        scores = {}
+        if self.ood and run.embedding is not None:  # one model (ensembles: OOD off, see __init__)
+            prefix = None
+            if self.ood.needs_prefix:
+                names = self.card.task_names
+                prefix = [dict(zip(names, run_prefix_statistics(self.runtimes[0], images), strict=True))]
+            scores = self.ood.scores([run.embedding], prefix)
+        results = []
+        for i in range(len(good)):
+            tasks = {}
+            for task in self.card.task_names:
+                s = summarize(run.probabilities(task, i)[None])  # (1, K*used, C)
+                tasks[task] = task_result(
+                    self.card, task, s, 0, self.rules.get(task), good[i].quality.get(task)
+                )
+                if task in scores:
+                    apply_ood(tasks[task], float(scores[task][i]), self.ood.threshold(task))
+            extra = {"mc_samples_used": int(run.used[i]), "mc_stop": run.stop[i]}
+            results.append((tasks, None if seeds is None else seeds[i], extra))
         return results
 
     def _record(
-        self, it: PreparedCase, tasks: dict[str, TaskResult] | None, mc_seed: int | None, error: str | None
+        self,
+        it: PreparedCase,
+        tasks: dict[str, TaskResult] | None,
+        mc_seed: int | None,
+        error: str | None,
+        extra: dict[str, Any] | None = None,
     ) -> PredictRecord:
         case = it.case
         record: dict[str, Any] = {
@@ -409,6 +463,9 @@ class Predictor:
         if it.converted:
             record["channel_conversion"] = it.converted
         record["mc_seed"] = mc_seed
+        if self.engine_cfg.adaptive is not None:  # None for an error record: nothing was drawn
+            record["mc_samples_used"] = (extra or {}).get("mc_samples_used")
+            record["mc_stop"] = (extra or {}).get("mc_stop")
         record.update(self.meta)
         return record  # type: ignore[return-value] - built key by key in PredictRecord's order
 

@@ -46,6 +46,8 @@ META_FIELDS = (
     "seed",
     "seed_policy",
     "mc_seed",
+    "mc_samples_used",
+    "mc_stop",
     "ensemble_size",
     "input_quality_action",
     "drifa_edge_version",
@@ -118,6 +120,11 @@ class PredictRecord(_Record, total=False):
 
     read: dict[str, dict[str, Any]]
     channel_conversion: dict[str, str]
+    # adaptive T only (EngineConfig.adaptive): draws per member the answer rests on, why the
+    # draws stopped ("settled" before T_max, or "max_samples"), and the run's adaptive settings
+    mc_samples_used: int | None
+    mc_stop: str | None
+    adaptive: dict[str, Any]
 
 
 def _num(x: float) -> float:

@@ -19,18 +19,28 @@ from drifa_edge.metrics.uncertainty import refer, summarize
 
 
 def _scored_samples(samples: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    samples, labels, _ = _scored(samples, labels, None)
+    return samples, labels
+
+
+def _scored(samples: np.ndarray, labels: np.ndarray | None, used: np.ndarray | None):
+    """(samples, labels, used) of the scored rows (label -1 dropped); ``used`` may be None."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 3:
         raise BadInputError(f"MC samples must be shaped (cases, samples, classes), got {samples.shape}")
+    if used is not None:
+        used = np.asarray(used)
+        if used.shape != (samples.shape[0],):
+            raise BadInputError(f"{samples.shape[0]} cases of samples but used shaped {used.shape}")
     if labels is None:
-        return samples, None
+        return samples, None, used
     labels = np.asarray(labels)
     if labels.shape != (samples.shape[0],):
         raise BadInputError(f"{samples.shape[0]} cases of samples but labels shaped {labels.shape}")
     keep = scored(labels)
     if not keep.any():
         raise BadInputError("no scored case (every label is -1)")
-    return samples[keep], labels[keep].astype(np.int64)
+    return samples[keep], labels[keep].astype(np.int64), None if used is None else used[keep]
 
 
 def task_metrics(
@@ -41,17 +51,19 @@ def task_metrics(
     referral_metric: str = "mutual_information",
     bins: int = 15,
     coverages: Sequence[float] = (1.0, 0.9, 0.8),
+    used: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Every scalar metric of one task from MC samples (N, S, C) and labels (-1 dropped).
+    """Every scalar metric of one task from MC samples (N, S, C) and labels (-1 dropped);
+    with ``used`` (N,) case i counts only its first ``used[i]`` draws (adaptive T).
 
     Error detection (AUROC/AUPR of MI and predictive entropy) is ``None`` when the
     model makes no error or no correct prediction: the area is undefined then.
     Risk-coverage ranks cases by the referral metric (most certain first), the
     order in which a deployment keeps them.
     """
-    samples, labels = _scored_samples(samples, labels)
+    samples, labels, used = _scored(samples, labels, used)
     num_classes = samples.shape[2]
-    s = summarize(samples)
+    s = summarize(samples, used)
     probs, pred = s["mean"], s["predicted"]
     correct = pred == labels
     errors = ~correct
@@ -93,8 +105,10 @@ def pair_metrics(
     labels: np.ndarray | None = None,
     *,
     referral_metric: str = "mutual_information",
+    cand_used: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Agreement of a candidate with a reference on the same cases, MC samples (N, S, C) each.
+    """Agreement of a candidate with a reference on the same cases, MC samples (N, S, C) each
+    (``cand_used``: the candidate's draws per case, see :func:`task_metrics`).
 
     Each side refers with its own threshold. ``labels`` only select the scored
     rows (-1 dropped); the metric deltas are the difference of two
@@ -102,10 +116,10 @@ def pair_metrics(
     constant (e.g. MC dropout switched off: every MI is 0).
     """
     ref, _ = _scored_samples(ref_samples, labels)
-    cand, _ = _scored_samples(cand_samples, labels)
+    cand, _, cand_used = _scored(cand_samples, labels, cand_used)
     if ref.shape[0] != cand.shape[0] or ref.shape[2] != cand.shape[2]:
         raise BadInputError(f"reference {ref.shape} and candidate {cand.shape} differ in cases or classes")
-    r, c = summarize(ref), summarize(cand)
+    r, c = summarize(ref), summarize(cand, cand_used)
     kl = kl_divergence(r["mean"], c["mean"])
     ref_refer = refer(r[referral_metric], ref_threshold)
     cand_refer = refer(c[referral_metric], cand_threshold)

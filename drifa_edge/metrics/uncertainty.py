@@ -50,8 +50,11 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return -(p * np.log(np.clip(p, _EPS, 1.0))).sum(axis=axis)
 
 
-def summarize(samples: np.ndarray) -> McSummary:
-    """Per-case statistics of MC samples shaped (B, S, C)."""
+def summarize(samples: np.ndarray, used: np.ndarray | None = None) -> McSummary:
+    """Per-case statistics of MC samples shaped (B, S, C).
+
+    ``used`` (B,) integers in [1, S]: case i's statistics come from its first ``used[i]``
+    draws only (adaptive T: a case stopped early; its later draws are ignored)."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 3 or samples.shape[1] < 1:
         raise BadInputError(f"MC samples must be shaped (cases, samples, classes), got {samples.shape}")
@@ -63,13 +66,17 @@ def summarize(samples: np.ndarray) -> McSummary:
             f"[{samples.min():.4g}, {samples.max():.4g}], row sums in "
             f"[{samples.sum(-1).min():.4g}, {samples.sum(-1).max():.4g}]; logits? apply softmax first"
         )
-    mean = samples.mean(axis=1)  # (B, C)
+    if used is None:
+        mean = samples.mean(axis=1)  # (B, C)
+        expected = entropy(samples).mean(axis=1)
+        std = samples.std(axis=1, ddof=1) if samples.shape[1] > 1 else np.zeros_like(mean)
+    else:
+        mean, expected, std = _first_draws(samples, used)
     predictive = entropy(mean)
-    expected = entropy(samples).mean(axis=1)
     mi = np.maximum(predictive - expected, 0.0)  # clip float round-off below zero
     return {
         "mean": mean,
-        "std": samples.std(axis=1, ddof=1) if samples.shape[1] > 1 else np.zeros_like(mean),
+        "std": std,
         "predicted": mean.argmax(axis=1),
         "confidence": mean.max(axis=1),
         "predictive_entropy": predictive,
@@ -77,6 +84,26 @@ def summarize(samples: np.ndarray) -> McSummary:
         "mutual_information": mi,
         "least_confidence": 1.0 - mean.max(axis=1),
     }
+
+
+def _first_draws(samples: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean (B, C), mean entropy (B,) and sd (B, C) of each case's first ``used[i]`` draws."""
+    cases, draws, _ = samples.shape
+    used = np.asarray(used)
+    if (
+        used.shape != (cases,)
+        or not np.issubdtype(used.dtype, np.integer)
+        or used.min(initial=1) < 1
+        or (used.max(initial=1) > draws)
+    ):
+        raise BadInputError(f"used must be ({cases},) integers in [1, {draws}], got {used!r}")
+    mask = (np.arange(draws)[None, :] < used[:, None]).astype(np.float64)  # (B, S)
+    n = used.astype(np.float64)
+    mean = (samples * mask[..., None]).sum(axis=1) / n[:, None]
+    expected = (entropy(samples) * mask).sum(axis=1) / n
+    ss = (((samples - mean[:, None, :]) ** 2) * mask[..., None]).sum(axis=1)
+    std = np.sqrt(np.divide(ss, (n - 1)[:, None], out=np.zeros_like(ss), where=(n > 1)[:, None]))
+    return mean, expected, std
 
 
 def referral_score(summary: McSummary, metric: str) -> np.ndarray:

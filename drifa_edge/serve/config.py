@@ -229,6 +229,13 @@ class InferenceConfig:
     batch_wait_ms: float = 200.0
     cache_dir: str | None = None  # OpenVINO model cache; default <root>/ov-cache
     allow_channel_conversion: bool = False
+    # adaptive T (drifa_edge.inference.adaptive): samples is then T_max
+    adaptive: bool = False
+    adaptive_min_samples: int = 4
+    adaptive_block: int = 3
+    adaptive_error_rate: float = 0.05
+    adaptive_rule: str = "decision"
+    adaptive_se_tolerance: float = 0.02
     backend: str = "local"
     ray: RayBackendConfig = field(default_factory=RayBackendConfig)
 
@@ -237,6 +244,26 @@ class InferenceConfig:
         _choice("inference", "backend", self.backend, BACKENDS)
         if self.batch_wait_ms < 0:
             raise ConfigError(f"[inference] batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        try:
+            adaptive = self.adaptive_config()
+            if adaptive is not None:
+                adaptive.looks(self.samples)
+        except ConfigError as e:
+            raise ConfigError(f"[inference] adaptive_*: {e}") from e
+
+    def adaptive_config(self):
+        """The :class:`~drifa_edge.inference.adaptive.AdaptiveConfig` of the adaptive_* keys, or None."""
+        if not self.adaptive:
+            return None
+        from drifa_edge.inference.adaptive import AdaptiveConfig
+
+        return AdaptiveConfig(
+            min_samples=self.adaptive_min_samples,
+            block=self.adaptive_block,
+            error_rate=self.adaptive_error_rate,
+            rule=self.adaptive_rule,
+            se_tolerance=self.adaptive_se_tolerance,
+        )
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class CasePredictor:
             "precision": self.cfg.precision,
             "device": self.predictor.device,
             "samples": self.cfg.samples,
+            "adaptive": None if not self.cfg.adaptive else self.cfg.adaptive_config().to_dict(),
             "ensemble_size": self.predictor.ensemble_size,
             "tasks": list(self.tasks),
         }
@@ -87,7 +88,7 @@ def open_predictor(
 
     extra = {"cache_dir": str(cache_dir)} if cache_dir else {}
     options = RuntimeOptions(precision=cfg.precision, device=cfg.device, threads=cfg.threads, extra=extra)
-    engine_cfg = EngineConfig(samples=cfg.samples, seed=cfg.seed)
+    engine_cfg = EngineConfig(samples=cfg.samples, seed=cfg.seed, adaptive=cfg.adaptive_config())
     if cfg.backend == "ray":  # the same face as Predictor, inference on Ray Serve
         from drifa_edge.scaleout.backend import RayPredictor
 
