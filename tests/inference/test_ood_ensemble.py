@@ -61,7 +61,7 @@ def ensemble(tmp_path_factory) -> Path:
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.output)["members"]) == 2
+    assert len(json.loads(result.stdout)["members"]) == 2
     return folder
 
 
