@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from drifa_edge.cli.app import app
-from drifa_edge.cli.text import plain, require_folder
+from drifa_edge.cli.progress import Progress
+from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
+from drifa_edge.cli.text import require_folder
 
 
 @app.command()
@@ -54,41 +57,48 @@ def bench(
     max_rows: int = typer.Option(32, help="suffix rows per runtime call in the engine"),
     policy: str = typer.Option(None, help="drift policy TOML or profile name (default: the gate's defaults)"),
     seed: int = typer.Option(0, help="seed of the MC masks and the random timing inputs"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " (bench.json's content)"),
 ) -> None:
     """Benchmark every runtime x precision of ARTIFACT, each row in its own subprocess."""
     from drifa_edge.bench import print_bench, run_bench
 
     err = Console(stderr=True)
-
-    def progress(row: dict) -> None:
-        status = row["status"] + (f": {row.get('reason', '')}" if row["status"] != "ok" else "")
-        of = f" (round {row['round']}/{row['rounds']})" if row.get("rounds", 1) > 1 else ""
-        err.print(f"  {row['row_id']}{of}: {status}", highlight=False, markup=False)
+    console = Console()
+    fmt = resolve_format(fmt, console)
 
     require_folder(out)
-    err.print(f"benchmarking {plain(artifact)} (one subprocess per row)...", highlight=False)
-    result = run_bench(
-        artifact,
-        runtimes=runtimes or None,
-        batches=batch,
-        samples=samples,
-        data=data or None,
-        out=out,
-        on_row=progress,
-        split=split,
-        limit=limit,
-        checkpoint=checkpoint,
-        repeats=repeats,
-        warmup=warmup,
-        budget_s=budget,
-        min_repeats=min_repeats,
-        rounds=rounds,
-        timeout_s=timeout,
-        threads=threads,
-        streams=streams,
-        device=device,
-        max_rows=max_rows,
-        policy=policy,
-        seed=seed,
-    )
-    print_bench(result)
+    with Progress(f"benchmarking {artifact} (one subprocess per row)", err) as shown:
+
+        def progress(row: dict) -> None:
+            status = row["status"] + (f": {row.get('reason', '')}" if row["status"] != "ok" else "")
+            of = f" (round {row['round']}/{row['rounds']})" if row.get("rounds", 1) > 1 else ""
+            shown.line(f"{row['row_id']}{of}: {status}")
+
+        result = run_bench(
+            artifact,
+            runtimes=runtimes or None,
+            batches=batch,
+            samples=samples,
+            data=data or None,
+            out=out,
+            on_row=progress,
+            split=split,
+            limit=limit,
+            checkpoint=checkpoint,
+            repeats=repeats,
+            warmup=warmup,
+            budget_s=budget,
+            min_repeats=min_repeats,
+            rounds=rounds,
+            timeout_s=timeout,
+            threads=threads,
+            streams=streams,
+            device=device,
+            max_rows=max_rows,
+            policy=policy,
+            seed=seed,
+        )
+    if fmt == "json":
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print_bench(result, console, show=lambda table: print_table(table, fmt, console))

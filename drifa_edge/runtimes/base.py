@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from drifa_edge.artifact.card import ModelCard
-from drifa_edge.errors import UnsupportedBackendError, suggest
+from drifa_edge.errors import UnknownChoiceError, UnsupportedBackendError, suggest
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -61,7 +61,7 @@ class RuntimeOptions:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise UnsupportedBackendError(
+            raise UnknownChoiceError(
                 f"unknown precision {self.precision!r}; choose one of {PRECISIONS}"
                 + suggest(self.precision, PRECISIONS)
             )
@@ -70,7 +70,7 @@ class RuntimeOptions:
                 f"streams must be >= 1 (or unset for the default), got {self.streams!r}"
             )
         if self.hint not in ("latency", "throughput"):
-            raise UnsupportedBackendError(f"hint must be 'latency' or 'throughput', got {self.hint!r}")
+            raise UnknownChoiceError(f"hint must be 'latency' or 'throughput', got {self.hint!r}")
 
 
 # name -> "module:function"; the function is ``open(path, options) -> Runtime``.
@@ -89,7 +89,7 @@ def runtime_names() -> tuple[str, ...]:
 def open_runtime(name: str, path: str | Path, options: RuntimeOptions | None = None) -> Runtime:
     """Open one artifact folder (a checkpoint or an export member) in runtime ``name``."""
     if name not in REGISTRY:
-        raise UnsupportedBackendError(
+        raise UnknownChoiceError(
             f"unknown runtime {name!r}; choose one of {list(REGISTRY)}" + suggest(name, REGISTRY)
         )
     module_name, func = REGISTRY[name].split(":")
