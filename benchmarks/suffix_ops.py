@@ -60,7 +60,68 @@ def part_of(name: str) -> str:
     return "other"
 
 
-def compile_suffix(core, root: Path, precision: str, rows: int, threads: int | None):
+# ---- what-if rewrites of a compiled-to-be suffix: levers measured here and not shipped ----
+def one_draw(model) -> None:
+    """The 13 RandomUniform (one per dropout site) replaced by one draw of their total size per
+    row, sliced and reshaped per site (static shapes only): fewer ops, as many random numbers."""
+    from openvino import opset8
+
+    randoms = [op for op in model.get_ordered_ops() if op.get_type_name() == "RandomUniform"]
+    shapes = [tuple(op.get_output_shape(0)) for op in randoms]
+    sizes = [int(np.prod(s[1:])) for s in shapes]
+    first = randoms[0]
+    kind = first.get_attributes()["output_type"]
+    draw = opset8.random_uniform(
+        opset8.constant(np.array([shapes[0][0], sum(sizes)], np.int64)),
+        first.input_value(1), first.input_value(2), kind, 0, 0,
+    )  # fmt: skip
+    start = 0
+    for op, shape, size in zip(randoms, shapes, sizes, strict=True):
+        part = opset8.slice(
+            draw, *(opset8.constant(np.array([v], np.int64)) for v in (start, start + size, 1, 1))
+        )
+        op.output(0).replace(
+            opset8.reshape(part, opset8.constant(np.array(shape, np.int64)), False).output(0)
+        )
+        start += size
+    model.validate_nodes_and_infer_types()
+
+
+def channels_last_draw(model) -> None:
+    """Each RandomUniform drawn as (B, H, W, C) and transposed to (B, C, H, W): the uniforms in
+    the channels-last order the CPU plugin computes in (hoping to drop the mask Reorders)."""
+    from openvino import opset8
+
+    for op in [op for op in model.get_ordered_ops() if op.get_type_name() == "RandomUniform"]:
+        b, c, h, w = op.get_output_shape(0)
+        a = op.get_attributes()
+        draw = opset8.random_uniform(
+            opset8.constant(np.array([b, h, w, c], np.int64)), op.input_value(1), op.input_value(2),
+            a["output_type"], a["global_seed"], a["op_seed"],
+        )  # fmt: skip
+        op.output(0).replace(
+            opset8.transpose(draw, opset8.constant(np.array([0, 3, 1, 2], np.int64))).output(0)
+        )
+    model.validate_nodes_and_infer_types()
+
+
+def tanh_sigmoid(model) -> None:
+    """sigmoid(x) as 0.5 * tanh(x / 2) + 0.5 (the same function; another kernel)."""
+    from openvino import opset8
+
+    for op in [op for op in model.get_ordered_ops() if op.get_type_name() == "Sigmoid"]:
+        half = opset8.constant(np.float32(0.5))
+        new = opset8.add(opset8.multiply(opset8.tanh(opset8.multiply(op.input_value(0), half)), half), half)
+        op.output(0).replace(new.output(0))
+    model.validate_nodes_and_infer_types()
+
+
+WHAT_IF = {"one-draw": one_draw, "channels-last-draw": channels_last_draw, "tanh-sigmoid": tanh_sigmoid}
+
+
+def compile_suffix(
+    core, root: Path, precision: str, rows: int, threads: int | None, what_if: str | None = None
+):
     """(compiled model, requests, rows per request) as the runtime compiles the MC suffix."""
     xml = root / layout.openvino_files("suffix", precision)[0]
     model = core.read_model(str(xml))
@@ -70,6 +131,8 @@ def compile_suffix(core, root: Path, precision: str, rows: int, threads: int | N
     if parts > 1:
         model.reshape({p.get_any_name(): [per, *(d.get_length() for d in p.get_partial_shape()[1:])]
                        for p in model.inputs})  # fmt: skip
+    if what_if:
+        WHAT_IF[what_if](model)
     config = _compile_config(core, "CPU", options, streams if parts > 1 else 1)
     config["PERF_COUNT"] = "YES"
     compiled = core.compile_model(model, "CPU", config)
@@ -175,6 +238,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--what-if",
+        default="",
+        help=f"comma list of {sorted(WHAT_IF)}: extra cells, the last build rewritten (int8 and fp32)",
+    )
     ap.add_argument("--nodes-out", type=Path, default=None, help="every node's time (JSON), for digging")
     args = ap.parse_args()
 
@@ -194,6 +262,21 @@ def main() -> None:
             for _ in range(args.warmup):
                 call(requests, feeds)
             cells[name, precision] = {"requests": requests, "feeds": feeds, "walls": [], "samples": []}
+    last_name, last_root = list(builds.items())[-1]
+    for what_if in filter(None, args.what_if.split(",")):
+        for precision in [p for p in precisions if p in ("fp32", "int8")]:
+            compiled, requests, per = compile_suffix(
+                core, Path(last_root), precision, args.samples, args.threads, what_if
+            )
+            feeds = feeds_for(Path(last_root), per, seed=0)
+            for _ in range(args.warmup):
+                call(requests, feeds)
+            cells[f"{last_name}+{what_if}", precision] = {
+                "requests": requests,
+                "feeds": feeds,
+                "walls": [],
+                "samples": [],
+            }
     for _ in range(args.calls):  # round robin: load changes fall on every cell alike
         for cell in cells.values():
             cell["walls"].append(call(cell["requests"], cell["feeds"]))
@@ -218,7 +301,7 @@ def main() -> None:
     }
     base = {p: result["cells"].get(f"{next(iter(builds))}/{p}") for p in precisions}
     for key, cell in result["cells"].items():
-        name, precision = key.split("/")
+        name, precision = key.rsplit("/", 1)
         ref = base[precision]
         cell["wall_ratio_vs_first_build"] = round(ref["wall_ms"]["p50"] / cell["wall_ms"]["p50"], 3)
     if args.nodes_out:  # every node's median time, for digging (large; not a recorded result)
