@@ -43,6 +43,7 @@ except ImportError as e:  # export needs the [torch] and [onnx] extras
     raise missing_dependency(getattr(e, "name", None) or "torch", "torch,onnx") from e
 
 from drifa_edge.artifact.checkpoint import load_checkpoint
+from drifa_edge.export.rewrites import REWRITES, apply_rewrites
 from drifa_edge.model.dropout import dropouts, set_dropout_mode
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,14 @@ RANDOM_OPS = ("RandomUniformLike", "RandomUniform", "RandomNormal", "RandomNorma
 @dataclass(frozen=True)
 class ExportConfig:
     """How to export. ``exporter``: "torchscript" (``torch.onnx.export(dynamo=False)``,
-    seconds) or "dynamo" (``torch.export``, slower); both emit RandomUniformLike for the masks."""
+    seconds) or "dynamo" (``torch.export``, slower); both emit RandomUniformLike for the masks.
+    ``rewrites``: apply :mod:`drifa_edge.export.rewrites` (same function, fewer operations)."""
 
     opset: int | None = None
     exporter: str = "torchscript"
     check: bool = True
     checks: export_checks.CheckConfig = field(default_factory=export_checks.CheckConfig)
+    rewrites: bool = True
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -75,7 +78,12 @@ class ExportConfig:
         return self.opset or DEFAULT_OPSET[self.exporter]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"opset": self.resolved_opset, "exporter": self.exporter, "check": self.check}
+        return {
+            "opset": self.resolved_opset,
+            "exporter": self.exporter,
+            "check": self.check,
+            "rewrites": list(REWRITES) if self.rewrites else [],
+        }
 
 
 # ---- torch wrappers: positional tensors in, tuple out (what the exporters want) ----
@@ -187,6 +195,9 @@ def export_graph(net: nn.Module, graph: str, path: Path, config: ExportConfig, c
     model = onnx.load(str(path))
     expected = len(dropout_shapes(net.cfg)) if graph in ("suffix", "full") else 0
     _check_random_ops(model, graph, expected, path)
+    if config.rewrites:
+        report = apply_rewrites(model)
+        log.info("rewrites of %s: %s", path.name, report.to_dict())
     onnx.helper.set_model_props(model, {CARD_METADATA_KEY: card_json, GRAPH_METADATA_KEY: graph})
     model.doc_string = f"drifa-edge {graph} graph of DRIFA-Net (MC dropout kept in 'suffix')"
     onnx.save(model, str(path))

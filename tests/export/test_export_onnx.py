@@ -46,7 +46,12 @@ def test_card_vouches_for_every_file(checked_export):
     assert set(card.files) == on_disk == set(result.files)
     assert all(card.files[rel] == sha256_file(out / rel) for rel in on_disk)
     export = card.export
-    assert export["settings"] == {"opset": 17, "exporter": "torchscript", "check": True}
+    assert export["settings"] == {
+        "opset": 17,
+        "exporter": "torchscript",
+        "check": True,
+        "rewrites": ["sigmoid-after-extremum"],
+    }
     assert export["versions"]["drifa-edge"] and export["versions"]["onnx"]
     assert export["source"]["files"]["model.safetensors"] == read_card(checkpoint).files["model.safetensors"]
     assert export["checks"]["onnxruntime"]["mc_consistency"] is True
