@@ -37,6 +37,8 @@ from drifa_edge.bench import quality
 from drifa_edge.bench.rows import AUTHORS, BenchRow, PlannedRow, RowSpec, plan_rows, resolve_checkpoint
 from drifa_edge.bench.worker import RESULT_MARKER, cell_summary
 from drifa_edge.errors import ConfigError
+from drifa_edge.runtimes.cpu import isa_info
+from drifa_edge.runtimes.threads import available_cpus
 
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "drifa-edge-bench/1"
@@ -128,7 +130,8 @@ class BenchResult:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers depend on: CPU, cores, load at start (the machine may be shared)."""
+    """What the numbers depend on: CPU, its ISA class and flags, cores, load at start (the
+    machine may be shared)."""
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -137,9 +140,13 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    isa = isa_info()
     return {
         "cpu": cpu,
+        "isa": isa["isa"],  # the class a per-ISA card record is keyed by (runtimes.cpu)
+        "cpu_flags": isa["flags"],
         "cores": os.cpu_count(),
+        "cpus_available": available_cpus(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

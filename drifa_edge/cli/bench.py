@@ -7,8 +7,27 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.text import plain, require_folder
+
+
+def _rows_of_precision(artifact: Path, runtimes: str, precision: str, err: Console) -> str:
+    """``--runtimes`` items for ``--precision`` (auto: the one build auto picks)."""
+    from drifa_edge.errors import ConfigError
+    from drifa_edge.runtimes.base import PRECISIONS, runtime_names
+    from drifa_edge.runtimes.choice import AUTO, choose_for_artifact
+
+    if precision == AUTO:
+        wanted = [r for r in runtimes.split(",") if r.strip()]
+        if len(wanted) > 1:
+            raise ConfigError("--precision auto picks one build: give at most one runtime in --runtimes")
+        choice = choose_for_artifact(artifact, wanted[0] if wanted else AUTO)
+        err.print(f"--precision auto: {plain(choice.reason)}", highlight=False)
+        return f"{choice.runtime}:{choice.precision}"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be auto or one of {PRECISIONS}, got {precision!r}")
+    names = [r.strip() for r in runtimes.split(",") if r.strip()] or list(runtime_names())
+    return ",".join(f"{name.partition(':')[0]}:{precision}" for name in names)
 
 
 @app.command()
@@ -45,7 +64,7 @@ def bench(
         1, help="run all rows this many times in alternating order and pool the timings (shared machines)"
     ),
     timeout: float = typer.Option(1800.0, help="seconds before a row's subprocess is killed"),
-    threads: int = typer.Option(None, help="threads per runtime (default: the runtime's own choice)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP + ", per row"),
     streams: int = typer.Option(
         None,
         help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4)",
@@ -54,6 +73,12 @@ def bench(
     max_rows: int = typer.Option(32, help="suffix rows per runtime call in the engine"),
     policy: str = typer.Option(None, help="drift policy TOML or profile name (default: the gate's defaults)"),
     seed: int = typer.Option(0, help="seed of the MC masks and the random timing inputs"),
+    precision: str = typer.Option(
+        None,
+        "--precision",
+        help="only rows of this precision (fp32, bf16, fp16, int8), or auto: the build --precision auto "
+        "picks on this CPU (model card record of 'check --write-card'); default: every row",
+    ),
 ) -> None:
     """Benchmark every runtime x precision of ARTIFACT, each row in its own subprocess."""
     from drifa_edge.bench import print_bench, run_bench
@@ -66,6 +91,8 @@ def bench(
         err.print(f"  {row['row_id']}{of}: {status}", highlight=False, markup=False)
 
     require_folder(out)
+    if precision is not None:
+        runtimes = _rows_of_precision(artifact, runtimes, precision, err)
     err.print(f"benchmarking {plain(artifact)} (one subprocess per row)...", highlight=False)
     result = run_bench(
         artifact,

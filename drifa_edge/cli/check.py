@@ -12,13 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.drift.check import CheckConfig, check_drift
 from drifa_edge.drift.gate import DriftReport
 from drifa_edge.drift.policy import load_policy
 from drifa_edge.drift.report import format_value
 from drifa_edge.errors import DriftExceededError
+from drifa_edge.runtimes.threads import use_threads
 
 
 def print_report(report: DriftReport, console: Console) -> None:
@@ -60,6 +61,28 @@ def print_report(report: DriftReport, console: Console) -> None:
             )
 
 
+def _record_build(cfg: CheckConfig, report: DriftReport) -> None:
+    from drifa_edge.bench.gate_record import record_gate
+    from drifa_edge.runtimes.cpu import isa_class
+
+    record, written = record_gate(
+        cfg.candidate,
+        cfg.cand_runtime,
+        cfg.cand_precision,
+        report.passed,
+        samples=cfg.samples,
+        policy=report.policy.name,
+        reference=f"{cfg.ref_runtime}/{cfg.ref_precision}",
+        device=cfg.device,
+    )
+    speed = "not timed" if record.p50_ms is None else f"{record.p50_ms:g} ms per case at T={record.samples}"
+    Console(stderr=True).print(
+        f"recorded in {len(written)} card(s): {record.key} gate {record.gate} on {isa_class()} CPUs, {speed}",
+        highlight=False,
+        markup=False,
+    )
+
+
 @app.command()
 def check(
     reference: Path = typer.Argument(..., help="reference artifact (FP32 checkpoint or export folder)"),
@@ -95,12 +118,15 @@ def check(
     write_card: bool = typer.Option(
         False,
         "--write-card",
-        help="with --recalibrate: store the refitted values in the candidate's model card",
+        help="store in the candidate's model card the gate's verdict and the build's speed on this "
+        "CPU's ISA class (read by --precision auto); with --recalibrate also the refitted values",
     ),
     limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
+    use_threads(threads)
     require_folder(out)
     cfg = CheckConfig(
         reference,
@@ -121,6 +147,8 @@ def check(
         write_candidate_card=write_card,
     )
     report = check_drift(cfg)
+    if write_card:
+        _record_build(cfg, report)
     if as_json:
         from drifa_edge.drift.report import report_json
 

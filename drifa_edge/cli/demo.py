@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.text import plain, require_folder
 
 
@@ -18,9 +18,13 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="fresh folder for everything the demo makes"),
     epochs: int = typer.Option(None, "--epochs", help="training epochs (default: the demo recipe's 15)"),
     samples: int = typer.Option(30, "--samples", "-T", help="MC samples per case"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Train, export (ONNX + OpenVINO), quantize to INT8, check drift, predict and bench, end to end."""
     from drifa_edge.demo import run_demo
+    from drifa_edge.runtimes.threads import use_threads
+
+    use_threads(threads)
 
     require_folder(out)
     console = Console()

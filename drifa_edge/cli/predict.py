@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.text import plain, require_file
 
 _SHOWN = 20  # rows of the summary table; the file has everything
@@ -28,15 +28,22 @@ def predict(
     samples: int = typer.Option(30, "--samples", "-T", help="MC samples per ensemble member"),
     seed: int = typer.Option(0, help="seed of the MC masks (torch; exported graphs are not seedable)"),
     runtime: str = typer.Option("auto", help="auto | torch | onnxruntime | openvino | tensorrt"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16 | int8 (the artifact must have it)"),
+    precision: str = typer.Option(
+        "fp32",
+        help="fp32 | bf16 | fp16 | int8 (the artifact must have it) | auto (the fastest build that passed "
+        "the drift gate on this kind of CPU, as recorded in the model card by 'check --write-card')",
+    ),
     device: str = typer.Option(None, help="runtime device, e.g. cpu, cuda:0, GPU, NPU"),
-    threads: int = typer.Option(None, help="threads of the runtime (default: its own choice)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     streams: int = typer.Option(
         None,
         help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4)",
     ),
-    cache_dir: Path = typer.Option(
-        None, "--cache-dir", help="OpenVINO model cache folder: later starts skip compiling (cold start)"
+    cache_dir: str = typer.Option(
+        "auto",
+        "--cache-dir",
+        help="OpenVINO model cache folder, so later starts skip compiling: auto (per user, "
+        "~/.cache/drifa-edge/ov or $DRIFA_EDGE_CACHE_DIR) | DIR | none",
     ),
     max_rows: int = typer.Option(32, help="suffix rows per runtime call (bounds memory)"),
     memory_mb: float = typer.Option(None, help="memory budget of one runtime call; lowers --max-rows"),
@@ -65,6 +72,8 @@ def predict(
     from drifa_edge.inference.manifest import parse_inputs, read_manifest
     from drifa_edge.inference.predict import predict_cases
     from drifa_edge.runtimes.base import RuntimeOptions
+    from drifa_edge.runtimes.choice import AUTO, choose_for_artifact
+    from drifa_edge.runtimes.model_cache import resolve_cache_dir
 
     if bool(inputs) == (manifest is not None):
         raise ConfigError(
@@ -74,6 +83,11 @@ def predict(
     tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
     cases = read_manifest(manifest, tasks) if manifest is not None else [parse_inputs(inputs, tasks, case_id)]
     err = Console(stderr=True)
+    cache = resolve_cache_dir(cache_dir)
+    if precision == AUTO:
+        choice = choose_for_artifact(artifact, runtime)
+        runtime, precision = choice.runtime, choice.precision
+        err.print(f"--precision auto: {plain(choice.reason)}", highlight=False)
     done = [0]
     with err.status(f"predicting {len(cases)} case(s)...") as status:
 
@@ -91,7 +105,7 @@ def predict(
                 device=device,
                 threads=threads,
                 streams=streams,
-                extra={"cache_dir": str(cache_dir)} if cache_dir else {},
+                extra={"cache_dir": str(cache)} if cache else {},
             ),
             engine_cfg=EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb),
             resume=resume,

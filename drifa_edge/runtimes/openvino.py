@@ -6,7 +6,8 @@ throughput). Precision: fp32 and int8 compile with INFERENCE_PRECISION_HINT f32,
 because OpenVINO otherwise runs bf16 on CPUs with avx512_bf16/AMX and the result no
 longer matches the FP32 reference; bf16 and fp16 ask for those on purpose. int8 loads
 ``openvino-int8/``, the rest ``openvino/``. ``options.extra["cache_dir"]`` turns on
-OpenVINO's model cache (faster cold starts).
+OpenVINO's model cache in a sub-folder per build (:mod:`drifa_edge.runtimes.model_cache`;
+on by default in predict and serve): a restart loads the compiled blobs instead of compiling.
 
 Streams: on CPU the rows of one MC suffix call (the T samples of a case) are split
 over ``options.streams`` parallel infer requests (OpenVINO CPU streams, the
@@ -37,6 +38,8 @@ import numpy as np
 from drifa_edge.artifact import layout
 from drifa_edge.errors import ArtifactError, BadInputError, UnsupportedBackendError, missing_dependency
 from drifa_edge.runtimes.base import RuntimeOptions
+from drifa_edge.runtimes.model_cache import build_cache_dir
+from drifa_edge.runtimes.threads import openvino_properties
 
 RT_INFO_CARD = ["drifa_edge", "model_card"]
 _PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -84,8 +87,8 @@ def _compile_config(core, device: str, options: RuntimeOptions, streams: int = 1
     }
     if streams > 1:
         config["NUM_STREAMS"] = str(streams)
-    if options.threads:
-        config["INFERENCE_NUM_THREADS"] = str(int(options.threads))
+    if options.threads:  # and no pinning to cores: see drifa_edge.runtimes.threads
+        config.update(openvino_properties(int(options.threads)))
     try:  # pass only what the device understands (an NPU has no INFERENCE_NUM_THREADS)
         supported = set(core.get_property(device, "SUPPORTED_PROPERTIES"))
     except RuntimeError:
@@ -122,8 +125,12 @@ class OpenVinoRuntime:
         self._files = {g: layout.openvino_files(g, options.precision) for g in layout.GRAPHS}
         self.card = layout.verified_card(root, [*self._files["prefix"], *self._files[suffix]])
         self._core = ov.Core()
+        self.cache_dir = None  # OpenVINO model cache of this build (runtimes.model_cache)
         if options.extra.get("cache_dir"):
-            self._core.set_property({"CACHE_DIR": str(options.extra["cache_dir"])})
+            files = [f for g in (suffix, "prefix") for f in self._files[g]]
+            self.cache_dir = build_cache_dir(options.extra["cache_dir"], self.card.files, files)
+            if self.cache_dir is not None:
+                self._core.set_property({"CACHE_DIR": str(self.cache_dir)})
         self.device = _device_name(options.device, self._core.available_devices)
         self._config = _compile_config(self._core, self.device, options)
         self.streams = suffix_streams(self.device, options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ import numpy as np
 
 from drifa_edge.errors import UnsupportedBackendError, missing_dependency
 from drifa_edge.runtimes.base import RuntimeOptions
+from drifa_edge.runtimes.threads import apply_wait_policy, set_torch_threads
+
+log = logging.getLogger(__name__)
 
 
 def probe() -> dict[str, Any]:
@@ -39,8 +43,7 @@ class TorchRuntime:
         self.device = options.device or "cpu"
         self.precision = options.precision
         self.card = card
-        if options.threads:
-            torch.set_num_threads(options.threads)
+        set_torch_threads(options.threads)
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.model = model.to(self.device, dtype=self._dtype).eval()
         self.channels_last = bool(options.extra.get("channels_last", True)) and self.device == "cpu"
@@ -96,6 +99,8 @@ class TorchRuntime:
 
 
 def open_runtime(path: Path, options: RuntimeOptions) -> TorchRuntime:
+    if not apply_wait_policy():  # OpenMP reads it when torch is first imported
+        log.debug("torch was imported before drifa-edge set OMP_WAIT_POLICY=PASSIVE; set it yourself")
     try:
         import torch  # noqa: F401
     except ImportError as e:
