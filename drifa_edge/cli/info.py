@@ -78,4 +78,4 @@ def info(
             f"--precision auto for {data['precision_auto']['artifact']}: {data['precision_auto']['reason']}"
         )
     for line in lines:
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -16,7 +16,16 @@ from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
 
 @pytest.mark.parametrize(
     "cpus, busy, expected",
-    [(2, 0.0, 2), (2, 0.5, 2), (2, 0.75, 1), (2, 1.0, 1), (2, 2.0, 1), (8, 2.9, 5), (8, 0.69, 8), (1, 1.0, 1)],
+    [
+        (2, 0.0, 2),
+        (2, 0.5, 2),
+        (2, 0.75, 1),
+        (2, 1.0, 1),
+        (2, 2.0, 1),
+        (8, 2.9, 5),
+        (8, 0.69, 8),
+        (1, 1.0, 1),
+    ],
 )
 def test_threads_from_load(cpus, busy, expected):
     assert threads.threads_from_load(cpus, busy) == expected
@@ -73,7 +82,9 @@ def test_cli_sets_passive_waiting_before_torch_is_imported(tmp_path):
         "print('POLICY', os.environ.get('OMP_WAIT_POLICY'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "POLICY PASSIVE" in proc.stdout
 
@@ -117,9 +128,11 @@ def test_openvino_compiled_models_unpinned_with_the_threads(tiny_artifacts):
         assert compiled.get_property("ENABLE_CPU_PINNING") is False
         assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
         size = rt.card.model.image_size
-        feats = rt.run_prefix([np.zeros((1, t.channels, size, size), np.float32) for t in rt.card.model.tasks])
+        feats = rt.run_prefix(
+            [np.zeros((1, t.channels, size, size), np.float32) for t in rt.card.model.tasks]
+        )
         rt.run_suffix([np.repeat(f, 4, axis=0) for f in feats])  # 4 rows over 2 streams
-        (suffix, _), = rt._parts.values()
+        ((suffix, _),) = rt._parts.values()
         assert suffix.get_property("ENABLE_CPU_PINNING") is False
         assert int(suffix.get_property("NUM_STREAMS")) == 2
     finally:
