@@ -40,9 +40,15 @@ def worker(args: argparse.Namespace) -> None:
     from drifa_edge.inference.engine import EngineConfig, run_mc
     from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
 
+    burner = subprocess.Popen([sys.executable, "-c", BURNER]) if args.busy_open else None
+    if burner is not None:
+        time.sleep(1.0)  # the load the default thread count sees when the runtime opens
     t0 = time.perf_counter()
     rt = open_runtime(args.runtime, args.path, RuntimeOptions(precision=args.precision))
     open_s = time.perf_counter() - t0
+    if burner is not None:
+        burner.kill()
+        burner.wait()
     rng = np.random.default_rng(0)
     size = rt.card.model.image_size
     images = [rng.standard_normal((1, t.channels, size, size), dtype=np.float32) for t in rt.card.model.tasks]
@@ -75,6 +81,12 @@ def worker(args: argparse.Namespace) -> None:
         "streams": getattr(rt, "streams", None),
         "times_s": times,
     }
+    try:  # this branch: the thread count its default chose when the runtime opened (cached)
+        from drifa_edge.runtimes.threads import default_threads
+
+        info["default_threads"] = default_threads()
+    except ImportError:
+        info["default_threads"] = None
     print("RESULT " + json.dumps(info))
 
 
@@ -85,12 +97,12 @@ def _summary(times: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "n": len(ms)}
 
 
-def run_row(row: str, code: str, repo: Path, args: argparse.Namespace) -> dict:
+def run_row(row: str, code: str, repo: Path, args: argparse.Namespace, busy_open: bool = False) -> dict:
     runtime, precision, folder = ROWS[row]
     path = args.checkpoint if folder == "checkpoint" else args.export
     cmd = [sys.executable, __file__, "--worker", "--runtime", runtime, "--precision", precision,
            "--path", str(path), "--samples", str(args.samples), "--rounds", str(args.rounds),
-           "--calls", str(args.calls), "--warmup", str(args.warmup)]  # fmt: skip
+           "--calls", str(args.calls), "--warmup", str(args.warmup)] + (["--busy-open"] if busy_open else [])  # fmt: skip
     env = {
         k: v
         for k, v in os.environ.items()
@@ -118,6 +130,7 @@ def run_row(row: str, code: str, repo: Path, args: argparse.Namespace) -> dict:
         "loaded_p50_over_quiet_p50": loaded["p50"] / quiet["p50"],
         "open_s": info["open_s"],
         "torch_threads": info["threads"],
+        "default_threads": info["default_threads"],
         "openvino_streams": info["streams"],
         "wall_s": time.perf_counter() - t0,
         "times_s": info["times_s"],
@@ -132,6 +145,10 @@ def main() -> None:
     p.add_argument("--export", type=Path)
     p.add_argument("--before-repo", type=Path, help="a checkout without this branch's policies")
     p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--busy-open", action="store_true", help=argparse.SUPPRESS)  # worker: open under load
+    p.add_argument(
+        "--busy-open-rows", default="", help="rows also run opened under load (this branch's code)"
+    )
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--calls", type=int, default=5)
@@ -145,15 +162,16 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from drifa_edge.bench.runner import machine_info
 
-    codes = [("after", REPO)] + ([("before", args.before_repo)] if args.before_repo else [])
+    codes = [("after", REPO, False)] + ([("before", args.before_repo, False)] if args.before_repo else [])
     machine = machine_info()
     results = []
+    busy_rows = [r for r in args.busy_open_rows.split(",") if r]
     for row in args.rows.split(","):
-        for code, repo in codes:
-            r = run_row(row, code, repo, args)
+        for code, repo, busy in codes + ([("after-opened-busy", REPO, True)] if row in busy_rows else []):
+            r = run_row(row, code, repo, args, busy)
             results.append(r)
             if r["status"] == "ok":
-                print(f"{row:18s} {code:6s} quiet p50 {r['quiet_ms']['p50']:8.1f}  loaded p50 "
+                print(f"{row:18s} {code:17s} threads {r['torch_threads']} streams {r['openvino_streams']} quiet p50 {r['quiet_ms']['p50']:8.1f}  loaded p50 "
                       f"{r['loaded_ms']['p50']:8.1f} p95 {r['loaded_ms']['p95']:8.1f}  "
                       f"p95/quiet p50 {r['loaded_p95_over_quiet_p50']:.2f}", flush=True)  # fmt: skip
             else:
