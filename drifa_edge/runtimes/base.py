@@ -102,8 +102,9 @@ def open_runtime(name: str, path: str | Path, options: RuntimeOptions | None = N
             f"unknown runtime {name!r}; choose one of {list(REGISTRY)}" + suggest(name, REGISTRY)
         )
     options = options or RuntimeOptions()
-    if options.threads is None:
-        options = dataclasses.replace(options, threads=default_threads())
+    if options.threads is None:  # "adapt_threads": a runtime that can may re-read the load per call
+        extra = {**options.extra, "adapt_threads": True}
+        options = dataclasses.replace(options, threads=default_threads(), extra=extra)
     module_name, func = REGISTRY[name].split(":")
     module = importlib.import_module(module_name)
     return getattr(module, func)(Path(path), options)

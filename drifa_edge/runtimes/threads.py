@@ -17,8 +17,11 @@ under one busy process (issue 19: the torch engine 11x slower, a newcomer's trai
   ``DRIFA_EDGE_THREADS`` environment variable, inherited by subprocesses such as bench rows)
   overrides it.
 
-The load is sampled once, when a runtime opens; a load that starts later is met by passive
-waiting alone. Measured in ``benchmarks/busy_cpu.py`` (README, "Latency under a busy CPU").
+The load is sampled when a runtime opens. ONNX Runtime and OpenVINO fix their threads then,
+so a load that starts later is met by passive waiting alone; the torch runtime, whose thread
+count can change between calls, re-reads it before every call (:class:`CallThreads`: the cores
+others kept busy since its previous call) unless ``--threads`` fixed it. Measured in
+``benchmarks/busy_cpu.py`` (README, "CPU: precision per ISA, threads under load...").
 """
 
 from __future__ import annotations
@@ -149,6 +152,45 @@ def set_torch_threads(threads: int | None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+class CallThreads:
+    """Threads for each call of a runtime that can change them between calls (torch): the CPUs
+    this process may use minus the cores *other* processes kept busy since the previous call
+    (system busy time from /proc/stat minus this process's own CPU time, over the wall time).
+    No sleeping sample: the interval is the time between calls. Where /proc/stat is missing,
+    always ``cpus``."""
+
+    MIN_INTERVAL_S = 0.2  # /proc/stat counts in 10 ms ticks: shorter intervals keep the last choice
+
+    def __init__(self, cpus: int | None = None, stat: Path = PROC_STAT) -> None:
+        self.cpus = cpus or available_cpus()
+        self._stat = stat
+        self._tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self._mark = self._now()
+        self._last = self.cpus
+
+    def _now(self) -> tuple[tuple[float, float] | None, float, float]:
+        return _cpu_times(self._stat), time.process_time(), time.monotonic()
+
+    def others_busy(self) -> float | None:
+        """Cores other processes used since the last measurement (None: unknown, or too soon:
+        then the interval goes on)."""
+        (before, own_before, t_before), now = self._mark, self._now()
+        if before is None or now[0] is None:
+            return None
+        if now[2] - t_before < self.MIN_INTERVAL_S:
+            return None
+        self._mark = now
+        busy_s = (now[0][0] - before[0]) / self._tick - (now[1] - own_before)
+        return max(0.0, busy_s) / (now[2] - t_before)
+
+    def threads(self) -> int:
+        """Threads for the next call (the previous choice when the interval is too short)."""
+        busy = self.others_busy()
+        if busy is not None:
+            self._last = threads_from_load(self.cpus, busy)
+        return self._last
 
 
 def onnxruntime_session_entries() -> dict[str, str]:

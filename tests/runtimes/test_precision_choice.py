@@ -126,7 +126,6 @@ def test_choose_for_artifact_reads_the_export_card(tiny_artifacts, tmp_path, mon
     from typer.testing import CliRunner
 
     from drifa_edge.cli.app import app
-
     from drifa_edge.runtimes.threads import THREADS_ENV
 
     monkeypatch.delenv(THREADS_ENV, raising=False)  # --threads sets it: restored after the test

@@ -150,3 +150,40 @@ def test_torch_runtime_sets_its_threads(tiny_artifacts, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_call_threads_follow_what_others_use(tmp_path, monkeypatch):
+    """Per-call threads (torch): others' busy time = system busy - this process's CPU time."""
+    stat = tmp_path / "stat"
+    stat.write_text(_stat(0, 0))
+    clock = {"wall": 0.0, "own": 0.0}
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(threads.time, "process_time", lambda: clock["own"])
+    tick = float(os.sysconf("SC_CLK_TCK"))
+    calls = threads.CallThreads(cpus=2, stat=stat)
+
+    def after(wall: float, own: float, system_busy: float) -> int:
+        clock["wall"] += wall
+        clock["own"] += own
+        busy, idle = (float(v) for v in stat.read_text().split()[1:5:3])
+        stat.write_text(_stat(int(busy + system_busy * tick), int(idle)))
+        return calls.threads()
+
+    assert after(1.0, own=1.8, system_busy=1.8) == 2  # only this process worked: both CPUs
+    assert after(1.0, own=1.0, system_busy=1.95) == 1  # another process held ~a core
+    assert after(0.05, own=0.0, system_busy=0.0) == 1  # too short to measure: keeps the choice
+    assert after(1.0, own=1.9, system_busy=1.9) == 2  # the other process is gone
+    missing = threads.CallThreads(cpus=3, stat=tmp_path / "none")
+    assert missing.threads() == 3
+
+
+def test_torch_runtime_adapts_only_without_threads(tiny_artifacts, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    adaptive = open_runtime("torch", tiny_artifacts[0])
+    fixed = open_runtime("torch", tiny_artifacts[0], RuntimeOptions(threads=1))
+    try:
+        assert adaptive._call_threads is not None and fixed._call_threads is None
+    finally:
+        adaptive.close()
+        fixed.close()
