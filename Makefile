@@ -8,7 +8,7 @@ PIP = $(BIN)/python -m pip
 EXTRAS ?= all
 OUT ?= demo-out
 
-.PHONY: demo test test-slow lint install install-dev bench clean
+.PHONY: demo demo-quick test test-slow lint install install-dev bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,8 +20,12 @@ install: $(BIN)/python
 install-dev: $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS),dev]"
 
+# --replace: a second `make demo` rewrites $(OUT) when an earlier demo wrote it (never another folder)
 demo: install
-	$(BIN)/drifa-edge demo --out $(OUT)
+	$(BIN)/drifa-edge demo --out $(OUT) --replace
+
+demo-quick: install
+	$(BIN)/drifa-edge demo --quick --out $(OUT)-quick --replace
 
 test: install-dev
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -36,4 +40,4 @@ bench: install
 	$(BIN)/python benchmarks/mc_inference.py --out benchmarks/results
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) $(OUT)-quick .pytest_cache

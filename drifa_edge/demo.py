@@ -38,6 +38,12 @@ DEMO_RECIPE: dict[str, Any] = {
 }
 DEMO_DATA = ["synthetic"]
 STEPS = ("train", "export", "int8", "check", "predict", "bench")
+# `drifa-edge demo --quick`: a first prediction with uncertainty in about a minute on two cores;
+# a smaller, shorter training than the demo recipe (its accuracy is not the point), then predict.
+QUICK_RECIPE: dict[str, Any] = {"image_size": 32, "width": 0.125, "epochs": 3}
+QUICK_STEPS = ("train", "predict")
+# written first into a demo's folder: only a folder holding it is removed by ``replace=True``
+MARKER_FILE = ".drifa-edge-demo"
 
 
 @dataclass
@@ -45,6 +51,7 @@ class DemoResult:
     out: Path
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     bench: Any = None  # the BenchResult, for the table
+    predictions: Any = None  # the PredictSummary of the predict step, for its table
 
     def add(self, step: str, seconds: float, **info: Any) -> None:
         self.steps[step] = {"seconds": round(seconds, 1), **info}
@@ -92,8 +99,13 @@ def run_demo(
     samples: int = 30,
     steps: tuple[str, ...] = STEPS,
     log: Callable[[str], None] = print,
+    *,
+    recipe: dict[str, Any] | None = None,
+    replace: bool = False,
 ) -> DemoResult:
-    """Run the pipeline into ``out`` (must be empty or absent); returns what each step produced."""
+    """Run the pipeline into ``out`` (empty or absent; with ``replace``, a folder an earlier
+    demo wrote is removed first); returns what each step produced. ``recipe`` overrides
+    :data:`DEMO_RECIPE` (``--quick`` passes :data:`QUICK_RECIPE` with :data:`QUICK_STEPS`)."""
     from drifa_edge.artifact.card import read_card
     from drifa_edge.data.sources import load_datasets
     from drifa_edge.training.config import load_config
@@ -103,15 +115,21 @@ def run_demo(
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ConfigError(f"unknown demo steps {sorted(unknown)}; choose from {list(STEPS)}")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} is not empty; the demo writes a fresh folder (choose another --out)")
+    _clear_output(out, replace)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER_FILE).write_text("written by drifa-edge demo; --replace may remove this folder\n")
+    numbered = [s for s in STEPS if s in steps]
+
+    def header(step: str) -> str:
+        return f"[{numbered.index(step) + 1}/{len(numbered)}]"
+
     result = DemoResult(out)
     ckpt, export_dir = out / "checkpoint", out / "export"
 
     t = time.perf_counter()
-    log("[1/6] train a small DRIFA-Net on the synthetic set (2 modalities: RGB derm, gray scan)")
-    cfg = load_config(None, {**DEMO_RECIPE, "epochs": epochs or DEMO_RECIPE["epochs"]})
+    log(f"{header('train')} train a small DRIFA-Net on the synthetic set (2 modalities: RGB derm, gray scan)")
+    settings = {**DEMO_RECIPE, **(recipe or {})}
+    cfg = load_config(None, {**settings, "epochs": epochs or settings["epochs"]})
     train(load_datasets(DEMO_DATA, seed=cfg.seed), cfg, ckpt, progress=True)
     card = read_card(ckpt)
     test = card.metrics.get("test", {})
@@ -131,7 +149,7 @@ def run_demo(
         from drifa_edge.export import export_all
 
         t = time.perf_counter()
-        log("[2/6] export to ONNX and OpenVINO with MC dropout kept, checked against PyTorch")
+        log(f"{header('export')} export to ONNX and OpenVINO with MC dropout kept, checked against PyTorch")
         exported = export_all(ckpt, export_dir, openvino=True, check=True)
         result.add("export", time.perf_counter() - t, folder=str(export_dir), checks=exported.checks)
 
@@ -140,7 +158,7 @@ def run_demo(
         from drifa_edge.quantize.nncf import quantize_openvino
 
         t = time.perf_counter()
-        log("[3/6] INT8 OpenVINO build (NNCF) calibrated on synthetic training images")
+        log(f"{header('int8')} INT8 OpenVINO build (NNCF) calibrated on synthetic training images")
         quantize_openvino(export_dir, DEMO_DATA, QuantizeConfig(subset=64))
         log("      and an ONNX Runtime INT8 build (onnxruntime static quantization, QDQ)")
         from drifa_edge.quantize.onnxrt import quantize_onnx
@@ -152,7 +170,10 @@ def run_demo(
         from drifa_edge.drift.check import run_check
 
         t = time.perf_counter()
-        log("[4/6] drift gate: OpenVINO INT8 against PyTorch FP32, noise model from the two runs' MC draws")
+        log(
+            f"{header('check')} drift gate: OpenVINO INT8 against PyTorch FP32, "
+            "noise model from the two runs' MC draws"
+        )
         report = run_check(
             ckpt,
             export_dir,
@@ -170,7 +191,7 @@ def run_demo(
         from drifa_edge.inference.predict import predict_cases
 
         t = time.perf_counter()
-        log("[5/6] predict cases from PNG files (one broken on purpose)")
+        log(f"{header('predict')} predict cases from PNG files (one broken on purpose)")
         manifest = _write_cases(out, card)
         artifact = export_dir if "export" in steps else ckpt
         summary = predict_cases(
@@ -179,6 +200,7 @@ def run_demo(
             out / "predictions.jsonl",
             engine_cfg=EngineConfig(samples=samples),
         )
+        result.predictions = summary
         result.add(
             "predict",
             time.perf_counter() - t,
@@ -191,7 +213,9 @@ def run_demo(
         from drifa_edge.bench.runner import run_bench
 
         t = time.perf_counter()
-        log(f"[6/6] bench every runtime and precision of the export (T = {samples}, one case per call)")
+        log(
+            f"{header('bench')} bench every runtime and precision of the export (T = {samples}, one case per call)"
+        )
         bench = run_bench(
             export_dir,
             samples=(samples,),
@@ -204,3 +228,24 @@ def run_demo(
         result.bench = bench
         result.add("bench", time.perf_counter() - t, table=str(out / "bench"), rows=len(bench.rows))
     return result
+
+
+def _clear_output(out: Path, replace: bool) -> None:
+    """Refuse a non-empty ``out``, or with ``replace`` remove it when an earlier demo wrote it
+    (it holds :data:`MARKER_FILE`); a folder the demo did not write is never removed."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if replace and (out / MARKER_FILE).is_file():
+        import shutil
+
+        shutil.rmtree(out)
+        return
+    if replace:
+        raise ConfigError(
+            f"{out} is not empty and was not written by 'drifa-edge demo', so --replace leaves it alone; "
+            "choose another --out"
+        )
+    raise ConfigError(
+        f"{out} is not empty (an earlier demo?); pass --replace to write the demo there again, "
+        f"choose another --out, or with make: 'make clean' first, or 'make demo OUT=another-folder'"
+    )

@@ -74,6 +74,14 @@ class DriftExceededError(DrifaError):
     exit_code = 8
 
 
+class UnknownChoiceError(ConfigError, UnsupportedBackendError):
+    """An option names a runtime, precision or hint that does not exist (a typo such as
+    ``--precision int4``): a bad option, exit 2, not a missing dependency. Still an
+    :class:`UnsupportedBackendError` for code that catches that."""
+
+    exit_code = 2
+
+
 class FileSystemError(DrifaError, OSError):
     """A file or folder could not be read or written (exists, is a file or a folder where the
     other is needed, no permission, read-only, disk full); the message names the path."""

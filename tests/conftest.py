@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,26 @@ def checked_export(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "out"
     result = export_all(tiny_checkpoint, out, openvino=True, check_config=CheckConfig(cases=4, samples=200))
     return tiny_checkpoint, out, result
+
+
+# ---------------------------------------------------------------- the CLI as a script sees it
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``drifa-edge ARGS`` in a fresh interpreter with stdout and stderr piped (not a terminal),
+    as a script, a CI job or ``> log`` sees it; 80 columns, one thread."""
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="80", **(env or {}))
+    full_env.pop("FORCE_COLOR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "drifa_edge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli():
+    """:func:`run_cli` as a fixture, for test folders that cannot import conftest."""
+    return run_cli

@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "drifa_edge"
 LAYERS = [
-    {"errors", "_moved", "data", "model", "profiles"},
+    {"errors", "_moved", "progress", "data", "model", "profiles"},
     {"artifact", "card"},  # card.py: the old path of artifact.card (a warning shim)
     {"metrics"},
     {"runtimes"},
@@ -23,7 +23,7 @@ LAYERS = [
     {"bench"},
     {"serve"},
     {"demo"},
-    {"cli"},
+    {"cli", "__main__"},  # __main__: python -m drifa_edge
 ]
 
 

@@ -214,6 +214,19 @@ def _wanted(kind: RowKind, chosen: dict[str, set[str]]) -> bool:
     return kind.precision in precisions or (DEFAULTS in precisions and kind.default)
 
 
+def _refuse_unmatched(chosen: dict[str, set[str]], kinds: list[RowKind]) -> None:
+    """A ``--runtimes`` item that selects no row is an error, not an empty table."""
+    available = [f"{k.runtime}:{k.precision}" for k in kinds]
+    for name, precisions in chosen.items():
+        for precision in precisions - {DEFAULTS}:
+            if not any(k.runtime == name and k.precision == precision for k in kinds):
+                item = f"{name}:{precision}"
+                raise ConfigError(
+                    f"--runtimes {item} selects no row; the rows are {', '.join(available)}"
+                    + suggest(item, available)
+                )
+
+
 def _tensorrt_kinds(export_root: Path | None) -> list[tuple[RowKind, str]]:
     """(kind, target) for every tensorrt-<target>-<precision> folder."""
     if export_root is None:
@@ -251,6 +264,7 @@ def plan_rows(
     kinds = [(k, "") for k in ROW_KINDS] + _tensorrt_kinds(artifact)
     if "tensorrt" in chosen and not any(k.runtime == "tensorrt" for k, _ in kinds):
         kinds.append((RowKind("tensorrt", "fp16", TENSORRT_PREFIX + "<target>-fp16"), ""))
+    _refuse_unmatched(chosen, [k for k, _ in kinds])
     rows = []
     for kind, target in kinds:
         if not _wanted(kind, chosen):

@@ -37,6 +37,7 @@ from drifa_edge.bench import quality
 from drifa_edge.bench.rows import AUTHORS, BenchRow, PlannedRow, RowSpec, plan_rows, resolve_checkpoint
 from drifa_edge.bench.worker import RESULT_MARKER, cell_summary
 from drifa_edge.errors import ConfigError
+from drifa_edge.progress import stage, step
 from drifa_edge.runtimes.cpu import isa_info
 from drifa_edge.runtimes.threads import available_cpus
 
@@ -280,8 +281,10 @@ def run_rounds(
     """Every row, ``cfg.rounds`` times, in alternating order so that a change in the
     machine's load (shared machines) falls on every row alike; evaluation in round 1 only."""
     results: dict[str, list[BenchRow]] = {p.row_id: [] for p in planned}
+    runnable = sum(p.spec is not None for p in planned)
     for k in range(cfg.rounds):
         order = planned if k % 2 == 0 else planned[::-1]
+        started = 0
         for p in order:
             done = results[p.row_id]
             if done and done[-1]["status"] != "ok":
@@ -290,6 +293,9 @@ def run_rounds(
                 result = _skipped(p)
             else:
                 spec = p.spec if k == 0 else dataclasses.replace(p.spec, eval_path=None)
+                started += 1
+                of = f" (round {k + 1} of {cfg.rounds})" if cfg.rounds > 1 else ""
+                step("row", started, runnable, f"{p.row_id}{of}")
                 result = run_worker(spec, cfg.timeout_s, workdir)
             if p.note:
                 result["note"] = p.note
@@ -326,6 +332,7 @@ def run_benchmark(cfg: BenchConfig, on_row: Callable[[dict[str, Any]], None] | N
         workdir = Path(tmp)
         labels, eval_path, why_no_quality = None, None, ""
         if cfg.data:
+            stage(f"bench: preparing the --data evaluation set ({cfg.split} split)")
             labels, eval_path, why_no_quality = quality.prepare_eval_set(
                 cfg.data, card, cfg.split, cfg.limit, cfg.seed, workdir
             )
@@ -335,6 +342,7 @@ def run_benchmark(cfg: BenchConfig, on_row: Callable[[dict[str, Any]], None] | N
         add_speedups(rows)
         reference = quality.reference_row(rows) if labels is not None else None
         if labels is not None:
+            stage("bench: accuracy, calibration and drift gate of every row")
             _add_quality(rows, reference, labels, cfg, workdir, planned, notes)
         elif why_no_quality:
             notes.append(why_no_quality)

@@ -9,7 +9,7 @@ throughput; the sweep table shows every (T, batch) cell's cases/s.
 from __future__ import annotations
 
 import csv
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,14 +237,16 @@ def sweep_table(result: BenchResult) -> Table | None:
     return table
 
 
-def print_bench(result: BenchResult, console: Console | None = None) -> None:
-    """Print the table (and the sweep when there is one) and where the files went."""
-    if console is None:  # piped to a file: wide enough for every column, not the 80 of no terminal
-        console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(bench_table(result))
-    sweep = sweep_table(result)
-    if sweep is not None:
-        console.print(sweep)
+def print_bench(
+    result: BenchResult, console: Console | None = None, show: Callable[[Table], None] | None = None
+) -> None:
+    """Print the table (and the sweep when there is one) and where the files went. ``show``
+    prints one table (the CLI passes its ``--format`` printer; default: ``console.print``)."""
+    console = console or Console()
+    show = show or console.print
+    for table in (bench_table(result), sweep_table(result)):
+        if table is not None:
+            show(table)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.json_path is not None:

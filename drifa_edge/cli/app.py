@@ -1,6 +1,18 @@
 """The Typer application object shared by the command modules."""
 
 import typer
+from typer.core import TyperOption
+
+# Typer (0.2x) prints a value type beside every option in --help, "<bool>" beside flags such as
+# --overwrite that take no value; a newcomer reads it as "--overwrite <bool>". Flags show none.
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _option_type(self: TyperOption, ctx) -> str | None:
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _option_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="drifa-edge",

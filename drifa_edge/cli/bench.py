@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from drifa_edge.cli.app import THREADS_HELP, app
+from drifa_edge.cli.progress import Progress
+from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
 from drifa_edge.cli.text import plain, require_folder
 
 
@@ -79,43 +82,50 @@ def bench(
         help="only rows of this precision (fp32, bf16, fp16, int8), or auto: the build --precision auto "
         "picks on this CPU (model card record of 'check --write-card'); default: every row",
     ),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " (bench.json's content)"),
 ) -> None:
     """Benchmark every runtime x precision of ARTIFACT, each row in its own subprocess."""
     from drifa_edge.bench import print_bench, run_bench
 
     err = Console(stderr=True)
-
-    def progress(row: dict) -> None:
-        status = row["status"] + (f": {row.get('reason', '')}" if row["status"] != "ok" else "")
-        of = f" (round {row['round']}/{row['rounds']})" if row.get("rounds", 1) > 1 else ""
-        err.print(f"  {row['row_id']}{of}: {status}", highlight=False, markup=False)
+    console = Console()
+    fmt = resolve_format(fmt, console)
 
     require_folder(out)
     if precision is not None:
         runtimes = _rows_of_precision(artifact, runtimes, precision, err)
-    err.print(f"benchmarking {plain(artifact)} (one subprocess per row)...", highlight=False)
-    result = run_bench(
-        artifact,
-        runtimes=runtimes or None,
-        batches=batch,
-        samples=samples,
-        data=data or None,
-        out=out,
-        on_row=progress,
-        split=split,
-        limit=limit,
-        checkpoint=checkpoint,
-        repeats=repeats,
-        warmup=warmup,
-        budget_s=budget,
-        min_repeats=min_repeats,
-        rounds=rounds,
-        timeout_s=timeout,
-        threads=threads,
-        streams=streams,
-        device=device,
-        max_rows=max_rows,
-        policy=policy,
-        seed=seed,
-    )
-    print_bench(result)
+    with Progress(f"benchmarking {artifact} (one subprocess per row)", err) as shown:
+
+        def progress(row: dict) -> None:
+            status = row["status"] + (f": {row.get('reason', '')}" if row["status"] != "ok" else "")
+            of = f" (round {row['round']}/{row['rounds']})" if row.get("rounds", 1) > 1 else ""
+            shown.line(f"{row['row_id']}{of}: {status}")
+
+        result = run_bench(
+            artifact,
+            runtimes=runtimes or None,
+            batches=batch,
+            samples=samples,
+            data=data or None,
+            out=out,
+            on_row=progress,
+            split=split,
+            limit=limit,
+            checkpoint=checkpoint,
+            repeats=repeats,
+            warmup=warmup,
+            budget_s=budget,
+            min_repeats=min_repeats,
+            rounds=rounds,
+            timeout_s=timeout,
+            threads=threads,
+            streams=streams,
+            device=device,
+            max_rows=max_rows,
+            policy=policy,
+            seed=seed,
+        )
+    if fmt == "json":
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print_bench(result, console, show=lambda table: print_table(table, fmt, console))

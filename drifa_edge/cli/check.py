@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import THREADS_HELP, app
-from drifa_edge.cli.text import plain, require_folder
+from drifa_edge.cli.progress import Progress
+from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
+from drifa_edge.cli.text import plain, require_choice, require_folder
 from drifa_edge.drift.check import CheckConfig, check_drift
 from drifa_edge.drift.gate import DriftReport
 from drifa_edge.drift.policy import load_policy
@@ -22,25 +24,44 @@ from drifa_edge.errors import DriftExceededError
 from drifa_edge.runtimes.threads import use_threads
 
 
-def print_report(report: DriftReport, console: Console) -> None:
+def verdict_text(c) -> str:
+    """``pass``, ``FAIL``, or ``pass (n.s.)`` when the candidate's shift estimate is beyond the
+    margin (its value past the limit) but the test did not reject: not significant at this
+    many cases, so more cases would tell."""
+    if not c.passed:
+        return "[bold red]FAIL[/]"
+    return "[yellow]pass (n.s.)[/]" if c.not_significant else "[green]pass[/]"
+
+
+def print_report(report: DriftReport, console: Console, fmt: str = "table") -> None:
     policy = report.policy
     table = Table(
         title=f"drift check ({policy.name}: {policy.decision}, alpha {policy.alpha}): "
         "two runs of the reference (null median) next to the candidate"
     )
-    for col in ("task", "criterion", "null median", "candidate", "limit", "p (Holm)", "verdict"):
-        table.add_column(col, overflow="fold")
+    numeric = ("null median", "candidate", "limit", "p (Holm)")
+    for col in ("task", "criterion", *numeric, "verdict"):
+        table.add_column(col, overflow="fold", justify="right" if col in numeric else "left")
     for c in report.criteria:
-        verdict = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
         values = (format_value(c.noise), format_value(c.value), format_value(c.threshold))
         table.add_row(
             plain(c.task),
             plain(c.name),
             *(plain(v) for v in values),
             plain(format_value(c.p_adjusted, 3)),
-            verdict,
+            verdict_text(c),
         )
-    console.print(table)
+    print_table(table, fmt, console)
+    for c in report.criteria:
+        if c.passed and c.not_significant:
+            console.print(
+                f"{c.task}: {c.name} pass (n.s.): beyond the limit, but not significant "
+                f"(shift {c.shift:+.4f}, bounds [{c.shift_low:+.4f}, {c.shift_high:+.4f}] vs margin "
+                f"{c.margin:.4f}; Holm p {c.p_adjusted:.3g}); more cases would tell",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     for t in report.tasks.values():
         console.print(
             f"{t.task}: {t.cases} cases; {len(t.changed)} changed class or referral "
@@ -123,11 +144,22 @@ def check(
     ),
     limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (same as --format json)"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
 ) -> None:
     """Compare a candidate build with a reference on labelled data; exit 8 when drift exceeds the policy."""
+    from drifa_edge.artifact.layout import PRECISIONS
+    from drifa_edge.runtimes.base import runtime_names
+
     use_threads(threads)
+    console = Console()
+    fmt = "json" if as_json else resolve_format(fmt, console)
+    as_json = fmt == "json"
     require_folder(out)
+    for option, value in (("--precision", precision), ("--ref-precision", ref_precision)):
+        require_choice(option, value, PRECISIONS)
+    for option, value in (("--runtime", runtime), ("--ref-runtime", ref_runtime)):
+        require_choice(option, value, ("auto", *runtime_names()))
     cfg = CheckConfig(
         reference,
         candidate,
@@ -146,7 +178,8 @@ def check(
         ref_device=ref_device,
         write_candidate_card=write_card,
     )
-    report = check_drift(cfg)
+    with Progress(f"drift check of {candidate} against {reference}"):
+        report = check_drift(cfg)
     if write_card:
         _record_build(cfg, report)
     if as_json:
@@ -154,8 +187,7 @@ def check(
 
         print(report_json(report))
     else:
-        console = Console()
-        print_report(report, console)
+        print_report(report, console, fmt)
         if out is not None:
             console.print(f"report written to {plain(out)}/report.md", highlight=False)
     if not report.passed:

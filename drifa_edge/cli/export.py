@@ -1,8 +1,10 @@
 """`drifa-edge export`: ONNX with MC dropout kept, OpenVINO IR, then INT8 / TensorRT builds.
 
-Each step ends with its checks; a failed check exits 7 (ParityError) after writing
-``checks.json``. ``--int8`` calls :func:`drifa_edge.quantize.quantize_int8` and ``--trt``
-:func:`drifa_edge.export.tensorrt.export_tensorrt` on the export folder.
+Each step ends with its checks (a table on stderr); a failed check exits 7 (ParityError)
+after writing ``checks.json``. The full summary is written to ``OUT/export-summary.json``
+and printed only with ``--json``. ``--int8`` calls :func:`drifa_edge.quantize.quantize_int8`
+and ``--trt`` :func:`drifa_edge.export.tensorrt.export_tensorrt` on the export folder; on an
+``--out`` that holds no FP32 export yet they make it first.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.cli.app import THREADS_HELP, app
+from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.errors import ConfigError
+
+# the long summary (every file with its hash, every check, the INT8 settings) goes here, not
+# on the screen, where it would push the checks table away; --json prints it for scripts
+SUMMARY_FILE = "export-summary.json"
 
 
 def _int8_overrides(values: list[str] | None) -> dict:
@@ -73,6 +81,13 @@ def _tensorrt(
         else:
             summary[name] = trt.export_tensorrt(member, target, precision, images, subset, qdq=qdq)
     return summary
+
+
+def _has_export(out: Path) -> bool:
+    from drifa_edge.artifact.card import CARD_FILE
+    from drifa_edge.artifact.ensemble import ENSEMBLE_FILE
+
+    return (out / CARD_FILE).is_file() or (out / ENSEMBLE_FILE).is_file()
 
 
 def _clear_previous_export(out: Path) -> None:
@@ -173,6 +188,11 @@ def export(
         False, "--force", help="export even if the model card flags a task at chance (not for clinical use)"
     ),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help=f"print the summary as JSON on stdout (it is always written to OUT/{SUMMARY_FILE})",
+    ),
 ) -> None:
     """Export a checkpoint: ONNX keeping MC dropout, OpenVINO IR, INT8, TensorRT; each build is checked."""
     from drifa_edge.artifact.card import CARD_FILE
@@ -202,6 +222,16 @@ def export(
             "--int8 needs calibration data: --calib NAME=PATH (once per task) or --calib synthetic"
         )
     require_folder(out)
+    if (int8 or trt) and not onnx and not _has_export(out):
+        # a fresh --out: the INT8 / TensorRT builds start from the FP32 graphs, so make them first
+        onnx, openvino = True, int8 and int8_backend in ("openvino", "both")
+        console.print(
+            f"{plain(out)} holds no FP32 export yet: exporting it first (as --onnx"
+            + (" --openvino" if openvino else "")
+            + " would)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if onnx and not overwrite and ((out / CARD_FILE).exists() or (out / "ensemble.json").exists()):
         raise ConfigError(f"{out} already holds an export; choose another --out or pass --overwrite")
     summary: dict = {"out": str(out)}
@@ -209,7 +239,7 @@ def export(
         _clear_previous_export(out)
     # stdout carries only the JSON summary: converters', NNCF's and ONNX Runtime's progress
     # output goes to stderr, so `drifa-edge export ... > summary.json` stays valid JSON
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), Progress(f"exporting {checkpoint} to {out}", console):
         if onnx:
             result = export_all(
                 checkpoint,
@@ -223,6 +253,7 @@ def export(
             )
             print_checks(result.checks, console)
             summary["files"] = result.files
+            summary["checks"] = result.checks
         if int8:
             summary["int8"] = quantize_int8(
                 out, calib, int8_backend, subset=subset, scope=int8_scope, max_drop=max_drop,
@@ -232,4 +263,14 @@ def export(
             summary["tensorrt"] = _tensorrt(
                 out, target, fp16, int8, calib, subset, qdq_backend, prepare_only, trt_major
             )
-    print(json.dumps(summary, indent=2, default=str))
+    text = json.dumps(summary, indent=2, default=str)
+    path = out / SUMMARY_FILE
+    atomic_write(path, text + "\n")
+    if as_json:
+        print(text)
+    else:
+        Console().print(
+            f"export summary (files, checks, INT8 settings) written to {plain(path)}",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -9,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import THREADS_HELP, app
+from drifa_edge.cli.progress import Progress
+from drifa_edge.cli.tables import print_table, resolve_format
 from drifa_edge.cli.text import plain, require_file
 
 _SHOWN = 20  # rows of the summary table; the file has everything
@@ -80,34 +83,37 @@ def predict(
             "give either --input TASK=PATH (one case) or --manifest cases.csv, not both or none"
         )
     require_file(out)
+    # options first: a typo such as --precision int4 is a bad option (exit 2) before any file is read
+    cache = resolve_cache_dir(cache_dir)
+    options = RuntimeOptions(
+        precision="fp32" if precision == AUTO else precision,  # auto: chosen below, from the card
+        device=device,
+        threads=threads,
+        streams=streams,
+        extra={"cache_dir": str(cache)} if cache else {},
+    )
+    engine_cfg = EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb)
     tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
     cases = read_manifest(manifest, tasks) if manifest is not None else [parse_inputs(inputs, tasks, case_id)]
     err = Console(stderr=True)
-    cache = resolve_cache_dir(cache_dir)
     if precision == AUTO:
         choice = choose_for_artifact(artifact, runtime)
-        runtime, precision = choice.runtime, choice.precision
+        runtime, options = choice.runtime, dataclasses.replace(options, precision=choice.precision)
         err.print(f"--precision auto: {plain(choice.reason)}", highlight=False)
     done = [0]
-    with err.status(f"predicting {len(cases)} case(s)...") as status:
+    with Progress(f"predicting {len(cases)} case(s)", err) as shown:
 
         def progress(record: dict) -> None:
             done[0] += 1
-            status.update(f"predicting: {done[0]} / {len(cases)} cases written")
+            shown.update(f"predicting: {done[0]} of {len(cases)} cases written")
 
         summary = predict_cases(
             artifact,
             cases,
             out,
             runtime=runtime,
-            options=RuntimeOptions(
-                precision=precision,
-                device=device,
-                threads=threads,
-                streams=streams,
-                extra={"cache_dir": str(cache)} if cache else {},
-            ),
-            engine_cfg=EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb),
+            options=options,
+            engine_cfg=engine_cfg,
             resume=resume,
             fmt=fmt,
             batch_size=batch_size,
@@ -150,7 +156,8 @@ def print_summary(summary, console: Console) -> None:
                 refer,
                 end_section=j == len(items) - 1,
             )
-    console.print(table)
+    # off a terminal (a log, a pipe) plain lines: no number split over lines
+    print_table(table, resolve_format("auto", console), console)
     shown = min(len(summary.preview), _SHOWN)
     written = summary.ok + summary.failed
     if written > shown:

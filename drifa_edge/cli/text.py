@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from drifa_edge.errors import FileSystemError
+from drifa_edge.errors import FileSystemError, UnknownChoiceError, suggest
 
 
 def plain(value: Any) -> str:
@@ -46,3 +46,11 @@ def require_file(path: Path | None, option: str = "--out") -> None:
             f"{option} {path}: is a folder, a file is needed; name a file, e.g. {path / 'preds.jsonl'}"
         )
     require_folder(path.parent, option)
+
+
+def require_choice(option: str, value: str | None, choices: tuple[str, ...] | list[str]) -> None:
+    """Refuse an option value outside ``choices`` (exit 2) before any file is read."""
+    if value is not None and value not in choices:
+        raise UnknownChoiceError(
+            f"{option} {value!r} is not one of {', '.join(choices)}" + suggest(value, choices)
+        )

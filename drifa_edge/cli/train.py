@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from drifa_edge.cli.app import THREADS_HELP, app
+from drifa_edge.cli.tables import print_table, resolve_format
 from drifa_edge.cli.text import require_folder
 from drifa_edge.errors import ConfigError
 
@@ -91,7 +92,7 @@ def print_result(out: Path, console: Console) -> None:
             f"{m['nll']:.3f}",
             Text(_with_ci(full, "ece")),
         )
-    console.print(table)
+    print_table(table, resolve_format("auto", console), console)  # plain columns in a log
     warn_if_at_chance(out, Console(stderr=True))
     print(out)
 

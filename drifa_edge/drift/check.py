@@ -31,6 +31,7 @@ from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, DrifaEr
 from drifa_edge.inference.engine import EngineConfig, run_mc_logits, softmax
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.temperature import fit_calibration
+from drifa_edge.progress import stage
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,12 @@ def check_arrays(
     labels {task: (N,)}, row ids). Separated from :func:`run_check` for tests and the demo."""
     ref_images, cand_images, labels, ids = test
     cfg = EngineConfig(samples=samples, seed=seed)
+    cases = len(next(iter(labels.values()))) if labels else 0
+    stage(
+        f"drift check 1 of 3: reference, {cases} cases x T={samples} ({ref_rts[0].name} {ref_rts[0].precision})"
+    )
     ref_logits = run_mc_logits(ref_rts, ref_images, cfg)
+    stage(f"drift check 2 of 3: candidate ({cand_rts[0].name} {cand_rts[0].precision})")
     cand_logits = run_mc_logits(cand_rts, cand_images, cfg)
     ref_temps, cand_temps = _card_temperatures(ref_rts), _card_temperatures(cand_rts)
     ref_card, cand_card = ref_rts[0].card, cand_rts[0].card
@@ -297,6 +303,7 @@ def check_arrays(
             cand_card, cand_rts, cand_temps, val, 1, cand_logits, labels, cfg, policy, meta, "cand"
         )
     meta["temperatures"] = {"reference": ref_temps, "candidate": cand_temps}
+    stage("drift check 3 of 3: metrics and the permutation null")
     return evaluate_drift(
         _probabilities(ref_logits, ref_temps),
         _probabilities(cand_logits, cand_temps),

@@ -71,6 +71,9 @@ class Criterion:
     detectable_shift: float | None = None  # found with 80 % power (equivalence: passed with 80 %)
     cases: int = 0
     cases_needed: int = 0  # for the policy to mean anything at this MC noise (stats.cases_needed)
+    # passed although the shift estimate is beyond the margin: the test did not reject
+    # (not significant at this many cases), so the value sits past its limit with a pass
+    not_significant: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def judge(tests: list[CriterionTest], policy: DriftPolicy) -> list[Criterion]:
                 shift=est.shift, shift_low=est.low, shift_high=est.high, margin=t.margin,
                 spread=est.spread, detectable_shift=detectable_shift(est.spread, t.margin, per_test, decision),
                 cases=t.cases, cases_needed=cases_needed(t.cases, est.spread, t.margin, per_test),
+                not_significant=passed and est.shift > t.margin,
             )
         )  # fmt: skip
     return out

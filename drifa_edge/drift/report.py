@@ -85,7 +85,7 @@ def _criteria_table(t: TaskDrift) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in t.criteria:
-        verdict = "pass" if c.passed else "**FAIL**"
+        verdict = ("pass (n.s.)" if c.not_significant else "pass") if c.passed else "**FAIL**"
         shift = f"{_signed(c.shift)} [{_signed(c.shift_low)}, {_signed(c.shift_high)}]"
         p = f"{format_value(c.p_value, 3)} ({format_value(c.p_adjusted, 3)})"
         lines.append(
@@ -216,18 +216,63 @@ REF_COLOUR = (52, 101, 164)
 CAND_COLOUR = (230, 126, 34)
 
 
+WORD_GAP = 5  # px between words: Pillow's default font draws a space 2 px wide ("ECE0.195")
+STRIP_HEIGHT = 56  # px of the histogram strip under the diagram
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: scalable
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def draw_words(d, at: tuple[float, float], text: str, font, fill="black") -> list[tuple[float, float]]:
+    """Draw ``text`` word by word with a visible gap; returns each word's (x start, x end)."""
+    x, y = at
+    spans = []
+    for word in text.split():
+        d.text((x, y), word, fill=fill, font=font)
+        end = x + d.textlength(word, font=font)
+        spans.append((x, end))
+        x = end + WORD_GAP
+    return spans
+
+
+def strip_bars(
+    counts: dict[str, list[int]], edges: list[float], box: tuple[float, float, float, float]
+) -> list[tuple[str, int, tuple[float, float, float, float]]]:
+    """Rectangles of the histogram strip: for each side ("reference", "candidate") and bin, a bar
+    whose height is its case count over the largest count; ``box`` = (left, top, right, bottom)."""
+    left, top, right, bottom = box
+    peak = max((c for side in counts.values() for c in side), default=0) or 1
+    bars = []
+    for side, offset in (("reference", 0.0), ("candidate", 0.5)):
+        for i, count in enumerate(counts.get(side, [])):
+            lo, hi = edges[i], edges[i + 1]
+            x0 = left + (lo + (hi - lo) * (0.05 + 0.9 * offset)) * (right - left)
+            x1 = x0 + (hi - lo) * 0.45 * (right - left)
+            y0 = bottom - (bottom - top) * count / peak
+            bars.append((side, i, (x0, y0, x1, bottom)))
+    return bars
+
+
 def draw_reliability(t: TaskDrift, size: int = 520):
     """Accuracy per equal-width confidence bin, reference (blue) beside candidate
-    (orange), with the diagonal of perfect calibration. Returns a PIL image."""
+    (orange), with the diagonal of perfect calibration, and under it a histogram strip of
+    the cases each bin holds (an almost empty bin's accuracy says little). Returns a PIL image
+    of ``size`` x ``size + STRIP_HEIGHT + 24`` pixels."""
     try:
-        from PIL import Image, ImageDraw, ImageFont
+        from PIL import Image, ImageDraw
     except ImportError as e:  # pillow is a core dependency; this only guards a broken install
         raise MissingDependencyError(
             "Pillow is needed to draw the reliability diagram: pip install pillow"
         ) from e
-    img = Image.new("RGB", (size, size), "white")
+    img = Image.new("RGB", (size, size + STRIP_HEIGHT + 24), "white")
     d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
+    font = _font(12)
     left, top, right, bottom = 60, 50, size - 20, size - 60
     w, h = right - left, bottom - top
 
@@ -252,18 +297,28 @@ def draw_reliability(t: TaskDrift, size: int = 520):
             d.rectangle([xy(x0, acc), xy(x1, 0)], fill=colour, outline=(40, 40, 40))
     d.line([xy(0, 0), xy(1, 1)], fill=(120, 120, 120), width=2)
     d.rectangle([left, top, right, bottom], outline="black")
-    d.text((left + w // 2 - 40, bottom + 26), "confidence", fill="black", font=font)
+    draw_words(d, (left + w // 2 - 40, bottom + 24), "confidence", font)
     d.text((6, top - 20), "accuracy", fill="black", font=font)
+    # histogram strip: cases per bin, same bins and colours, scaled to the fullest bin
+    strip = (left, bottom + 44, right, bottom + 44 + STRIP_HEIGHT)
+    counts = {side: [int(c) for c in t.reliability[side]["count"]] for side in ("reference", "candidate")}
+    colours = {"reference": REF_COLOUR, "candidate": CAND_COLOUR}
+    for side, i, box in strip_bars(counts, edges, strip):
+        if counts[side][i]:
+            d.rectangle(box, fill=colours[side])
+    d.line([strip[0], strip[3], strip[2], strip[3]], fill="black")
+    peak = max(max(c) for c in counts.values()) if any(any(c) for c in counts.values()) else 0
+    draw_words(d, (6, strip[1]), f"cases per bin (max {peak})", font)
     ece_ref, ece_cand = t.reference["ece"], t.candidate["ece"]
-    d.text((left, 12), f"Reliability: {t.task} ({t.reference['cases']} cases)", fill="black", font=font)
+    draw_words(d, (left, 12), f"Reliability: {t.task} ({t.reference['cases']} cases)", font)
     for k, (label, colour) in enumerate(
-        ((f"reference  ECE {ece_ref:.3f}", REF_COLOUR), (f"candidate  ECE {ece_cand:.3f}", CAND_COLOUR))
+        ((f"reference ECE {ece_ref:.3f}", REF_COLOUR), (f"candidate ECE {ece_cand:.3f}", CAND_COLOUR))
     ):
         y = top + 8 + 16 * k
         d.rectangle([left + 8, y, left + 20, y + 10], fill=colour)
-        d.text((left + 26, y - 1), label, fill="black", font=font)
+        draw_words(d, (left + 26, y - 1), label, font)
     d.line([left + 8, top + 46, left + 20, top + 46], fill=(120, 120, 120), width=2)
-    d.text((left + 26, top + 40), "perfect calibration", fill="black", font=font)
+    draw_words(d, (left + 26, top + 40), "perfect calibration", font)
     return img
 
 

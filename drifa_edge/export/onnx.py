@@ -33,6 +33,7 @@ from drifa_edge.errors import ConfigError, ExportError, missing_dependency
 from drifa_edge.export import ExportResult, collect_files
 from drifa_edge.export import checks as export_checks
 from drifa_edge.model.config import dropout_shapes
+from drifa_edge.progress import stage
 
 try:
     import onnx
@@ -222,7 +223,7 @@ def _export_member(checkpoint: Path, out: Path, config: ExportConfig) -> list[di
     card_json = card.to_json()
     files = [layout.onnx_file(g) for g in layout.GRAPHS]
     for graph, rel in zip(layout.GRAPHS, files, strict=True):
-        log.info("exporting %s", out / rel)
+        stage(f"ONNX export: {graph} graph -> {out / rel}")
         export_graph(net, graph, out / rel, config, card_json)
     (out / layout.CHECKS_FILE).unlink(missing_ok=True)
     if (checkpoint / OOD_FILE).is_file():  # the OOD density travels with the weights
@@ -231,6 +232,7 @@ def _export_member(checkpoint: Path, out: Path, config: ExportConfig) -> list[di
     write_card(card, out, hash_files=files)
     results = [export_checks.check_onnx_graphs(out)]
     if config.check:
+        stage(f"ONNX parity and MC checks against PyTorch ({out})")
         results += export_checks.run_checks(checkpoint, out, "onnxruntime", config.checks)
     export_checks.record_checks(out, results)
     export_checks.raise_on_failure(out, results)

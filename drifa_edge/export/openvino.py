@@ -14,6 +14,7 @@ from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.errors import ArtifactError, ExportError, missing_dependency
 from drifa_edge.export import ExportResult, collect_files
 from drifa_edge.export import checks as export_checks
+from drifa_edge.progress import stage
 from drifa_edge.runtimes.openvino import RT_INFO_CARD
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def _convert_member(out: Path, checkpoint: Path | None, check: bool, config: exp
     ir_files = []
     for graph, onnx_rel in zip(layout.GRAPHS, onnx_files, strict=True):
         xml_rel, bin_rel = layout.openvino_files(graph)
-        log.info("converting %s", out / xml_rel)
+        stage(f"OpenVINO conversion: {graph} graph -> {out / xml_rel}")
         convert_graph(out / onnx_rel, out / xml_rel, card_json, graph)
         ir_files += [xml_rel, bin_rel]
     import openvino as ov
@@ -63,6 +64,7 @@ def _convert_member(out: Path, checkpoint: Path | None, check: bool, config: exp
     layout.update_card(out, section, hash_files=ir_files)
     if reference is None:
         return []
+    stage(f"OpenVINO parity and MC checks against PyTorch ({out})")
     results = export_checks.run_checks(reference, out, "openvino", config)
     export_checks.record_checks(out, results)
     export_checks.raise_on_failure(out, results)

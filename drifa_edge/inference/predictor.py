@@ -47,7 +47,7 @@ from drifa_edge.errors import (
     ConfigError,
     DrifaError,
     MissingDependencyError,
-    UnsupportedBackendError,
+    UnknownChoiceError,
     suggest,
 )
 from drifa_edge.inference.engine import EngineConfig, rows_per_call, run_mc, run_mc_embedding
@@ -170,7 +170,7 @@ def choose_runtime(path: str | Path, requested: str = "auto", precision: str = "
     folder, else the first installed of OpenVINO / ONNX Runtime whose files the export has."""
     if requested != "auto":
         if requested not in runtime_names():
-            raise UnsupportedBackendError(
+            raise UnknownChoiceError(
                 f"unknown runtime {requested!r}; choose auto or one of {list(runtime_names())}"
                 + suggest(requested, runtime_names())
             )

@@ -35,6 +35,7 @@ from typing import Any
 from drifa_edge.artifact import layout
 from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.errors import ConfigError
+from drifa_edge.progress import stage
 from drifa_edge.quantize import build, ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet, load_calibration_set
 from drifa_edge.quantize.config import QuantizeConfig
@@ -158,6 +159,7 @@ def quantize_member(
         report = restore_keep_float(root, calib, val, config, "accuracy", config.max_drop)
         extra["accuracy_control"] = report
         used = config.replace(keep_float=tuple(sorted(set(config.keep_float) | set(report["reverted"]))))
+    stage(f"OpenVINO INT8 (NNCF): calibrating on {calib.cases} cases ({root})")
     core = ov.Core()
     fp32 = {g: core.read_model(str(root / layout.openvino_files(g, "fp32")[0])) for g in layout.GRAPHS}
     models, timings = build_int8_models(core, fp32, card, calib, used)

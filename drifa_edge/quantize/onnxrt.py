@@ -31,6 +31,7 @@ import numpy as np
 from drifa_edge.artifact import layout
 from drifa_edge.artifact.ensemble import resolve_members
 from drifa_edge.errors import ConfigError, ExportError, missing_dependency
+from drifa_edge.progress import stage, step
 from drifa_edge.quantize import build, ir, scopes
 from drifa_edge.quantize.calibration_set import CalibrationSet, load_calibration_set
 from drifa_edge.quantize.config import QuantizeConfig
@@ -178,6 +179,7 @@ def quantize_onnx_member(root: Path, calib: CalibrationSet, config: QuantizeConf
         return {**card.export["int8"][SECTION], "reused": True}
     quantize = quantize_graph_ort if config.method == "ort" else quantize_graph_nncf
     started = time.perf_counter()
+    stage(f"ONNX Runtime INT8: features of {calib.cases} calibration cases ({root})")
     feats = _features(root, card, calib.images)
     rows, seed = config.rows_per_case, config.seed
     masks_model = onnx.load(str(root / layout.onnx_file("suffix_masks")), load_external_data=False)
@@ -189,7 +191,8 @@ def quantize_onnx_member(root: Path, calib: CalibrationSet, config: QuantizeConf
     }
     (root / layout.onnx_folder("int8")).mkdir(parents=True, exist_ok=True)
     seconds, quantized = {}, {}
-    for g in layout.GRAPHS:
+    for k, g in enumerate(layout.GRAPHS, 1):
+        step("ONNX Runtime INT8 calibration, graph", k, len(layout.GRAPHS), g)
         t = time.perf_counter()
         src, dst = root / layout.onnx_file(g, "fp32"), root / layout.onnx_file(g, "int8")
         if g == "prefix" and not config.quantize_prefix:  # runs once per case: stays FP32

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from drifa_edge.artifact.card import ModelCard
-from drifa_edge.errors import UnsupportedBackendError, suggest
+from drifa_edge.errors import UnknownChoiceError, UnsupportedBackendError, suggest
 from drifa_edge.runtimes.threads import default_threads
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -63,7 +63,7 @@ class RuntimeOptions:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise UnsupportedBackendError(
+            raise UnknownChoiceError(
                 f"unknown precision {self.precision!r}; choose one of {PRECISIONS}"
                 + suggest(self.precision, PRECISIONS)
             )
@@ -76,7 +76,7 @@ class RuntimeOptions:
                 f"threads must be >= 1 (or unset for the default), got {self.threads!r}"
             )
         if self.hint not in ("latency", "throughput"):
-            raise UnsupportedBackendError(f"hint must be 'latency' or 'throughput', got {self.hint!r}")
+            raise UnknownChoiceError(f"hint must be 'latency' or 'throughput', got {self.hint!r}")
 
 
 # name -> "module:function"; the function is ``open(path, options) -> Runtime``.
@@ -98,7 +98,7 @@ def open_runtime(name: str, path: str | Path, options: RuntimeOptions | None = N
     ``options.threads`` None becomes :func:`drifa_edge.runtimes.threads.default_threads` (the
     command's ``--threads``, else the CPUs other processes leave free)."""
     if name not in REGISTRY:
-        raise UnsupportedBackendError(
+        raise UnknownChoiceError(
             f"unknown runtime {name!r}; choose one of {list(REGISTRY)}" + suggest(name, REGISTRY)
         )
     options = options or RuntimeOptions()

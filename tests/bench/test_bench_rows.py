@@ -149,3 +149,13 @@ def test_time_cell_keeps_the_cold_first_call_apart(monkeypatch):
     cell = worker.time_cell(mc, [np.zeros((1, 3, 8, 8), np.float32)], 30, spec)
     assert cell["first_call_ms"] == pytest.approx(5000.0)
     assert cell["repeats"] == 4 and cell["call_ms"]["p50"] == pytest.approx(200.0)
+
+
+def test_a_selection_matching_no_row_is_an_error_naming_the_rows(export_folder, all_modules):
+    out, ckpt = export_folder
+    with pytest.raises(ConfigError, match=r"--runtimes openvino:fp16 selects no row") as e:
+        plan_rows(out, ckpt, "", ("openvino:fp16",), BASE)
+    assert "openvino:int8" in str(e.value) and e.value.exit_code == 2
+    # one good item does not hide a bad one
+    with pytest.raises(ConfigError, match="torch:int8"):
+        plan_rows(out, ckpt, "", ("torch", "torch:int8"), BASE)

@@ -34,7 +34,10 @@ def test_export_onnx_without_checks(tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["export", str(tiny_checkpoint), "--onnx", "--no-check", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    # the long summary goes to a file whose path is printed, not onto the screen
+    assert str(out / "export-summary.json") in result.stdout.replace("\n", "")
+    assert "{" not in result.stdout
+    summary = json.loads((out / "export-summary.json").read_text())
     assert set(summary["files"]) == {
         "checks.json",
         *(f"onnx/{g}.onnx" for g in ("prefix", "suffix", "suffix_det", "suffix_masks")),
@@ -128,10 +131,39 @@ def test_stdout_is_only_the_json_summary(checked_export, tmp_path):
 
     checkpoint, out, _ = checked_export
     copy = shutil.copytree(out, tmp_path / "export")
-    args = ["export", str(checkpoint), "--out", str(copy), "--int8", "--calib", "synthetic"]
+    args = ["export", str(checkpoint), "--out", str(copy), "--int8", "--calib", "synthetic", "--json"]
     args += ["--subset", "3", "--int8-set", "rows_per_case=2"]
     code = "import sys; from drifa_edge.cli import main; sys.argv[0] = 'drifa-edge'; main()"
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert summary["int8"]["openvino"]["calibration"]["subset"] == 3
+
+
+@pytest.mark.slow  # ONNX export and INT8 calibration of four graphs: ~1 min on a shared 2-core box
+def test_int8_on_a_fresh_out_exports_fp32_first_with_progress_lines_in_a_log(tiny_checkpoint, tmp_path, cli):
+    """The README's `export ... --int8 --calib ...` on an empty --out: the FP32 graphs are made
+    first (said so), and with stderr piped every stage prints a line, plus a repeat of the
+    running stage at least every interval (1 s here, 10 s by default)."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "fresh"
+    proc = cli(
+        "export", tiny_checkpoint, "--out", out, "--int8", "--int8-backend", "onnx", "--no-check",
+        "--calib", "synthetic", "--subset", "4", "--int8-set", "rows_per_case=2",
+        env={"DRIFA_PROGRESS_INTERVAL": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "holds no FP32 export yet: exporting it first (as --onnx would)" in proc.stderr
+    for line in (
+        "ONNX export: prefix graph",
+        "ONNX Runtime INT8: features of 4 calibration cases",
+        "ONNX Runtime INT8 calibration, graph 1 of 4: prefix",
+        "ONNX Runtime INT8 calibration, graph 4 of 4: suffix_masks",
+    ):
+        assert line in proc.stderr, proc.stderr[-3000:]
+    # every line of progress starts with its elapsed time, and no escape codes reach a log
+    stages = [s for s in proc.stderr.splitlines() if s.startswith("[")]
+    assert stages and all(s[1:].split(" s]")[0].strip().isdigit() for s in stages)
+    assert "\x1b[" not in proc.stderr and "\x1b[" not in proc.stdout
+    assert (out / "onnx" / "prefix.onnx").is_file() and (out / "onnx-int8" / "suffix.onnx").is_file()
+    assert proc.stdout.strip().endswith(str(out / "export-summary.json"))

@@ -35,7 +35,9 @@ def _check(monkeypatch, *args) -> int:
 
 
 @pytest.mark.parametrize("which, code, gate", [("identical", 0, "pass"), ("hot", 8, "fail")])
-def test_write_card_records_verdict_and_speed(artifacts, stub_split, monkeypatch, tmp_path, which, code, gate):
+def test_write_card_records_verdict_and_speed(
+    artifacts, stub_split, monkeypatch, tmp_path, which, code, gate
+):
     candidate = tmp_path / which
     shutil.copytree(getattr(artifacts, which), candidate)
     args = ["--data", "stub", "--samples", 8, "--threads", 1, "--write-card"]
