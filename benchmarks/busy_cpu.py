@@ -33,6 +33,18 @@ ROWS = {  # row -> (runtime, precision, which folder)
 BURNER = "while True:\n    pass\n"
 
 
+def _die_with_parent() -> None:
+    """In a child (worker, burner): SIGKILL when its parent dies, even killed: no orphan burner."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start_burner() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", BURNER], preexec_fn=_die_with_parent)
+
+
 def worker(args: argparse.Namespace) -> None:
     """Runs inside the code under test (its PYTHONPATH); prints one JSON line."""
     import numpy as np
@@ -40,7 +52,7 @@ def worker(args: argparse.Namespace) -> None:
     from drifa_edge.inference.engine import EngineConfig, run_mc
     from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
 
-    burner = subprocess.Popen([sys.executable, "-c", BURNER]) if args.busy_open else None
+    burner = start_burner() if args.busy_open else None
     if burner is not None:
         time.sleep(1.0)  # the load the default thread count sees when the runtime opens
     t0 = time.perf_counter()
@@ -66,7 +78,7 @@ def worker(args: argparse.Namespace) -> None:
         for phase in ("quiet", "loaded") if r % 2 == 0 else ("loaded", "quiet"):
             burner = None
             if phase == "loaded":
-                burner = subprocess.Popen([sys.executable, "-c", BURNER])
+                burner = start_burner()
                 time.sleep(0.5)  # let the scheduler settle
             try:
                 times[phase] += [call() for _ in range(args.calls)]
@@ -110,7 +122,15 @@ def run_row(row: str, code: str, repo: Path, args: argparse.Namespace, busy_open
     }
     env["PYTHONPATH"] = str(repo)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout, cwd=repo)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=args.timeout,
+        cwd=repo,
+        preexec_fn=_die_with_parent,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if not lines:
         return {"row": row, "code": code, "status": "failed", "stderr": proc.stderr[-1500:]}
