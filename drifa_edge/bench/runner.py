@@ -39,7 +39,7 @@ from drifa_edge.bench.worker import RESULT_MARKER, cell_summary
 from drifa_edge.errors import ConfigError
 from drifa_edge.progress import stage, step
 from drifa_edge.runtimes.cpu import isa_info
-from drifa_edge.runtimes.threads import available_cpus
+from drifa_edge.runtimes.threads import available_cpus, baseline_env
 
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "drifa-edge-bench/1"
@@ -180,9 +180,11 @@ def run_worker(spec: RowSpec, timeout_s: float, workdir: Path) -> BenchRow:
     spec_file = workdir / f"{spec.row_id}-{spec.eval_seed}{'-eval' if spec.eval_only else ''}.spec.json"
     spec_file.write_text(spec.to_json())
     cmd = [sys.executable, "-m", "drifa_edge.bench.worker", "--spec", f"@{spec_file}"]
+    # the authors' way runs as they ran it: without drifa-edge's passive-waiting policy
+    env = baseline_env() if spec.runtime == AUTHORS else None
     # its own session: on timeout the whole group (the row and anything it started) is killed
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
     )
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)

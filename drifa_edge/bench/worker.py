@@ -264,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = Path(args.spec[1:]).read_text() if args.spec.startswith("@") else args.spec
     spec = RowSpec.from_json(text)
-    apply_wait_policy()  # before a row imports torch (its OpenMP reads it then)
+    if spec.runtime != AUTHORS:  # the baseline keeps OpenMP's defaults (runner.run_worker)
+        apply_wait_policy()  # before a row imports torch (its OpenMP reads it then)
     _crash_hook(spec.row_id)
     try:
         result = run_row(spec)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 THREADS_ENV = "DRIFA_EDGE_THREADS"
 # OpenMP implementations' passive waiting: libgomp (PyTorch's CPU wheels) and Intel's libiomp
 WAIT_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+SET_BY_US_ENV = "DRIFA_EDGE_SET_ENV"  # which of WAIT_ENV drifa-edge set (not the user)
 BUSY_CORE = 0.7  # a core used more than this fraction of the sample by others counts as busy
 _SAMPLE_S = 0.1
 PROC_STAT = Path("/proc/stat")
@@ -139,9 +140,23 @@ def apply_wait_policy(env: MutableMapping[str, str] | None = None) -> bool:
     was already imported, i.e. its OpenMP read the environment before this (then set
     ``OMP_WAIT_POLICY=PASSIVE`` yourself before importing torch)."""
     env = os.environ if env is None else env
+    ours = set(filter(None, env.get(SET_BY_US_ENV, "").split(",")))
     for key, value in WAIT_ENV.items():
-        env.setdefault(key, value)
+        if key not in env:
+            env[key] = value
+            ours.add(key)
+    if ours:
+        env[SET_BY_US_ENV] = ",".join(sorted(ours))
     return "torch" not in sys.modules
+
+
+def baseline_env(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` without what :func:`apply_wait_policy` added: for a subprocess that must
+    run as its authors ran it (bench's authors' way), with OpenMP's own defaults."""
+    env = dict(os.environ if env is None else env)
+    for key in env.pop(SET_BY_US_ENV, "").split(","):
+        env.pop(key, None)
+    return env
 
 
 def set_torch_threads(threads: int | None) -> int:
