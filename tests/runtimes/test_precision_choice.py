@@ -150,3 +150,25 @@ def _image(tmp_path, card) -> list[str]:
         Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(path)
         args += ["--input", f"{task}={path}"]
     return args
+
+
+def test_serve_inference_precision_auto(tiny_artifacts, tmp_path):
+    """serve.toml's [inference] precision = "auto": the service opens the card's choice and
+    reports the resolved runtime and precision (never "auto") in its records' metadata."""
+    pytest.importorskip("openvino")
+    import shutil
+
+    from drifa_edge.serve.config import InferenceConfig
+    from drifa_edge.serve.inference import open_predictor
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_artifacts[1], export)
+    card = read_card(export, verify=False)
+    from drifa_edge.runtimes.cpu import isa_class
+
+    write_card(with_record(card, _record("openvino", "bf16", p50=5.0), isa_class()), export)
+    predictor = open_predictor(export, InferenceConfig(precision="auto", samples=2, threads=1))
+    try:
+        assert (predictor.runtime, predictor.info["precision"]) == ("openvino", "bf16")
+    finally:
+        predictor.close()
