@@ -19,7 +19,14 @@ outbox commit re-sends that result once: at-least-once, see ``serve/outbox.py``)
 The model is demo-size (64 px, width 0.25, two tasks) with untrained weights unless
 ``--artifact`` is given: throughput does not depend on the weights' values.
 
+The result goes into ``--out`` under ``runs[<--name>]``; other runs already in the file are
+kept (a file in the older one-run format becomes ``runs["demo-torch-fp32"]``, or
+``runs["demo-torch-fp32-kills<K>-at-least-once-sender"]`` for a kill run of that time).
+
     nice -n 10 python benchmarks/serve_load.py                      # 200 studies -> benchmarks/results/serve_load.json
+    # the paper configuration (random weights, tasks named derm/blood), OpenVINO INT8 (NNCF), T = 30:
+    nice -n 10 python benchmarks/serve_load.py --artifact EXPORT --runtime openvino --precision int8 \
+        --samples 30 --name paper-openvino-int8
     nice -n 10 python benchmarks/serve_load.py --kills 3 --out benchmarks/results/serve_load_kills.json
     python benchmarks/serve_load.py --studies 8 --out /tmp/x.json   # smoke test
 """
@@ -53,7 +60,8 @@ RESULTS = REPO / "benchmarks" / "results" / "serve_load.json"
 
 
 class TimedReceiver(RecordingReceiver):
-    """The tests' recording receiver, plus the time of the first delivery of each UID."""
+    """The tests' recording receiver (it also answers the sender's C-FIND look-ups from what it
+    stored), plus the time of the first delivery of each UID."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -61,9 +69,11 @@ class TimedReceiver(RecordingReceiver):
 
     def _on_store(self, event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
+        ds = event.dataset
         with self._lock:
             self.first_at.setdefault(uid, time.time())
             self.deliveries[uid] += 1
+            self.datasets[uid] = ds  # what C-FIND answers from
         return 0x0000
 
 
@@ -167,6 +177,28 @@ class Senders:
             t.join()
 
 
+def verify_counts(audit: Path) -> dict[str, int]:
+    """How the sender's look-ups of in-doubt results ended: present (not resent), absent (sent),
+    unavailable (sent again without asking), from the audit log's ``sent`` lines."""
+    counts = Counter()
+    for line in audit.read_text().splitlines() if audit.is_file() else []:
+        event = json.loads(line)
+        if event.get("event") == "sent" and event.get("verify"):
+            counts[event["verify"].split(":")[0]] += 1
+    return dict(counts)
+
+
+def failed_cases(db: Path) -> list[tuple[str, str]]:
+    """(case_id, reason) of FAILED cases in the service's store (read-only, while it runs)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("SELECT case_id, reason FROM cases WHERE state='FAILED'").fetchall()
+    except sqlite3.Error:
+        return []
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -186,7 +218,28 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def predict_throughput(artifact: Path, root: Path, runtime: str, samples: int, threads: int | None) -> dict:
+def relevant_cpu_flags() -> list[str]:
+    """The CPU flags that decide which INT8/BF16 kernels OpenVINO and torch can use."""
+    from drifa_edge.runtimes.cpu import cpu_flags
+
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+    flags = set(cpu_flags())
+    return [f for f in wanted if f in flags]
+
+
+def needs_channel_conversion(artifact: Path) -> bool:
+    """True when the model's blood task wants RGB: the test studies hold blood as gray
+    (the paper configuration has two RGB tasks); the service and predict then both repeat
+    the gray plane (``allow_channel_conversion``), the same work on both sides."""
+    from drifa_edge.artifact.card import read_card
+
+    card = read_card(artifact)
+    return card.preprocess["blood"].channels == 3
+
+
+def predict_throughput(
+    artifact: Path, root: Path, runtime: str, samples: int, threads: int | None, precision: str = "fp32"
+) -> dict:
     """Plain predict on the stored input files of every DONE/SENT case (same model, runtime, T)."""
     from drifa_edge.inference.engine import EngineConfig
     from drifa_edge.inference.manifest import Case
@@ -205,17 +258,36 @@ def predict_throughput(artifact: Path, root: Path, runtime: str, samples: int, t
         cases[:4],
         out,
         runtime=runtime,
-        options=RuntimeOptions(threads=threads),
+        options=RuntimeOptions(threads=threads, precision=precision),
         engine_cfg=EngineConfig(samples=samples, seed=0),
         batch_size=4,
         force=True,
+        allow_channel_conversion=needs_channel_conversion(artifact),
     )  # warm-up; fmt: skip
     t0, cpu0 = time.perf_counter(), time.process_time()
-    summary = predict_cases(artifact, cases, out, runtime=runtime, options=RuntimeOptions(threads=threads),
-                            engine_cfg=EngineConfig(samples=samples, seed=0), batch_size=4, force=True)  # fmt: skip
+    summary = predict_cases(artifact, cases, out, runtime=runtime, options=RuntimeOptions(threads=threads, precision=precision),
+                            engine_cfg=EngineConfig(samples=samples, seed=0), batch_size=4, force=True,
+                            allow_channel_conversion=needs_channel_conversion(artifact))  # fmt: skip
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"cases": summary.ok, "seconds": round(seconds, 2), "cases_per_min": round(60 * summary.ok / seconds, 1),
             "cpu_s_per_case": round(cpu / max(summary.ok, 1), 4)}  # fmt: skip
+
+
+def write_run(path: Path, name: str, result: dict) -> None:
+    """Put ``result`` under ``runs[name]`` in ``path``, keeping the other runs there."""
+    doc = {"benchmark": "serve_load", "runs": {}}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if "runs" in old:
+            doc = old
+        elif "throughput_cases_per_min" in old:  # the one-run format of the first runs
+            settings = old.get("settings", {})
+            legacy = f"demo-{settings.get('runtime', 'torch')}-fp32"
+            if settings.get("kills"):  # made before the exactly-once sender
+                legacy += f"-kills{settings['kills']}-at-least-once-sender"
+            doc["runs"][legacy] = old
+    doc["runs"][name] = result
+    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -227,6 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="runtime threads of the service (and of predict)")
     p.add_argument("--runtime", default="torch")
+    p.add_argument("--precision", default="fp32", help="fp32, int8 (an INT8 build in the export), ...")
+    p.add_argument("--name", default="demo-torch-fp32", help="key of this run in the output's runs")
     p.add_argument("--artifact", type=Path, default=None, help="default: a demo-size untrained checkpoint")
     p.add_argument("--kills", type=int, default=0, help="kill -9 the service this many times during sending")
     p.add_argument("--seed", type=int, default=0)
@@ -235,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     machine = machine_info()
+    machine["cpu_flags"] = relevant_cpu_flags()
 
     work = Path(tempfile.mkdtemp(prefix="drifa-serve-load-"))
     artifact = args.artifact or demo_size_checkpoint(work / "model")
@@ -259,10 +334,12 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         assembly={"quiet_seconds": args.quiet, "max_wait_seconds": 600.0},
         inference={
             "runtime": args.runtime,
+            "precision": args.precision,
             "samples": args.samples,
             "batch_size": args.batch_size,
             "batch_wait_ms": 200.0,
             "threads": args.threads,
+            "allow_channel_conversion": needs_channel_conversion(artifact),
         },  # fmt: skip
         destinations=[
             {
@@ -306,6 +383,9 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         deadline = time.time() + args.timeout
         while time.time() < deadline and not set(expected) <= set(recorder.first_at):
             time.sleep(0.2)
+            failed = failed_cases(work / "root" / "store.sqlite")
+            if failed:  # a failed case never gets an SR: stop instead of waiting for the timeout
+                raise RuntimeError(f"{len(failed)} case(s) FAILED, e.g. {failed[0]}; see {service.log}")
         done_at = max(recorder.first_at.values()) if recorder.first_at else time.time()
         rss_peaks.append(peak_rss_mb(service.proc.pid))
         cpu_end = cpu_seconds(service.proc.pid)
@@ -321,7 +401,9 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
     extra_versions = sum(1 for uid in recorder.deliveries if uid not in expected)
     orthanc_srs = sum(1 for uid in expected if orthanc.instance_id(uid) is not None)
     print("[4/4] plain predict on the same files", flush=True)
-    plain = predict_throughput(artifact, work / "root", args.runtime, args.samples, args.threads)
+    plain = predict_throughput(
+        artifact, work / "root", args.runtime, args.samples, args.threads, args.precision
+    )
     service_cpm = 60 * n_ok / (done_at - t0)
     result = {
         "benchmark": "serve_load",
@@ -335,6 +417,7 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
             "batch_size": args.batch_size,
             "threads": args.threads,
             "runtime": args.runtime,
+            "precision": args.precision,
             "kills": args.kills,
             "model": str(args.artifact)
             if args.artifact
@@ -355,6 +438,8 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         "other_result_versions_delivered": extra_versions,
         "studies_resent_by_senders": senders.resent,
         "srs_in_orthanc": orthanc_srs,
+        # results in doubt after a kill, looked up at the destination before resending (audit "sent")
+        "in_doubt_lookups": verify_counts(work / "root" / "audit.jsonl"),
         "delivery_histogram": dict(Counter(delivered.values())),
         "plain_predict": plain,
         "service_over_predict_throughput": round(service_cpm / plain["cases_per_min"], 3),
@@ -367,10 +452,13 @@ def _run(args, rng, machine, work, artifact, orthanc, recorder, argv) -> dict:
         "loadavg_end": list(__import__("os").getloadavg()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_run(args.out, args.name, result)
     print(json.dumps({k: result[k] for k in ("throughput_cases_per_min", "end_to_end_latency_s", "lost",
                                               "duplicated_deliveries", "service_over_predict_throughput")}))  # fmt: skip
-    shutil.rmtree(work, ignore_errors=True)
+    if result["lost"] or result["duplicated_deliveries"]:
+        print(f"kept {work} (store, audit log, service logs) to see why", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 

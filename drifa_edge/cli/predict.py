@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli.app import THREADS_HELP, app
+from drifa_edge.cli.cases import DICOM_HELP, ROUTES_HELP
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import print_table, resolve_format
 from drifa_edge.cli.text import plain, require_file
@@ -26,6 +27,8 @@ def predict(
     manifest: Path = typer.Option(
         None, "--manifest", "-m", help="CSV with case_id and one path column per task (relative to the CSV)"
     ),
+    dicom: Path = typer.Option(None, "--dicom", help=DICOM_HELP + " (instead of --manifest)"),
+    routes: Path = typer.Option(None, "--routes", help=ROUTES_HELP),
     out: Path = typer.Option(None, "--out", "-o", help="output file (default: JSON Lines on stdout)"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv (csv keeps a .jsonl journal beside it)"),
     samples: int = typer.Option(30, "--samples", "-T", help="MC samples per ensemble member"),
@@ -70,6 +73,7 @@ def predict(
     """
     from drifa_edge.artifact.card import read_card
     from drifa_edge.artifact.ensemble import resolve_members
+    from drifa_edge.cli.cases import dicom_cases, exit_for_unresolved
     from drifa_edge.errors import ConfigError
     from drifa_edge.inference.engine import EngineConfig
     from drifa_edge.inference.manifest import parse_inputs, read_manifest
@@ -78,9 +82,10 @@ def predict(
     from drifa_edge.runtimes.choice import AUTO, choose_for_artifact
     from drifa_edge.runtimes.model_cache import resolve_cache_dir
 
-    if bool(inputs) == (manifest is not None):
+    if sum((bool(inputs), manifest is not None, dicom is not None)) != 1:
         raise ConfigError(
-            "give either --input TASK=PATH (one case) or --manifest cases.csv, not both or none"
+            "give one of --input TASK=PATH (one case), --manifest cases.csv or --dicom FOLDER --routes "
+            "serve.toml"
         )
     require_file(out)
     # options first: a typo such as --precision int4 is a bad option (exit 2) before any file is read
@@ -94,12 +99,18 @@ def predict(
     )
     engine_cfg = EngineConfig(samples=samples, seed=seed, max_rows=max_rows, memory_mb=memory_mb)
     tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
-    cases = read_manifest(manifest, tasks) if manifest is not None else [parse_inputs(inputs, tasks, case_id)]
     err = Console(stderr=True)
     if precision == AUTO:
         choice = choose_for_artifact(artifact, runtime)
         runtime, options = choice.runtime, dataclasses.replace(options, precision=choice.precision)
         err.print(f"--precision auto: {plain(choice.reason)}", highlight=False)
+    index = None
+    if dicom is not None:
+        cases, index = dicom_cases(dicom, routes, tasks, err)
+    elif manifest is not None:
+        cases = read_manifest(manifest, tasks)
+    else:
+        cases = [parse_inputs(inputs, tasks, case_id)]
     done = [0]
     with Progress(f"predicting {len(cases)} case(s)", err) as shown:
 
@@ -126,6 +137,7 @@ def predict(
     print_summary(summary, err if out is None else Console())
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+    exit_for_unresolved(index)
 
 
 def print_summary(summary, console: Console) -> None:

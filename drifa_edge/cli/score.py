@@ -8,14 +8,17 @@ import typer
 from rich.console import Console
 
 from drifa_edge.cli.app import app
+from drifa_edge.cli.cases import DICOM_HELP, ROUTES_HELP
 
 
 @app.command()
 def score(
     artifact: Path = typer.Argument(..., help="checkpoint folder, export folder or ensemble folder"),
     manifest: Path = typer.Option(
-        ..., "--manifest", "-m", help="CSV with case_id and one path column per task"
+        None, "--manifest", "-m", help="CSV with case_id and one path column per task"
     ),
+    dicom: Path = typer.Option(None, "--dicom", help=DICOM_HELP + " (instead of --manifest)"),
+    routes: Path = typer.Option(None, "--routes", help=ROUTES_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="output JSON Lines file (e.g. preds.jsonl)"),
     address: str = typer.Option(
         None,
@@ -51,11 +54,13 @@ def score(
     object_store_mb: int = typer.Option(None, help="local Ray only: object store size in MiB"),
     temp_dir: Path = typer.Option(None, help="local Ray only: session folder (default /tmp/ray)"),
 ) -> None:
-    """Predict every case of a manifest on Ray: decoding in parallel tasks, the MC engine in an
-    actor pool. Same records as `predict`, plus the worker that ran each case.
+    """Predict every case of a manifest (or a DICOM archive folder) on Ray: decoding in parallel
+    tasks, the MC engine in an actor pool. Same records as `predict`, plus the worker that ran each case.
 
     Exit code 0 when every case succeeded, 9 when some failed (their lines say why).
     """
+    from drifa_edge.cli.cases import dicom_cases, exit_for_unresolved
+    from drifa_edge.errors import ConfigError
     from drifa_edge.inference.engine import EngineConfig
     from drifa_edge.inference.manifest import read_manifest
     from drifa_edge.runtimes.base import RuntimeOptions
@@ -64,14 +69,23 @@ def score(
     from drifa_edge.scaleout.config import BatchConfig, ClusterConfig
     from drifa_edge.scaleout.uris import manifest_uris
 
+    if (manifest is None) == (dicom is None):
+        raise ConfigError(
+            "give either --manifest cases.csv or --dicom FOLDER --routes serve.toml, not both or none"
+        )
     cluster = ClusterConfig(address, num_cpus, object_store_mb, temp_dir)
     batch = BatchConfig(
         actors, cpus_per_actor, gpus_per_actor, decode_cpus, decode_block, batch_size, blocks_in_flight
     )
     tasks = model_card(artifact).task_names
-    cases = read_manifest(manifest, tasks)
-    uris = manifest_uris(manifest, tasks)  # s3://, gs://, file://... cells, read through pyarrow.fs
     err = Console(stderr=True)
+    index = None
+    if dicom is not None:
+        cases, index = dicom_cases(dicom, routes, tasks, err)
+        uris = {}
+    else:
+        cases = read_manifest(manifest, tasks)
+        uris = manifest_uris(manifest, tasks)  # s3://, gs://, file://... cells, read through pyarrow.fs
     err.print(f"scoring {len(cases)} case(s) on Ray with {actors} actor(s)...", highlight=False, markup=False)
     summary = score_cases(
         artifact,
@@ -104,6 +118,7 @@ def score(
         err.print(f"{case_id}: {message}", highlight=False, markup=False)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+    exit_for_unresolved(index)
 
 
 @app.command("serve-ray")

@@ -258,7 +258,9 @@ def score_cases(
     name = choose_runtime(artifact, runtime, options.precision)  # fail here, not in every actor
     cards = _cards(artifact)
     sha = _sha256(cards)
-    done = local._done_cases(out_path, resume, force, sha)
+    done = local._done_cases(
+        out_path, resume, force, _resume_settings(out_path, resume, force, artifact, name, options, cfg, sha)
+    )
     todo = [c for c in cases if c.case_id not in done]
     summary = ScoreSummary(
         out_path, None if parquet_path is None else Path(parquet_path), name, options.precision,
@@ -387,6 +389,28 @@ def _sha256(cards: list) -> str:
     from drifa_edge.inference.writers import ensemble_sha256, model_sha256
 
     return model_sha256(cards[0]) if len(cards) == 1 else ensemble_sha256(cards)
+
+
+def _resume_settings(
+    out_path: Path,
+    resume: bool,
+    force: bool,
+    artifact,
+    runtime: str,
+    options: RuntimeOptions,
+    cfg: EngineConfig,
+    sha: str,
+) -> dict[str, Any]:
+    """The run settings ``--resume`` compares with the file's (``predictor.run_settings``).
+
+    Some of them (the seed policy) depend on the opened runtime, so on a resume the driver
+    opens the artifact once, as each actor will; otherwise only the sha256 is read."""
+    if not (resume and not force and out_path.exists() and out_path.stat().st_size):
+        return {"model_sha256": sha}
+    from drifa_edge.scaleout.adapter import Predictor
+
+    with Predictor.open(artifact, runtime=runtime, options=options, engine_cfg=cfg) as predictor:
+        return predictor.settings
 
 
 def _with_threads(options: RuntimeOptions, threads: int) -> RuntimeOptions:

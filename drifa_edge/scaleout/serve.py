@@ -20,8 +20,9 @@ running longer than ``stuck_after_s``: Serve then replaces the replica.
 A replica that dies under requests: Serve's proxy answers the requests it held
 with an HTTP 5xx error (never a silent drop); clients retry, inference being
 idempotent (same case, same seed, same record with the torch runtime).
-:func:`predict_files` does that for Python callers through a deployment handle,
-which is the seam for ``drifa-edge serve``'s ``backend = "ray"``.
+:func:`predict_files` does that for Python callers through a deployment handle;
+``drifa-edge serve``'s ``backend = "ray"`` (:mod:`drifa_edge.scaleout.backend`) sends
+cases it prepared itself to ``predict_prepared`` through :func:`call_with_retry`.
 """
 
 from __future__ import annotations
@@ -189,6 +190,21 @@ def deployment_class():
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._engine, self.run_batch, items)
 
+        async def predict_prepared(self, prepared) -> dict[str, Any]:
+            """The record of one case prepared by the caller (``prepare_case``; ``drifa-edge
+            serve`` with ``backend = "ray"`` decodes beside its store and sends the arrays)."""
+            return await self._predict_batch(prepared)
+
+        def info(self) -> dict[str, Any]:
+            """What this replica runs: the predictor's run settings and device."""
+            return {
+                **self.predictor.settings,
+                "device": self.predictor.device,
+                "ensemble_size": self.predictor.ensemble_size,
+                "seed": self.predictor.engine_cfg.seed,
+                "worker": self.identity,
+            }
+
         async def predict_files(self, case_id: str, files: dict[str, tuple[str, bytes]]) -> dict[str, Any]:
             """The record for one case's uploaded files (task -> (file name, bytes))."""
             prepared = await asyncio.to_thread(self.prepare, case_id, files)
@@ -255,9 +271,12 @@ def deploy(
     engine_cfg: EngineConfig | None = None,
     cfg: ServeConfig | None = None,
     cluster: ClusterConfig | None = None,
+    http: bool = True,
+    app_name: str = APP_NAME,
 ):
-    """Connect to Ray, start Serve's HTTP proxy on ``cfg.host:cfg.port`` and run the app;
-    returns the deployment handle (``predict_files`` calls go through it)."""
+    """Connect to Ray, start Serve's HTTP proxy on ``cfg.host:cfg.port`` (none with ``http``
+    False: handle calls only) and run the app as ``app_name``; returns the deployment handle
+    (``predict_files`` / ``predict_prepared`` calls go through it)."""
     from drifa_edge.scaleout.cluster import connect, import_ray
 
     import_ray()
@@ -269,9 +288,14 @@ def deploy(
         raise missing_dependency("ray[serve]", "ray") from e
     cfg = cfg or ServeConfig()
     connect(cluster)
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    if http:
+        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    else:
+        serve.start(proxy_location="Disabled")
     return serve.run(
-        build_app(artifact, runtime, options, engine_cfg, cfg), name=APP_NAME, route_prefix=cfg.route_prefix
+        build_app(artifact, runtime, options, engine_cfg, cfg),
+        name=app_name,
+        route_prefix=cfg.route_prefix if http else None,
     )
 
 
@@ -281,11 +305,28 @@ def predict_files(
     """One case's record through a deployment handle, retried when the replica died
     (``ActorDiedError``/``RayActorError``: inference is idempotent). Raises the last
     error after ``attempts`` tries: a caller never gets silence."""
+    return call_with_retry(lambda: handle.predict_files.remote(case_id, files), case_id, attempts)
+
+
+def call_with_retry(call, case_id: str, attempts: int = 3, first=None, timeout_s: float | None = None) -> Any:
+    """``call().result()`` (a deployment handle call), tried again up to ``attempts`` times in
+    all while the replica that held it died; ``first``: a response already sent, awaited as the
+    first attempt. The last error is raised, never swallowed; no answer within ``timeout_s``
+    seconds (None: wait) raises DrifaError naming the case."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    from drifa_edge.errors import DrifaError
 
     for attempt in range(1, attempts + 1):
         try:
-            return handle.predict_files.remote(case_id, files).result()
+            response = first if attempt == 1 and first is not None else call()
+            try:
+                return response.result(timeout_s=timeout_s)
+            except TimeoutError as e:
+                raise DrifaError(
+                    f"case {case_id}: no answer from Ray Serve within {timeout_s} s; check the "
+                    "application's replicas (ray status, serve status) or raise the timeout"
+                ) from e
         except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
             if attempt == attempts:
                 raise

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from drifa_edge.errors import ConfigError, suggest
+from drifa_edge.scaleout.config import ClusterConfig as RayClusterConfig
+from drifa_edge.scaleout.config import ServeConfig as RayServeConfig
 
 GROUP_BY = ("study", "series", "patient_date")
 MULTI_IMAGE = ("middle", "first", "last", "refuse")
@@ -165,9 +167,57 @@ class AssemblyConfig:
             )
 
 
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RayBackendConfig:
+    """``[inference.ray]``: where inference runs when ``[inference] backend = "ray"``.
+
+    ``address`` None starts a local Ray inside the service (``num_cpus``, an object store
+    of ``object_store_mb`` MiB, session files under ``temp_dir``); ``"auto"`` or
+    ``HOST:6379`` joins a running cluster. ``deploy`` true: the service deploys the model
+    as the Ray Serve application ``app_name`` (replicas, batching, autoscaling from the
+    ``[inference.ray.deployment]`` table, the same keys as ``drifa-edge serve-ray``'s
+    ``[ray_serve]``; no Ray HTTP proxy is started) and deletes it at stop; false: it uses
+    the application ``app_name`` already running there (``drifa-edge serve-ray``), which must
+    run the same model, runtime, T and seed policy (checked at start). A request whose
+    replica died is sent again up to ``attempts`` times; one without an answer after
+    ``timeout_s`` seconds fails its batch (the worker marks it ``inference_error``)."""
+
+    address: str | None = None
+    deploy: bool = True
+    app_name: str = "drifa-edge"
+    num_cpus: int | None = None
+    object_store_mb: int | None = None
+    temp_dir: str | None = None
+    attempts: int = 3
+    timeout_s: float = 300.0
+    deployment: RayServeConfig = field(default_factory=RayServeConfig)
+
+    def __post_init__(self) -> None:
+        _positive("inference.ray", attempts=self.attempts, timeout_s=self.timeout_s)
+        if not self.app_name:
+            raise ConfigError("[inference.ray] app_name must not be empty")
+        try:
+            self.cluster()  # validates address vs. the local-only settings
+        except ConfigError as e:
+            raise ConfigError(f"[inference.ray] {e}") from e
+
+    def cluster(self) -> RayClusterConfig:
+        return RayClusterConfig(
+            self.address,
+            self.num_cpus,
+            self.object_store_mb,
+            None if self.temp_dir is None else Path(self.temp_dir),
+        )
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
-    """The worker: runtime and precision of the artifact, MC samples, micro-batching."""
+    """The worker: runtime and precision of the artifact, MC samples, micro-batching; where
+    the model runs (``backend``: "local" in this process, "ray" on Ray Serve, see
+    :class:`RayBackendConfig`)."""
 
     runtime: str = "auto"
     precision: str = "fp32"
@@ -179,9 +229,12 @@ class InferenceConfig:
     batch_wait_ms: float = 200.0
     cache_dir: str | None = None  # OpenVINO model cache; default <root>/ov-cache
     allow_channel_conversion: bool = False
+    backend: str = "local"
+    ray: RayBackendConfig = field(default_factory=RayBackendConfig)
 
     def __post_init__(self) -> None:
         _positive("inference", samples=self.samples, batch_size=self.batch_size)
+        _choice("inference", "backend", self.backend, BACKENDS)
         if self.batch_wait_ms < 0:
             raise ConfigError(f"[inference] batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
 
@@ -254,10 +307,17 @@ class DestinationConfig:
     ae_title: str
     host: str
     port: int
+    # how a result whose send was interrupted is looked up before it is sent again:
+    # "c-find" (exactly once where the PACS answers; falls back to resending) or "none"
+    verify: str = "c-find"
 
     def __post_init__(self) -> None:
         if not self.name or not 1 <= len(self.ae_title) <= 16 or not 0 < self.port <= 65535:
             raise ConfigError(f"[[destinations]] needs name, ae_title (1-16 chars) and port, got {self!r}")
+        if self.verify not in ("c-find", "none"):
+            raise ConfigError(
+                f"[[destinations]] {self.name}: verify must be 'c-find' or 'none', got {self.verify!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -351,6 +411,8 @@ _NESTED: dict[tuple[type, str], type] = {
     (ServeConfig, "audit"): AuditConfig,
     (DicomConfig, "tls"): TlsConfig,
     (AssemblyConfig, "routes"): RouteRule,
+    (InferenceConfig, "ray"): RayBackendConfig,
+    (RayBackendConfig, "deployment"): RayServeConfig,
 }
 
 
@@ -390,6 +452,7 @@ _PATHS = (
     ("audit", None, "path"),
     ("audit", None, "pseudonym_key_file"),
     ("inference", None, "cache_dir"),
+    ("inference", "ray", "temp_dir"),
     ("http", None, "token_file"),
     ("dicom", "tls", "cert_file"),
     ("dicom", "tls", "key_file"),

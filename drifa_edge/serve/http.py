@@ -7,7 +7,10 @@ constant time (``hmac.compare_digest``); a refusal answers 401 and writes an aud
 proxy in front (README).
 
 * ``POST /v1/cases`` multipart: one file field per task name, optional ``case_id`` field.
-  200 with the result record when it is ready within ``result_timeout_s``; 202 with
+  200 with the result record when it is ready within ``result_timeout_s``, plus ``sr``:
+  the SR's SOP Instance UID when every input is a DICOM image of one study (written
+  asynchronously: ``written`` says whether it is on disk yet), else ``expected: false`` and
+  the reason (not DICOM: an SR joins the study of its images); 202 with
   ``{case_id, state}`` otherwise (poll ``GET /v1/cases/{case_id}``); 422 when the case
   failed (record or reason in the body); 400 for an unknown or missing task field; 409 for
   a case_id still in flight; 507 below the disk floor; 413 over the size limit.
@@ -150,28 +153,61 @@ def build_app(service: Service) -> Any:
         if view["state"] in ("READY", "INFERRING", "RECEIVING"):
             return JSONResponse({"case_id": case_id, "state": view["state"]}, status_code=202)
         if view["result"] is not None and view["result"]["status"] == "ok":
-            return JSONResponse(view["result"], status_code=200)
+            return JSONResponse({**view["result"], "sr": view["sr"]}, status_code=200)
         return JSONResponse({"case_id": case_id, "state": view["state"], "reason": view["reason"],
                              "result": view["result"]}, status_code=422)  # fmt: skip
 
     return app
 
 
+def dicom_header(data: bytes) -> Any | None:
+    """The header of an uploaded file when it is a DICOM image with Study, Series, SOP
+    Instance and SOP Class UIDs (Part 10 preamble, or a data set pydicom reads as such);
+    None otherwise (a PNG, JPEG, TIFF, NPY...)."""
+    import io
+
+    try:
+        import pydicom
+    except ImportError:  # the edge install without the dicom extra: no SR anyway
+        return None
+    if data[128:132] != b"DICM":
+        return None
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except Exception:  # not readable as DICOM: predict's reader names the problem
+        return None
+    keys = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+    return ds if all(ds.get(k) for k in keys) else None
+
+
 def submit_files(service: Service, case_id: str, blobs: dict[str, tuple[str, bytes]], source: str) -> None:
     """Store one file per task atomically and create the case READY (HTTP upload, watch sub-folder).
 
-    ``blobs``: task -> (suffix such as ".png", bytes). Raises ValueError for a case_id in flight."""
+    ``blobs``: task -> (suffix such as ".png", bytes). A DICOM file (Part 10) is stored as
+    ``.dcm`` with its Study/Series/SOP UIDs recorded, so that a case whose inputs are all DICOM
+    of one study gets an SR like a C-STORE case. Raises ValueError for a case_id in flight."""
     folder = service.cfg.root / "uploads" / case_id / f"g{time.time_ns()}"
     inputs, instances = {}, []
     for task, (suffix, data) in blobs.items():
-        path = folder / f"{task}{suffix or '.bin'}"
+        header = dicom_header(data)
+        path = folder / f"{task}{'.dcm' if header is not None else suffix or '.bin'}"
         atomic_write(path, data)
         digest = hashlib.sha256(data).hexdigest()
         inputs[task] = str(path)
+        uids = {}
+        if header is not None:  # the key stays ours (the same file may be posted in two cases)
+            uids = {"study_uid": str(header.StudyInstanceUID), "series_uid": str(header.SeriesInstanceUID),
+                    "sop_class": str(header.SOPClassUID)}  # fmt: skip
         instances.append(
             Instance(
-                f"{source}:{case_id}:{task}:{digest[:16]}", case_id, digest, str(path), len(data), task=task
-            )
+                f"{source}:{case_id}:{task}:{digest[:16]}",
+                case_id,
+                digest,
+                str(path),
+                len(data),
+                task=task,
+                **uids,
+            )  # fmt: skip
         )
     service.store.create_ready_case(case_id, source, inputs, instances)
     service.audit.write(
@@ -180,19 +216,53 @@ def submit_files(service: Service, case_id: str, blobs: dict[str, tuple[str, byt
         source=source,
         tasks=sorted(blobs),
         bytes=sum(len(d) for _, d in blobs.values()),
+        dicom_tasks=sorted(i.task for i in instances if i.study_uid),
     )
     service.audit.write("case_ready", case_id=case_id, source=source)
     service.worker.poke()
 
 
+NO_SR_NOT_DICOM = (
+    "no DICOM SR: not every input is a DICOM image (an SR joins the study of its source images); "
+    "the JSON record is the result. Send DICOM files (one study) to get an SR too"
+)
+NO_SR_STUDIES = "no DICOM SR: the DICOM inputs come from more than one study; one SR belongs to one study"
+
+
+def sr_view(service: Service, case_id: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where the case's SR is (deterministic UIDs, so known before it is written) or why it has none."""
+    from drifa_edge.serve.results import result_uids
+
+    if record is None or record.get("status") != "ok":
+        return None
+    dicom = record.get("dicom")
+    if not dicom:
+        case = service.store.get_case(case_id)
+        paths = set((case.inputs or {}).values()) if case else set()
+        chosen = [i for i in service.store.instances_of(case_id) if i.path in paths]
+        studies = {i.study_uid for i in chosen}
+        several = chosen and None not in studies and len(studies) > 1
+        return {"expected": False, "reason": NO_SR_STUDIES if several else NO_SR_NOT_DICOM}
+    version = int(record.get("result_version") or 1)
+    path = service.cfg.root / "results" / case_id / f"sr-v{version}.dcm"
+    return {
+        "expected": True,
+        "sop_instance_uid": result_uids(dicom["study_instance_uid"], case_id, version).sr_instance,
+        "study_instance_uid": dicom["study_instance_uid"],
+        "written": path.is_file(),
+    }
+
+
 def case_view(service: Service, case_id: str) -> dict[str, Any]:
     case = service.store.get_case(case_id)
+    record = service.store.result(case_id)
     return {
         "case_id": case_id,
         "state": case.state,
         "reason": case.reason,
         "result_version": case.version or None,
-        "result": service.store.result(case_id),
+        "result": record,
+        "sr": sr_view(service, case_id, record),
     }
 
 

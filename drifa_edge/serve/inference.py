@@ -84,7 +84,8 @@ def open_predictor(
     artifact: str | Path, cfg: InferenceConfig, cache_dir: Path | None = None
 ) -> CasePredictor:
     """Load the model once (runtime, precision, T and seed from ``cfg``; OpenVINO model cache in
-    ``cache_dir``; other runtimes ignore it)."""
+    ``cache_dir``; other runtimes ignore it), in this process or, with ``backend = "ray"``, on a
+    Ray Serve deployment (:mod:`drifa_edge.scaleout.backend`)."""
     from drifa_edge.inference.engine import EngineConfig
     from drifa_edge.runtimes.base import RuntimeOptions
     from drifa_edge.runtimes.choice import AUTO, choose_for_artifact
@@ -96,6 +97,15 @@ def open_predictor(
     extra = {"cache_dir": str(cache_dir)} if cache_dir else {}
     options = RuntimeOptions(precision=cfg.precision, device=cfg.device, threads=cfg.threads, extra=extra)
     engine_cfg = EngineConfig(samples=cfg.samples, seed=cfg.seed)
+    if cfg.backend == "ray":  # the same face as Predictor, inference on Ray Serve
+        from drifa_edge.scaleout.backend import RayPredictor
+
+        ray = cfg.ray
+        predictor = RayPredictor.open(
+            artifact, cfg.runtime, options, engine_cfg, cfg.allow_channel_conversion, cluster=ray.cluster(),
+            deployment=ray.deployment, deploy=ray.deploy, app_name=ray.app_name, attempts=ray.attempts, timeout_s=ray.timeout_s,
+        )  # fmt: skip
+        return CasePredictor(predictor, cfg)
     from drifa_edge.inference.predictor import Predictor
 
     predictor = Predictor.open(artifact, cfg.runtime, options, engine_cfg, cfg.allow_channel_conversion)

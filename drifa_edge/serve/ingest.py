@@ -31,14 +31,14 @@ import io
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drifa_edge.artifact.atomic import atomic_write
 from drifa_edge.serve.audit import AuditLog, pseudonym
-from drifa_edge.serve.config import ServeConfig
+from drifa_edge.serve.config import RouteRule, ServeConfig
 from drifa_edge.serve.crash import crash_point
 from drifa_edge.serve.store import Instance, Store
 
@@ -112,6 +112,43 @@ def _float(ds: Any, name: str) -> float | None:
         return None
 
 
+def route_task(routes: Sequence[RouteRule], ds: Any) -> str | None:
+    """The task of ``ds``'s series by the first rule of ``routes`` that matches, or None
+    (unrouted); shared with the case index of an archive (:mod:`drifa_edge.serve.case_index`)."""
+    tags = {
+        "modality": _tag_str(ds, "Modality"),
+        "body_part": _tag_str(ds, "BodyPartExamined"),
+        "series_description": _tag_str(ds, "SeriesDescription"),
+        "photometric": _tag_str(ds, "PhotometricInterpretation"),
+        "sop_class": _tag_str(ds, "SOPClassUID"),
+    }
+    for rule in routes:
+        if rule.matches(tags):
+            return rule.task
+    return None
+
+
+def group_key(by: str, ds: Any, key: bytes | None) -> str:
+    """What groups instances into one case (``assembly.group_by``); ``patient_date`` needs the
+    pseudonym ``key`` (the PatientID never appears in clear)."""
+    if by == "series":
+        return "series:" + _tag_str(ds, "SeriesInstanceUID")
+    if by == "patient_date":
+        if key is None:
+            from drifa_edge.errors import ConfigError
+
+            raise ConfigError(
+                "[assembly] group_by = 'patient_date' needs the service's pseudonym key; use 'study' or 'series'"
+            )
+        return f"patient:{pseudonym(key, _tag_str(ds, 'PatientID')) or '-'}:{_tag_str(ds, 'StudyDate')}"
+    return "study:" + _tag_str(ds, "StudyInstanceUID")
+
+
+def case_id_of_group(key: str) -> str:
+    """A stable case id for a group key (a hash: the key may hold a pseudonym)."""
+    return "dcm-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 class Ingestor:
     """Checks, writes and records instances; calls ``on_stored(case_id)`` after each commit."""
 
@@ -144,31 +181,14 @@ class Ingestor:
 
     def route(self, ds: Any) -> str | None:
         """The task of this instance's series by the first matching rule, or None (unrouted)."""
-        tags = {
-            "modality": _tag_str(ds, "Modality"),
-            "body_part": _tag_str(ds, "BodyPartExamined"),
-            "series_description": _tag_str(ds, "SeriesDescription"),
-            "photometric": _tag_str(ds, "PhotometricInterpretation"),
-            "sop_class": _tag_str(ds, "SOPClassUID"),
-        }
-        for rule in self.cfg.assembly.routes:
-            if rule.matches(tags):
-                return rule.task
-        return None
+        return route_task(self.cfg.assembly.routes, ds)
 
     def group_key(self, ds: Any) -> str:
-        by = self.cfg.assembly.group_by
-        if by == "series":
-            return "series:" + _tag_str(ds, "SeriesInstanceUID")
-        if by == "patient_date":
-            return (
-                f"patient:{pseudonym(self.key, _tag_str(ds, 'PatientID')) or '-'}:{_tag_str(ds, 'StudyDate')}"
-            )
-        return "study:" + _tag_str(ds, "StudyInstanceUID")
+        return group_key(self.cfg.assembly.group_by, ds, self.key)
 
     def case_id_of(self, ds: Any) -> str:
         """A stable case id for the instance's group (a hash: the key may hold a pseudonym)."""
-        return "dcm-" + hashlib.sha256(self.group_key(ds).encode()).hexdigest()[:16]
+        return case_id_of_group(self.group_key(ds))
 
     @staticmethod
     def parse(encoded: bytes) -> Any:

@@ -5,13 +5,21 @@ States: ``PENDING`` (due at ``next_attempt_at``) -> ``SENT``, or after repeated 
 ``DEAD`` (given up; ``retry`` puts it back to ``PENDING``). A row is never deleted by the
 outbox itself.
 
-Delivery is **at least once**. The order is: C-STORE, destination acknowledges, then
-:meth:`Outbox.mark_sent` commits. A crash between the acknowledgement and that commit
-leaves the row ``PENDING``, and the next run sends the same file again, with the same SOP
-Instance UID (result UIDs are deterministic, ``drifa_edge.serve.results``), so a PACS
-that keeps one copy per UID (Orthanc does by default) stores it once; a crash never loses a
-row, because rows leave ``PENDING`` only after a recorded acknowledgement or give-up.
-At most one extra delivery per crash: the one in flight when the process died.
+Delivery is **exactly once** where the destination can answer "do you have this SOP
+Instance?", and at least once otherwise. The order is: the row is marked *in doubt*
+(``in_doubt_since``, committed), C-STORE, the destination acknowledges, then
+:meth:`Outbox.mark_sent` commits (and clears the mark). A crash between the
+acknowledgement and that commit leaves the row ``PENDING`` *and in doubt*; so does an
+attempt that got no answer (DIMSE timeout, abort), after which the destination may or may
+not have stored the file. Before sending an in-doubt row again, the sender asks the
+destination (``drifa_edge.serve.sender``: C-FIND at IMAGE level for the SOP Instance UID)
+and, when it is there, marks the row sent without a second delivery. A destination that
+cannot be asked (``verify = "none"``, or its C-FIND refused or failing) gets the file
+again, with the same SOP Instance UID (result UIDs are deterministic,
+``drifa_edge.serve.results``), so a PACS that keeps one copy per UID (Orthanc does by
+default) stores it once: at most one extra delivery per crash. A crash never loses a row,
+because rows leave ``PENDING`` only after a recorded acknowledgement, a verified presence
+or a give-up.
 
 Backoff: after the n-th failed attempt the row waits ``min(base_s * factor**(n-1),
 max_s)`` seconds; it becomes ``DEAD`` when ``give_up_after_s`` has passed since it was
@@ -37,7 +45,7 @@ from drifa_edge.errors import BadInputError, ConfigError
 
 PENDING, SENT, DEAD = "PENDING", "SENT", "DEAD"
 STATES = (PENDING, SENT, DEAD)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: in_doubt_since (1 is migrated on open)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -57,6 +65,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at REAL,
     last_status INTEGER,
     last_error TEXT,
+    in_doubt_since REAL,
     UNIQUE (sop_instance_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
@@ -112,6 +121,7 @@ class OutboxItem:
     sent_at: float | None
     last_status: int | None
     last_error: str | None
+    in_doubt_since: float | None = None  # a send started and its outcome is unknown (see module doc)
 
 
 _COLUMNS = ", ".join(OutboxItem.__dataclass_fields__)
@@ -159,6 +169,12 @@ class Outbox:
                 (str(SCHEMA_VERSION),),
             )
             found = db.execute("SELECT value FROM outbox_meta WHERE key='schema_version'").fetchone()[0]
+            if int(found) == 1:  # version 1 had no in-doubt mark: add it, every row starts certain
+                db.execute("ALTER TABLE outbox ADD COLUMN in_doubt_since REAL")
+                db.execute(
+                    "UPDATE outbox_meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
+                )
+                found = str(SCHEMA_VERSION)
         if int(found) != SCHEMA_VERSION:
             raise ConfigError(
                 f"{self.db_path}: outbox schema version {found}, this drifa-edge reads {SCHEMA_VERSION}; "
@@ -223,15 +239,25 @@ class Outbox:
             self._get(db, item_id)
             db.execute(
                 "UPDATE outbox SET state='SENT', sent_at=?, last_attempt_at=?, last_status=?, "
-                "attempts=attempts+1, last_error=NULL WHERE id=?",
+                "attempts=attempts+1, last_error=NULL, in_doubt_since=NULL WHERE id=?",
                 (now, now, status, item_id),
             )
 
     def mark_failed(
-        self, item_id: int, reason: str, status: int | None = None, now: float | None = None
+        self,
+        item_id: int,
+        reason: str,
+        status: int | None = None,
+        now: float | None = None,
+        in_doubt: bool | None = False,
     ) -> OutboxItem:
         """Record a failed attempt; schedules the next by the backoff policy or gives up
-        (``DEAD``). Returns the updated row. A row already SENT stays SENT."""
+        (``DEAD``). Returns the updated row. A row already SENT stays SENT. ``in_doubt``:
+        True when the destination may have stored the file (no answer came, or an earlier
+        attempt's outcome is still unknown): the row stays in doubt and the next attempt
+        asks first; False when it is known not stored (a refusal after a clean or
+        verified-absent start): the mark is cleared; None leaves the mark as it is (nothing
+        was sent, e.g. no association)."""
         now = time.time() if now is None else now
         with self._tx() as db:
             item = self._get(db, item_id)
@@ -245,12 +271,24 @@ class Outbox:
             )
             state = DEAD if give_up else PENDING
             next_at = now if give_up else now + p.delay(attempts)
+            doubt = {True: item.in_doubt_since or now, False: None, None: item.in_doubt_since}[in_doubt]
             db.execute(
                 "UPDATE outbox SET state=?, attempts=?, last_attempt_at=?, next_attempt_at=?, "
-                "last_status=?, last_error=? WHERE id=?",
-                (state, attempts, now, next_at, status, str(reason), item_id),
+                "last_status=?, last_error=?, in_doubt_since=? WHERE id=?",
+                (state, attempts, now, next_at, status, str(reason), doubt, item_id),
             )
             return self._get(db, item_id)
+
+    def mark_in_doubt(self, item_id: int, now: float | None = None) -> None:
+        """Record that a send of this row starts now (committed before the C-STORE leaves),
+        so a crash before :meth:`mark_sent` is known on restart. Keeps an earlier mark."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            self._get(db, item_id)
+            db.execute(
+                "UPDATE outbox SET in_doubt_since=COALESCE(in_doubt_since, ?) WHERE id=? AND state='PENDING'",
+                (now, item_id),
+            )
 
     def mark_dead(self, item_id: int, reason: str, now: float | None = None) -> None:
         """Give up on a row at once (e.g. its file is gone and no retry can help)."""

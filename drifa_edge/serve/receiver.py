@@ -5,6 +5,12 @@ rejects the others with "calling AE title not recognised"; audit ``association_r
 The C-STORE handler only checks, writes and records the instance (``Ingestor.ingest``) and
 answers; inference runs in the worker thread, never here. TLS: pynetdicom's SSL context
 from ``[dicom.tls]``.
+
+Transfer syntaxes (:func:`accepted_transfer_syntaxes`): pynetdicom's uncompressed defaults,
+plus each compressed syntax that pydicom can decode here (JPEG baseline / extended / lossless,
+JPEG-LS, JPEG 2000, RLE; a decoder is python-gdcm, installed with the ``serve`` and ``dicom``
+extras, or Pillow / pylibjpeg / pyjpegls). A syntax without a decoder is not proposed, so the
+modality falls back to one we can read instead of having its instance refused later.
 """
 
 from __future__ import annotations
@@ -34,6 +40,36 @@ def _ssl_context(cfg: DicomConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+# compressed transfer syntaxes a modality may offer, in the order we prefer them
+COMPRESSED_SYNTAXES = (
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction (Process 14, SV1)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+)
+
+
+def accepted_transfer_syntaxes() -> list[str]:
+    """pynetdicom's default (uncompressed) syntaxes, then every compressed syntax of
+    :data:`COMPRESSED_SYNTAXES` whose pydicom decoder has a plugin available here."""
+    from pydicom.pixels import get_decoder
+    from pynetdicom import DEFAULT_TRANSFER_SYNTAXES
+
+    out = list(DEFAULT_TRANSFER_SYNTAXES)
+    for uid in COMPRESSED_SYNTAXES:
+        try:
+            if get_decoder(uid).is_available:
+                out.append(uid)
+        except NotImplementedError:  # pydicom has no decoder class for it
+            continue
+    return out
+
+
 class Receiver:
     """Start with :meth:`start` (non-blocking; the port is listening when it returns), stop with :meth:`stop`."""
 
@@ -60,8 +96,11 @@ class Receiver:
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.cfg.ae_title)
-        ae.supported_contexts = StoragePresentationContexts
+        syntaxes = accepted_transfer_syntaxes()
+        for context in StoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
         ae.add_supported_context(Verification)
+        self.transfer_syntaxes = syntaxes
         # pynetdicom takes an empty list as "anyone"; ours means "no one": an unguessable title
         ae.require_calling_aet = list(self.cfg.allowed_calling_aes) or [secrets.token_hex(8).upper()]
         ae.maximum_pdu_size = 0  # no limit; the size check is ours

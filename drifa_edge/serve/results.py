@@ -21,6 +21,14 @@ mean probability              measurement ``(122157, DCM, "Probability")``, deri
 mutual information            measurement ``(MI, 99DRIFA, ...)``, unit UCUM ``{nat}``
 predictive entropy            measurement ``(PREDENT, 99DRIFA, ...)``, unit UCUM ``{nat}``
 expected entropy              measurement ``(EXPENT, 99DRIFA, ...)``, unit UCUM ``{nat}``
+OOD score (with ``ood.npz``)  measurement ``(OODSCORE, 99DRIFA, "Out-of-distribution score
+                              (squared Mahalanobis distance)")``, unit UCUM ``1``; the
+                              threshold as algorithm parameter ``ood_threshold=``
+OOD flag (with ``ood.npz``)   qualitative evaluation: name ``(OOD, 99DRIFA, "Out of the training
+                              distribution")``, value SCT Yes / No
+referral reason (if referred) qualitative evaluation: name ``(REFREASON, 99DRIFA, "Referral
+                              reason")``, value ``(ood | uncertainty | input_quality, 99DRIFA,
+                              ...)``: the record's ``referral.reason``
 algorithm identification      name ``DRIFA-Net <tasks>``, version = drifa-edge version, parameters
                               ``model_sha256=``, ``runtime=``, ``precision=``, ``samples=`` (T),
                               ``ensemble_size=``, ``device=``, ``mc_seed=``, ``result_version=``,
@@ -67,6 +75,15 @@ MANUFACTURER = "drifa-edge"
 UNIT_NAT = ("{nat}", "UCUM", "nat (natural-log information unit, dimensionless)")
 UID_NAMESPACE = "drifa-edge/result/1"  # change only with a new UID scheme: it moves every UID
 SR_SERIES_NUMBER = 9901
+OOD_SCORE = ("OODSCORE", "Out-of-distribution score (squared Mahalanobis distance)")
+OOD_FLAG = ("OOD", "Out of the training distribution")
+REFERRAL_REASON = ("REFREASON", "Referral reason")
+# the record's referral.reason values (drifa_edge.inference.writers) as coded values
+REFERRAL_REASONS = {
+    "ood": "Out of the training distribution (OOD score above threshold)",
+    "uncertainty": "MC dropout uncertainty above threshold",
+    "input_quality": "Input quality (the image failed an input check)",
+}
 # (record key, code value, code meaning) of the uncertainty measurements, in nats
 _ENTROPIES = (
     ("mutual_information", "MI", "Mutual information (MC dropout, epistemic)"),
@@ -204,6 +221,11 @@ def referral_concept():
     return _code("REFER", "Refer to a human reader")
 
 
+def reason_code(reason: str):
+    """The coded value of a referral reason (``ood``, ``uncertainty``, ``input_quality``)."""
+    return _code(reason, REFERRAL_REASONS.get(reason, reason)[:64])
+
+
 def entropy_concept(key: str):
     for k, value, meaning in _ENTROPIES:
         if k == key:
@@ -226,6 +248,8 @@ def algorithm_parameters(
         params.append(f"referral={rule['metric']} > {rule['threshold']} (score {rule['score']})")
     else:
         params.append(f"referral=undecided (no fitted threshold for {rule.get('metric')})")
+    if task_result.get("ood_threshold") is not None:
+        params.append(f"ood_threshold={task_result['ood_threshold']}")
     return params
 
 
@@ -255,12 +279,21 @@ def _task_group(hd, codes, task, result, record, sources, card, uids, version):
         for key, _, _ in _ENTROPIES
         if result.get(key) is not None
     ]
+    if result.get("ood_score") is not None:
+        measurements.append(sr.Measurement(name=_code(*OOD_SCORE), value=float(result["ood_score"]),
+                                           unit=codes.UCUM.NoUnits))  # fmt: skip
     refer = result.get("refer")
     referral_value = codes.SCT.Undetermined if refer is None else (codes.SCT.Yes if refer else codes.SCT.No)
     evaluations = [
         sr.QualitativeEvaluation(codes.SCT.Classification, class_code(task, result["predicted"])),
         sr.QualitativeEvaluation(referral_concept(), referral_value),
     ]
+    if result.get("ood") is not None:
+        flag = codes.SCT.Yes if result["ood"] else codes.SCT.No
+        evaluations.append(sr.QualitativeEvaluation(_code(*OOD_FLAG), flag))
+    reason = (result.get("referral") or {}).get("reason")
+    if refer and reason:
+        evaluations.append(sr.QualitativeEvaluation(_code(*REFERRAL_REASON), reason_code(reason)))
     return sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=sr.TrackingIdentifier(uid=uids.tracking(task), identifier=task),
         finding_type=_code(task, f"{task} classification"[:64]),

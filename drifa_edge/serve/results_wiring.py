@@ -9,8 +9,10 @@
   (``serve-ctl retry`` puts DEAD rows back and the case back to DONE).
 * At start-up every DONE case is passed through again: an SR or outbox row missing after a
   crash is made then; existing ones are left as they are (same UIDs, so never duplicated).
-* HTTP and watch-folder cases without DICOM have no study to attach an SR to: they stay
-  DONE with their JSON record.
+* HTTP and watch-folder sub-folder cases get an SR too when every input is a DICOM image
+  of one study (``http.submit_files`` records their UIDs); with other inputs (PNG, JPEG...)
+  there is no study to attach an SR to: they stay DONE with their JSON record, and the API
+  says why (``http.sr_view``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class ResultsPipeline:
 
         self.cfg, self.store, self.audit, self.card = cfg, store, audit, card
         self.outbox = open_outbox(cfg)
-        self.destinations = tuple(Destination(d.name, d.ae_title, d.host, d.port) for d in cfg.destinations)
+        self.destinations = tuple(
+            Destination(d.name, d.ae_title, d.host, d.port, verify=d.verify) for d in cfg.destinations
+        )
         self.sender = None
         if self.destinations:
             sender_cfg = SenderConfig(self.destinations, calling_ae_title=cfg.dicom.ae_title)
@@ -127,7 +131,9 @@ class ResultsPipeline:
         from drifa_edge.serve.results import write_results
 
         uids = record["dicom"]["sop_instance_uids"]
-        by_uid = {i.sop_uid: i for i in self.store.instances_of(case_id)}
+        from drifa_edge.serve.worker import sop_instance_uid
+
+        by_uid = {sop_instance_uid(i): i for i in self.store.instances_of(case_id)}
         sources = {t: pydicom.dcmread(by_uid[uid].path, stop_before_pixels=True) for t, uid in uids.items()}
         out = self.cfg.root / "results" / case_id
         files = write_results(
@@ -176,6 +182,7 @@ class ResultsPipeline:
             event, case_id=item.case_id, result_version=item.result_version, destination=item.destination,
             sop_instance_uid=item.sop_instance_uid, status=None if attempt.status is None else f"0x{attempt.status:04X}",
             reason=attempt.reason, attempts=item.attempts, ms=round(attempt.seconds * 1e3, 1),
+            **({"verify": attempt.verify} if attempt.verify else {}),
         )  # fmt: skip
         self._update_case(item.case_id, item.result_version)
 

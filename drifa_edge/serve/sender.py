@@ -5,8 +5,18 @@ each file, and records every outcome in the outbox: an acknowledgement with a Su
 Warning status (e.g. 0xB000 coercion) is ``mark_sent``; a Failure status, a missing
 response (DIMSE timeout, abort), a rejected or unreachable association each become
 ``mark_failed`` with the status and a reason that says which destination and why. A file
-that is gone is given up at once (``DEAD``): no retry can bring it back. Delivery is at
-least once (see ``drifa_edge.serve.outbox``).
+that is gone is given up at once (``DEAD``): no retry can bring it back.
+
+Exactly once: each row is marked in doubt (committed) before its C-STORE leaves. A row
+still in doubt at its next attempt (a crash between the acknowledgement and ``mark_sent``,
+or an attempt that got no answer) is first looked up at the destination with a C-FIND at
+IMAGE level (Study Root, keys Study/Series/SOP Instance UID; PS3.4 C.4.1) when the
+destination's ``verify`` is ``"c-find"`` (the default): present -> ``mark_sent`` without a
+second delivery (``Attempt.verify == "present"``); absent -> sent. A destination that
+refuses the query context or answers with a failure, or ``verify = "none"``, gets the file
+again with the same SOP Instance UID: at least once (``Attempt.verify`` says why).
+Storage Commitment (N-ACTION) is not implemented: its answer may come on a separate
+association the sender would have to accept.
 
 DICOM TLS: a destination with :class:`DicomTls` is reached through pynetdicom's
 ``tls_args`` (an ``ssl.SSLContext`` verifying the peer against ``ca_file``, with an
@@ -32,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # the outcomes one attempt can have, for counting and the audit log
 SENT_OK, FAILED, GAVE_UP = "sent", "failed", "dead"
+VERIFY_MODES = ("c-find", "none")  # how an in-doubt row is checked at a destination (module doc)
 
 
 def _check_ae(title: str, what: str) -> None:
@@ -76,8 +87,14 @@ class Destination:
     host: str
     port: int
     tls: DicomTls | None = None
+    verify: str = "c-find"  # how an in-doubt row is looked up before resending (VERIFY_MODES)
 
     def __post_init__(self) -> None:
+        if self.verify not in VERIFY_MODES:
+            raise ConfigError(
+                f"destination {self.name}: verify must be one of {VERIFY_MODES}, got {self.verify!r}; "
+                "'none' for a destination that cannot answer a C-FIND (delivery is then at least once)"
+            )
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"destination name {self.name!r} must be alphanumeric (with - or _)")
         _check_ae(self.ae_title, f"destination {self.name}: AE title")
@@ -124,6 +141,9 @@ class Attempt:
     status: int | None
     reason: str | None
     seconds: float
+    # in-doubt rows only: "present" (found at the destination, not resent), "absent" (resent),
+    # or why it could not be looked up ("unavailable: ...", resent with the same UID)
+    verify: str | None = None
 
 
 @dataclass
@@ -175,7 +195,7 @@ class _TransportErrors(logging.Handler):
 
 
 class Sender:
-    """Delivers due outbox rows; one instance per process (see the outbox's at-least-once note).
+    """Delivers due outbox rows; one instance per process (see the module doc on exactly once).
 
     ``on_attempt`` is called after each recorded outcome (for the audit log and metrics)."""
 
@@ -207,7 +227,7 @@ class Sender:
                 known = [d.name for d in self.config.destinations]
                 reason = f"destination {name!r} is not in the configuration (known: {known})"
                 for item in items:
-                    self._record(report, item, None, reason, now, 0.0)
+                    self._record(report, item, None, reason, now, 0.0, in_doubt=None)
                 continue
             self._send_to(dest, items, report, now)
         return report
@@ -235,27 +255,80 @@ class Sender:
         if not ready:
             return
         started = time.monotonic()
-        assoc, reason = self._associate(dest, ready)
+        doubtful = any(i.in_doubt_since is not None for i in ready)
+        assoc, reason = self._associate(dest, ready, find=doubtful and dest.verify == "c-find")
         if assoc is None:
             for item in ready:
-                self._record(report, item, None, reason, now, time.monotonic() - started)
+                self._record(report, item, None, reason, now, time.monotonic() - started, in_doubt=None)
             return
         try:
             for item in ready:
                 t0 = time.monotonic()
-                status, why = self._store(assoc, dest, item)
-                self._record(report, item, status, why, now, time.monotonic() - t0)
+                verify = None
+                if item.in_doubt_since is not None:
+                    verify = self._verify(assoc, dest, item)
+                    if verify == "present":
+                        self.outbox.mark_sent(item.id, 0, now)
+                        log.info("%s already at %s: marked sent, not resent", item.sop_instance_uid, dest)
+                        updated = self.outbox.get(item.id)
+                        self._notify(
+                            report, Attempt(updated, SENT_OK, None, None, time.monotonic() - t0, verify)
+                        )
+                        continue
+                if assoc.is_established:
+                    self.outbox.mark_in_doubt(item.id, now)
+                    status, why, in_doubt = self._store(assoc, dest, item)
+                    if in_doubt is False and item.in_doubt_since is not None and verify != "absent":
+                        in_doubt = True  # refused now, but an earlier attempt may have stored it
+                else:
+                    status, why, in_doubt = None, f"{dest}: association lost", None
+                self._record(report, item, status, why, now, time.monotonic() - t0, in_doubt, verify)
                 if not assoc.is_established:  # aborted mid-way: the rest fail now, retried later
                     for rest in ready[ready.index(item) + 1 :]:
-                        self._record(report, rest, None, f"{dest}: association lost", now, 0.0)
+                        self._record(report, rest, None, f"{dest}: association lost", now, 0.0, in_doubt=None)
                     break
         finally:
             if assoc.is_established:
                 assoc.release()
 
-    def _associate(self, dest: Destination, items: Sequence[OutboxItem]):
+    def _verify(self, assoc, dest: Destination, item: OutboxItem) -> str:
+        """Look an in-doubt row up at the destination: ``"present"``, ``"absent"`` or
+        ``"unavailable: <why>"`` (the caller then sends it: at least once)."""
+        import pydicom
+        from pydicom.dataset import Dataset
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+        if dest.verify != "c-find":
+            return f"unavailable: verify = {dest.verify!r} for {dest.name}"
+        if not any(c.abstract_syntax == FIND for c in assoc.accepted_contexts):
+            return f"unavailable: {dest} did not accept the Study Root C-FIND context"
+        try:
+            src = pydicom.dcmread(item.file_path, stop_before_pixels=True,
+                                  specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])  # fmt: skip
+            query = Dataset()
+            query.QueryRetrieveLevel = "IMAGE"
+            query.StudyInstanceUID = src.StudyInstanceUID
+            query.SeriesInstanceUID = src.SeriesInstanceUID
+            query.SOPInstanceUID = item.sop_instance_uid
+            found, final = False, None
+            for status, identifier in assoc.send_c_find(query, FIND):
+                if not status:  # no answer (timeout, abort)
+                    return f"unavailable: no C-FIND response from {dest}"
+                code = int(status.Status)
+                if code in (0xFF00, 0xFF01):
+                    found = found or str(getattr(identifier, "SOPInstanceUID", "")) == item.sop_instance_uid
+                else:
+                    final = code
+        except Exception as e:  # an unreadable file or a protocol error: send as without verification
+            return f"unavailable: C-FIND at {dest} failed ({type(e).__name__}: {e})"
+        if final != 0x0000:
+            return f"unavailable: C-FIND at {dest} ended with status 0x{final or 0:04X}"
+        return "present" if found else "absent"
+
+    def _associate(self, dest: Destination, items: Sequence[OutboxItem], find: bool = False):
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
         from pynetdicom import AE, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
         cfg = self.config
         ae = AE(ae_title=cfg.calling_ae_title)
@@ -263,8 +336,10 @@ class Sender:
         ae.acse_timeout = cfg.acse_timeout_s
         ae.dimse_timeout = cfg.dimse_timeout_s
         ae.network_timeout = cfg.network_timeout_s
-        for sop_class in sorted({i.sop_class_uid for i in items})[:128]:
+        for sop_class in sorted({i.sop_class_uid for i in items})[: 127 if find else 128]:
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        if find:  # to look up in-doubt rows before resending them
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         rejected: list[str] = []
         connected: list[bool] = []
 
@@ -304,7 +379,10 @@ class Sender:
             return None, f"{dest}: association aborted by the peer"
         return None, f"{dest}: no association (no A-ASSOCIATE answer within {cfg.acse_timeout_s} s)"
 
-    def _store(self, assoc, dest: Destination, item: OutboxItem) -> tuple[int | None, str | None]:
+    def _store(
+        self, assoc, dest: Destination, item: OutboxItem
+    ) -> tuple[int | None, str | None, bool | None]:
+        """(status, failure reason or None, in doubt): in doubt when no answer came."""
         from pynetdicom.status import code_to_category
 
         _crash_point("before_send")
@@ -312,34 +390,35 @@ class Sender:
         try:
             response = assoc.send_c_store(item.file_path)
         except Exception as e:  # no accepted context, unreadable or corrupt file: record, go on
-            return None, f"{dest}: C-STORE of {item.file_path.name} not sent ({e})"
+            return None, f"{dest}: C-STORE of {item.file_path.name} not sent ({e})", False
         if "Status" not in response:
             waited = time.monotonic() - started
             if waited < 0.9 * self.config.dimse_timeout_s:  # too early for our timeout: the peer aborted
-                return None, f"{dest}: association aborted by the peer during C-STORE, not stored"
-            return None, f"{dest}: no C-STORE response within {self.config.dimse_timeout_s} s"
+                return None, f"{dest}: association aborted by the peer during C-STORE, maybe stored", True
+            return None, f"{dest}: no C-STORE response within {self.config.dimse_timeout_s} s", True
         status = int(response.Status)
         _crash_point("after_send")
         category = code_to_category(status)
         if category in ("Success", "Warning"):
-            return status, None
+            return status, None, False
         comment = response.get("ErrorComment", "")
         return (
             status,
             f"{dest}: C-STORE status 0x{status:04X} ({category}{': ' + comment if comment else ''})",
+            False,
         )
 
     # -------------------------------------------------------------- recording
 
-    def _record(self, report, item, status, reason, now, seconds) -> None:
+    def _record(self, report, item, status, reason, now, seconds, in_doubt=False, verify=None) -> None:
         if reason is None:
             self.outbox.mark_sent(item.id, status or 0, now)
-            attempt = Attempt(self.outbox.get(item.id), SENT_OK, status, None, seconds)
+            attempt = Attempt(self.outbox.get(item.id), SENT_OK, status, None, seconds, verify)
         else:
-            updated = self.outbox.mark_failed(item.id, reason, status, now)
+            updated = self.outbox.mark_failed(item.id, reason, status, now, in_doubt=in_doubt)
             outcome = GAVE_UP if updated.state == "DEAD" else FAILED
             log.warning("send %s to %s failed: %s", item.sop_instance_uid, item.destination, reason)
-            attempt = Attempt(updated, outcome, status, reason, seconds)
+            attempt = Attempt(updated, outcome, status, reason, seconds, verify)
         self._notify(report, attempt)
 
     def _notify(self, report: SendReport, attempt: Attempt) -> None:

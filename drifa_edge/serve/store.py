@@ -236,9 +236,10 @@ class Store:
             for inst in instances:
                 db.execute(
                     "INSERT OR REPLACE INTO instances (sop_uid, case_id, task, content_sha256, path, bytes,"
-                    " received_at) VALUES (?,?,?,?,?,?,?)",
-                    (inst.sop_uid, case_id, inst.task, inst.content_sha256, inst.path, inst.bytes, now),
-                )
+                    " received_at, study_uid, series_uid, sop_class) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (inst.sop_uid, case_id, inst.task, inst.content_sha256, inst.path, inst.bytes, now,
+                     inst.study_uid, inst.series_uid, inst.sop_class),
+                )  # fmt: skip
             if case is None:
                 db.execute(
                     "INSERT INTO cases (case_id, source, state, generation, inputs, ready_generation, created,"

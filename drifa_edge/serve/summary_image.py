@@ -30,10 +30,16 @@ def summary_lines(record: Mapping[str, Any], version: int) -> list[str]:
     lines = [NOT_FOR_DIAGNOSTIC_USE_LINE, f"case {record.get('case_id')}  result v{version}", ""]
     for task, r in (record.get("tasks") or {}).items():
         refer = {None: "undecided", True: "REFER", False: "no"}[r.get("refer")]
+        reason = (r.get("referral") or {}).get("reason")
+        if r.get("refer") and reason:
+            refer += f" ({reason})"
         lines += [
             f"{task}: {r['predicted']}  p={r['confidence']:.3f}",
             f"   MI={r['mutual_information']:.4f}  H={r['predictive_entropy']:.4f} nat  refer: {refer}",
         ]
+        if r.get("ood_score") is not None:  # artifact with ood.npz (issue 18)
+            verdict = "OUT OF DISTRIBUTION" if r.get("ood") else "in distribution"
+            lines.append(f"   OOD score={r['ood_score']:.4g} (threshold {r['ood_threshold']:.4g}): {verdict}")
     lines += [
         "",
         f"model {str(record.get('model_sha256'))[:16]}  {record.get('runtime')}/{record.get('precision')}",

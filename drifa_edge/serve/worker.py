@@ -26,7 +26,7 @@ from drifa_edge.serve.background import BackgroundLoop
 from drifa_edge.serve.config import InferenceConfig
 from drifa_edge.serve.crash import crash_point
 from drifa_edge.serve.inference import CasePredictor
-from drifa_edge.serve.store import CaseRow, Store
+from drifa_edge.serve.store import CaseRow, Instance, Store
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,28 @@ def dicom_uids(store: Store, case: CaseRow) -> dict[str, Any] | None:
     chosen = {t: by_path.get(p) for t, p in (case.inputs or {}).items()}
     if not chosen or any(i is None or i.study_uid is None for i in chosen.values()):
         return None
+    uploaded = any(":" in i.sop_uid for i in chosen.values())
+    if uploaded and len({i.study_uid for i in chosen.values()}) > 1:
+        return None  # uploaded DICOM files of several studies: no one study for an SR
     return {
         "study_instance_uid": next(iter(chosen.values())).study_uid,
         "series_instance_uids": {t: i.series_uid for t, i in chosen.items()},
-        "sop_instance_uids": {t: i.sop_uid for t, i in chosen.items()},
+        "sop_instance_uids": {t: sop_instance_uid(i) for t, i in chosen.items()},
         "sop_class_uids": {t: i.sop_class for t, i in chosen.items()},
     }
+
+
+def sop_instance_uid(inst: Instance) -> str:
+    """The SOP Instance UID of a stored input. Uploaded DICOM files (HTTP, watch sub-folder) are
+    keyed ``<source>:<case>:<task>:<digest>`` in the store (a UID never holds ':'); their UID is
+    read from the file."""
+    if ":" not in inst.sop_uid:
+        return inst.sop_uid
+    import pydicom
+
+    return str(
+        pydicom.dcmread(inst.path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
+    )
 
 
 class Worker(BackgroundLoop):

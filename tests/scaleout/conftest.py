@@ -43,8 +43,32 @@ def ray_local():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures (serve.shutdown) are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """Shut the session's Ray down after the last test of this folder, so the rest of the
+    default run does not share the machine with Ray's idle processes (the fixture's own
+    teardown only comes at the end of the session)."""
+    here = Path(__file__).resolve().parent
+    if nextitem is not None and Path(nextitem.path).resolve().is_relative_to(here):
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny two-task checkpoint (derm RGB 3 classes, blood gray 2 classes)."""
     pytest.importorskip("torch")
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model")
+
+
+@pytest.fixture(scope="session")
+def ood_checkpoint(checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint with a hand-made ood.npz: every blood case OOD, no derm case (T = 4)."""
+    from scaleout_helpers import write_test_ood
+
+    folder = tmp_path_factory.mktemp("ood") / "model"
+    shutil.copytree(checkpoint, folder)
+    write_test_ood(folder, {"derm": 1e30, "blood": 0.0}, samples=4)
+    return folder

@@ -44,6 +44,7 @@ def test_scaleout_imports_without_ray():
     code = (
         "import sys\n"
         "import drifa_edge.cli, drifa_edge.scaleout.batch, drifa_edge.scaleout.serve, drifa_edge.scaleout.config\n"
+        "import drifa_edge.scaleout.backend, drifa_edge.serve.config, drifa_edge.serve.inference\n"
         "assert 'ray' not in sys.modules, 'ray imported at module level'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

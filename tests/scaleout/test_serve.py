@@ -79,9 +79,11 @@ def serve_app(ray_local, checkpoint):
 
     deployed = []
 
-    def start(**cfg) -> tuple[int, object]:
+    def start(artifact: Path | None = None, **cfg) -> tuple[int, object]:
         port = free_port()
-        handle = deploy(checkpoint, options=OPTIONS, engine_cfg=CFG, cfg=ServeConfig(port=port, **cfg))
+        handle = deploy(
+            artifact or checkpoint, options=OPTIONS, engine_cfg=CFG, cfg=ServeConfig(port=port, **cfg)
+        )
         deployed.append(port)
         return port, handle
 
@@ -128,6 +130,25 @@ def test_http_case_api_batches_and_matches_local_predict(serve_app, checkpoint, 
             )
     assert max(r["worker"]["batch_cases"] for _, r in results.values()) > 1  # dynamic batching happened
     assert {r["worker"]["pid"] for _, r in results.values()} != {os.getpid()}
+
+
+def test_http_records_carry_the_ood_score(serve_app, ood_checkpoint, tmp_path):
+    """With ood.npz in the artifact, the HTTP record has predict's ood_score / ood / reason."""
+    port, _ = serve_app(artifact=ood_checkpoint, replicas=1, cpus_per_replica=0.5)
+    (case,) = cases_on_disk(tmp_path, 1)
+    status, record = post_case(port, dict(case.inputs), case.case_id)
+    assert status == 200, record
+    predict_cases(ood_checkpoint, [case], tmp_path / "local.jsonl", options=OPTIONS, engine_cfg=CFG)
+    (want,) = read_jsonl(tmp_path / "local.jsonl")
+    for task in TASKS:
+        got_t, want_t = record["tasks"][task], want["tasks"][task]
+        assert (got_t["ood"], got_t["refer"], got_t["referral"]) == (
+            want_t["ood"],
+            want_t["refer"],
+            want_t["referral"],
+        )
+        np.testing.assert_allclose(got_t["ood_score"], want_t["ood_score"], rtol=1e-4)
+    assert record["tasks"]["blood"]["referral"]["reason"] == "ood"
 
 
 def test_http_errors(serve_app, tmp_path):

@@ -6,7 +6,9 @@
   REST API answers and its DICOM port accepts; ``stop()``/``start()`` for outage tests;
   killed after the test. Skipped with the reason when Orthanc is not installed.
 - ``recorder``: a pynetdicom C-STORE SCP in a thread that counts deliveries per SOP
-  Instance UID (Orthanc ignores a re-sent UID, so it cannot count duplicates).
+  Instance UID (Orthanc ignores a re-sent UID, so it cannot count duplicates); it also
+  answers Study Root C-FIND at IMAGE level from what it stored (the sender's look-up of
+  in-doubt rows), unless ``answers_find`` is False.
 """
 
 from __future__ import annotations
@@ -167,9 +169,12 @@ class RecordingReceiver:
 
     Every delivery is counted, duplicates included, and the dataset of the last one kept.
     ``status`` is the C-STORE status it answers (set it to a failure to test rejection);
-    ``delay_s`` delays the answer (a slow PACS that stores, then answers too late)."""
+    ``delay_s`` delays the answer (a slow PACS that stores, then answers too late).
+    C-FIND (Study Root, IMAGE level, matching on SOP Instance UID) answers one match per
+    stored instance; ``finds`` counts the queries; with ``answers_find = False`` the C-FIND
+    context is not offered (a destination that cannot be asked)."""
 
-    def __init__(self, port: int | None = None, ssl_context=None) -> None:
+    def __init__(self, port: int | None = None, ssl_context=None, answers_find: bool = True) -> None:
         self.port = port or free_port()
         self.ssl_context = ssl_context
         self.ae_title = RECORDER_AE
@@ -177,18 +182,23 @@ class RecordingReceiver:
         self.datasets: dict = {}
         self.status = 0x0000
         self.delay_s = 0.0  # answer this late (a slow PACS), to test timeouts
+        self.answers_find = answers_find
+        self.finds = 0
         self._lock = threading.Lock()
         self._server = None
 
     def start(self) -> None:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
+        if self.answers_find:
+            ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self._server = ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find)],
             ssl_context=self.ssl_context,
         )
 
@@ -206,6 +216,26 @@ class RecordingReceiver:
                 self.deliveries[str(ds.SOPInstanceUID)] += 1
                 self.datasets[str(ds.SOPInstanceUID)] = ds
             return self.status
+
+    def _on_find(self, event):
+        from pydicom.dataset import Dataset
+
+        query = event.identifier
+        with self._lock:
+            self.finds += 1
+            stored = dict(self.datasets)
+        if query.get("QueryRetrieveLevel") != "IMAGE":
+            yield 0xC000, None  # unable to process: only what the sender asks is answered
+            return
+        wanted = str(query.get("SOPInstanceUID", "") or "")
+        for uid, ds in stored.items():
+            if wanted and uid != wanted:
+                continue
+            match = Dataset()
+            match.QueryRetrieveLevel = "IMAGE"
+            match.StudyInstanceUID, match.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+            match.SOPInstanceUID = uid
+            yield 0xFF00, match
 
     def total(self) -> int:
         with self._lock:

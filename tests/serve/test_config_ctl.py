@@ -57,6 +57,14 @@ def test_config_errors_name_the_setting(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="example-config"):
         load_config(tmp_path / "absent.toml")
+    dest = "[[destinations]]\nname = 'pacs'\nae_title = 'PACS'\nhost = '10.0.0.5'\nport = 104\n"
+    path.write_text(dest + "verify = 'storage-commitment'\n")
+    with pytest.raises(ConfigError, match="verify must be 'c-find' or 'none'"):
+        load_config(path)
+    path.write_text(dest + "verify = 'none'\n")
+    assert load_config(path).destinations[0].verify == "none"
+    path.write_text(dest)
+    assert load_config(path).destinations[0].verify == "c-find"  # the default: exactly once where possible
 
 
 def test_example_config_printed_by_cli():

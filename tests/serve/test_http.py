@@ -43,8 +43,10 @@ def test_post_case_returns_the_record_and_get_reads_it(service):
         record = r.json()
         assert record["case_id"] == "case-1" and record["status"] == "ok" and record["result_version"] == 1
         assert record["dicom"] is None and set(record["tasks"]) == {"derm", "blood"}
+        sr = record.pop("sr")  # the response says why there is no SR; the stored record has no "sr"
+        assert sr["expected"] is False and "not every input is a DICOM image" in sr["reason"]
         got = http.get("/v1/cases/case-1").json()
-        assert got["state"] == "DONE" and got["result"] == record
+        assert got["state"] == "DONE" and got["result"] == record and got["sr"] == sr
         assert http.get("/v1/cases/nope").status_code == 404
         # same case_id again once finished: a re-run with the next version
         assert http.post("/v1/cases", files=files, data={"case_id": "case-1"}).json()["result_version"] == 2

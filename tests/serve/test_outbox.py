@@ -142,3 +142,47 @@ def test_enqueue_several_files_all_or_nothing(written, tmp_path):
         (written.uids.sc_instance, "pacs"),
         (written.uids.sc_instance, "archive"),
     ]
+
+
+def test_in_doubt_mark_kept_until_sent_or_known_not_stored(written, tmp_path):
+    ob = Outbox(tmp_path / "serve.db")
+    (a,) = ob.enqueue("case-001", 1, written.sr_path, ["pacs"], now=T0)
+    assert ob.get(a).in_doubt_since is None
+    ob.mark_in_doubt(a, now=T0 + 1)
+    ob.mark_in_doubt(a, now=T0 + 2)  # the earliest start is kept
+    assert ob.mark_failed(a, "no answer", now=T0 + 3, in_doubt=True).in_doubt_since == T0 + 1
+    assert ob.mark_failed(a, "no association", now=T0 + 4, in_doubt=None).in_doubt_since == T0 + 1
+    assert ob.mark_failed(a, "refused", status=0xA700, now=T0 + 5, in_doubt=False).in_doubt_since is None
+    ob.mark_in_doubt(a, now=T0 + 6)
+    ob.mark_sent(a, now=T0 + 7)
+    assert ob.get(a).state == SENT and ob.get(a).in_doubt_since is None
+
+
+def test_schema_version_1_is_migrated(written, tmp_path):
+    """A database made by the version without the in-doubt mark opens, keeps its rows, and gains it."""
+    db = tmp_path / "serve.db"
+    v1 = sqlite3.connect(db)
+    v1.executescript(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, case_id TEXT NOT NULL, result_version INTEGER NOT NULL, "
+        "destination TEXT NOT NULL, file_path TEXT NOT NULL, sop_instance_uid TEXT NOT NULL, "
+        "sop_class_uid TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "created_at REAL NOT NULL, retried_at REAL, next_attempt_at REAL NOT NULL, last_attempt_at REAL, "
+        "sent_at REAL, last_status INTEGER, last_error TEXT, UNIQUE (sop_instance_uid, destination));"
+        "CREATE TABLE outbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO outbox_meta VALUES ('schema_version', '1');"
+    )
+    v1.execute(
+        "INSERT INTO outbox (case_id, result_version, destination, file_path, sop_instance_uid, sop_class_uid, "
+        "state, created_at, next_attempt_at) VALUES ('c', 1, 'pacs', ?, '1.2.3', '1.2.840.10008.5.1.4.1.1.88.34', "
+        "'PENDING', ?, ?)",
+        (str(written.sr_path), T0, T0),
+    )
+    v1.commit()
+    v1.close()
+    ob = Outbox(db)
+    (row,) = ob.list()
+    assert row.sop_instance_uid == "1.2.3" and row.state == PENDING and row.in_doubt_since is None
+    ob.mark_in_doubt(row.id, now=T0)
+    assert ob.get(row.id).in_doubt_since == T0
+    ob.close()
+    assert Outbox(db).get(row.id).in_doubt_since == T0  # reopening a migrated file is a no-op

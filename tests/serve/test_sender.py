@@ -165,36 +165,88 @@ _CRASHING_SENDER = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("answers_find", [True, False], ids=["c-find", "no-c-find"])
 @pytest.mark.parametrize(("point", "delivered_before_restart"), [("before_send", 0), ("after_send", 1)])
-def test_kill_around_send_loses_nothing_at_most_one_extra(
-    point, delivered_before_restart, recorder, written, tmp_path
+def test_kill_around_send_exactly_once_when_destination_answers_c_find(
+    point, delivered_before_restart, answers_find, written, tmp_path
 ):
     """os._exit just before / just after the acknowledged C-STORE (before mark_sent): on
-    restart everything is delivered; the same SOP Instance UID at most once more."""
-    db = tmp_path / "serve.db"
-    outbox = Outbox(db)
-    for path in written.paths:
-        outbox.enqueue("case-001", 1, path, ["recorder"], now=T0)
-    env = dict(
-        os.environ,
-        DRIFA_EDGE_CRASH_AT=point,
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _CRASHING_SENDER, str(db), str(recorder.port), str(T0)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 137, proc.stdout + proc.stderr
-    assert f"crash point '{point}'" in proc.stderr
-    assert recorder.total() == delivered_before_restart
-    assert [r.state for r in outbox.list()] == [PENDING, PENDING]  # nothing marked, nothing lost
-    report = sender_for(outbox, to_recorder(recorder)).run_once(now=T0 + 1)  # the restarted service
-    assert report.sent == 2
-    assert [r.state for r in outbox.list()] == [SENT, SENT]
-    uids = {written.uids.sr_instance, written.uids.sc_instance}
-    assert set(recorder.deliveries) == uids  # every result delivered
-    extra = sum(recorder.deliveries.values()) - len(uids)
-    assert extra == delivered_before_restart  # at most one extra: the one acknowledged before the kill
+    restart everything is delivered. The killed row is in doubt; a destination that answers
+    C-FIND is asked first: exactly one delivery per result. One that cannot be asked gets
+    the same SOP Instance UID once more (at least once)."""
+    recorder = RecordingReceiver(answers_find=answers_find)
+    recorder.start()
+    try:
+        db = tmp_path / "serve.db"
+        outbox = Outbox(db)
+        for path in written.paths:
+            outbox.enqueue("case-001", 1, path, ["recorder"], now=T0)
+        env = dict(
+            os.environ,
+            DRIFA_EDGE_CRASH_AT=point,
+            PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", _CRASHING_SENDER, str(db), str(recorder.port), str(T0)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 137, proc.stdout + proc.stderr
+        assert f"crash point '{point}'" in proc.stderr
+        assert recorder.total() == delivered_before_restart
+        rows = outbox.list()
+        assert [r.state for r in rows] == [PENDING, PENDING]  # nothing marked, nothing lost
+        assert [r.in_doubt_since is not None for r in rows] == [True, False]  # the one in flight
+        report = sender_for(outbox, to_recorder(recorder)).run_once(now=T0 + 1)  # the restarted service
+        assert report.sent == 2
+        assert [r.state for r in outbox.list()] == [SENT, SENT]
+        assert [r.in_doubt_since for r in outbox.list()] == [None, None]
+        uids = {written.uids.sr_instance, written.uids.sc_instance}
+        assert set(recorder.deliveries) == uids  # every result delivered
+        first = report.attempts[0]
+        if answers_find:
+            assert recorder.deliveries == dict.fromkeys(uids, 1)  # exactly once
+            assert first.verify == ("present" if delivered_before_restart else "absent")
+            assert recorder.finds == 1  # only the in-doubt row was looked up
+        else:
+            extra = sum(recorder.deliveries.values()) - len(uids)
+            assert extra == delivered_before_restart  # the one acknowledged before the kill
+            assert first.verify.startswith("unavailable: ") and "C-FIND context" in first.verify
+    finally:
+        recorder.stop()
+
+
+def test_verify_none_resends_without_asking(recorder, written, tmp_path):
+    """``verify = "none"``: an in-doubt row that the destination has is sent again (same UID)."""
+    outbox = Outbox(tmp_path / "serve.db")
+    (item_id,) = outbox.enqueue("case-001", 1, written.sr_path, ["recorder"], now=T0)
+    assert sender_for(outbox, to_recorder(recorder)).run_once(now=T0).sent == 1
+    outbox.retry()  # no-op on a SENT row; put it back in doubt by hand, as a lost mark_sent would
+    outbox._db.execute("UPDATE outbox SET state='PENDING', in_doubt_since=? WHERE id=?", (T0, item_id))
+    dest = Destination("recorder", recorder.ae_title, "127.0.0.1", recorder.port, verify="none")
+    attempt = sender_for(outbox, dest).run_once(now=T0 + 1).attempts[0]
+    assert attempt.outcome == "sent" and attempt.verify == "unavailable: verify = 'none' for recorder"
+    assert recorder.deliveries == {written.uids.sr_instance: 2} and recorder.finds == 0
+
+
+def test_in_doubt_lookup_at_orthanc(orthanc, written, tmp_path):
+    """Orthanc answers the C-FIND: an in-doubt row it has is marked sent without a C-STORE;
+    one it lacks is sent."""
+    outbox = Outbox(tmp_path / "serve.db")
+    sr_id, sc_id = (outbox.enqueue("case-001", 1, p, ["orthanc"], now=T0)[0] for p in written.paths)
+    first = sender_for(Outbox(tmp_path / "other.db"), to_orthanc(orthanc))
+    first.outbox.enqueue("case-001", 1, written.sr_path, ["orthanc"], now=T0)
+    assert first.run_once(now=T0).sent == 1  # Orthanc has the SR, not the summary
+    changes = len(orthanc.get_json("/changes?limit=1000")["Changes"])
+    for item_id in (sr_id, sc_id):  # both in doubt, as after a crash mid-send
+        outbox.mark_in_doubt(item_id, now=T0)
+    report = sender_for(outbox, to_orthanc(orthanc)).run_once(now=T0 + 1)
+    verify = {a.item.id: a.verify for a in report.attempts}
+    assert verify == {sr_id: "present", sc_id: "absent"}, [a.reason for a in report.attempts]
+    assert [outbox.get(i).state for i in (sr_id, sc_id)] == [SENT, SENT]
+    assert orthanc.instance_count() == 2
+    new = orthanc.get_json("/changes?limit=1000")["Changes"][changes:]
+    stored = [c for c in new if c["ChangeType"] == "NewInstance"]
+    assert len(stored) == 1  # only the summary was stored now
 
 
 @pytest.fixture
@@ -276,22 +328,40 @@ def test_resent_result_is_kept_once_by_orthanc(orthanc, result_case, written, tm
     check_sr_matches(hd.sr.srread(io.BytesIO(orthanc.instance_file(written.uids.sr_instance))), result_case)
 
 
-def test_dimse_timeout_recorded_then_resent_same_uid(recorder, written, tmp_path):
+@pytest.mark.parametrize("verify", ["c-find", "none"])
+def test_dimse_timeout_in_doubt_then_looked_up(verify, recorder, written, tmp_path):
     """A PACS that stores but answers after the DIMSE timeout: the attempt fails with the
-    timeout as reason and the next one re-sends the same UID (the at-least-once case)."""
+    timeout as reason and the row stays in doubt. The next attempt asks first (C-FIND) and
+    finds it: one delivery; with ``verify = "none"`` it re-sends the same UID (two)."""
     recorder.delay_s = 2.0
+    dest = Destination("recorder", recorder.ae_title, "127.0.0.1", recorder.port, verify=verify)
     outbox = Outbox(tmp_path / "serve.db", BackoffPolicy(base_s=60))
     (item_id,) = outbox.enqueue("case-001", 1, written.sr_path, ["recorder"], now=T0)
-    slow = Sender(
-        outbox, SenderConfig((to_recorder(recorder),), calling_ae_title=TEST_SCU_AE, dimse_timeout_s=0.5)
-    )
+    slow = Sender(outbox, SenderConfig((dest,), calling_ae_title=TEST_SCU_AE, dimse_timeout_s=0.5))
     attempt = slow.run_once(now=T0).attempts[0]
     assert attempt.outcome == "failed" and "no C-STORE response within 0.5 s" in attempt.reason
-    assert outbox.get(item_id).state == PENDING
+    assert outbox.get(item_id).state == PENDING and outbox.get(item_id).in_doubt_since == T0
     recorder.delay_s = 0.0
     for _ in range(40):  # the late answer's store completes in the receiver's thread
         if recorder.total():
             break
         time.sleep(0.1)
+    report = sender_for(outbox, dest).run_once(now=T0 + 60)
+    assert report.sent == 1 and outbox.get(item_id).state == SENT
+    expected = 1 if verify == "c-find" else 2
+    assert recorder.deliveries == {written.uids.sr_instance: expected}
+    assert report.attempts[0].verify == (
+        "present" if verify == "c-find" else "unavailable: verify = 'none' for recorder"
+    )
+
+
+def test_refusal_after_clean_start_clears_doubt(recorder, written, tmp_path):
+    """A Failure status means not stored: the row is not in doubt afterwards (no C-FIND next time)."""
+    recorder.status = 0xA700
+    outbox = Outbox(tmp_path / "serve.db", BackoffPolicy(base_s=60))
+    (item_id,) = outbox.enqueue("case-001", 1, written.sr_path, ["recorder"], now=T0)
+    assert sender_for(outbox, to_recorder(recorder)).run_once(now=T0).attempts[0].outcome == "failed"
+    assert outbox.get(item_id).in_doubt_since is None
+    recorder.status = 0x0000
     assert sender_for(outbox, to_recorder(recorder)).run_once(now=T0 + 60).sent == 1
-    assert recorder.deliveries == {written.uids.sr_instance: 2} and outbox.get(item_id).state == SENT
+    assert recorder.finds == 0 and recorder.deliveries == {written.uids.sr_instance: 1}
