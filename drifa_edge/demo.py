@@ -115,6 +115,9 @@ def run_demo(
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ConfigError(f"unknown demo steps {sorted(unknown)}; choose from {list(STEPS)}")
+    settings = {**DEMO_RECIPE, **(recipe or {})}
+    # before anything is written; epochs=None: the recipe's, 0 or less refused by TrainConfig
+    cfg = load_config(None, {**settings, "epochs": settings["epochs"] if epochs is None else epochs})
     _clear_output(out, replace)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER_FILE).write_text("written by drifa-edge demo; --replace may remove this folder\n")
@@ -128,8 +131,6 @@ def run_demo(
 
     t = time.perf_counter()
     log(f"{header('train')} train a small DRIFA-Net on the synthetic set (2 modalities: RGB derm, gray scan)")
-    settings = {**DEMO_RECIPE, **(recipe or {})}
-    cfg = load_config(None, {**settings, "epochs": epochs or settings["epochs"]})
     train(load_datasets(DEMO_DATA, seed=cfg.seed), cfg, ckpt, progress=True)
     card = read_card(ckpt)
     test = card.metrics.get("test", {})

@@ -21,6 +21,19 @@ def stage(message: str) -> None:
     _log.info(message)
 
 
+def status(message: str) -> None:
+    """Update the running stage's text without a line of its own (a counter such as
+    ``"epoch 3/60: batch 12 of 40"``): a listener shows it in its next repeated line, which
+    off a terminal comes only when nothing else was printed for ~10 s."""
+    _log.debug(message)
+
+
+def listening() -> bool:
+    """Whether a command line shows the stages (a :class:`drifa_edge.cli.progress.Progress`
+    is active): library code that prints its own lines then hands them to :func:`stage`."""
+    return bool(_log.handlers)
+
+
 def step(what: str, index: int, total: int, name: str) -> None:
     """Announce item ``index`` (1-based) of ``total``: ``step("row", 2, 7, "onnxruntime-int8")``
     logs ``"row 2 of 7: onnxruntime-int8"``."""

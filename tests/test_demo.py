@@ -50,6 +50,13 @@ def test_demo_refuses_unknown_steps(tmp_path):
         run_demo(tmp_path / "d", steps=(*STEPS, "deploy"))
 
 
+def test_zero_epochs_is_refused_before_anything_is_written(tmp_path):
+    """--epochs 0 used to mean "the recipe's 15" (a falsy value silently replaced)."""
+    with pytest.raises(ConfigError, match="epochs must be a positive integer, got 0"):
+        run_demo(tmp_path / "out", epochs=0, steps=("train",))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     result = run_demo(tmp_path / "demo", epochs=2, samples=10, log=lambda m: None)

@@ -4,11 +4,16 @@ Blocks are tagged after their language (```` ```console ci ````): ``ci`` blocks 
 README order, in one empty folder (later blocks use what earlier ones wrote, as a reader's
 shell would), with the substitutions of the ``<!-- ci: replace A => B | exit 0 8 -->`` comment
 just above a block (smaller sizes; exit codes accepted besides the block's own ``exit N`` line
-and 0; ``--force`` on export where a 3-epoch model may be flagged at chance). ``realdata``, ``gpu`` and ``manual`` blocks are not run here.
+and 0; ``--force`` on export where a 3-epoch model may be flagged at chance). ``realdata``
+blocks run the same way (their comment is ``<!-- realdata: ... -->``) in a folder that has
+the shared data at ``../shared/data``, as a clone beside it has; skipped without the data.
+``gpu`` and ``manual`` blocks are not run here. A command may continue over lines ending in
+a backslash.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import sys
@@ -20,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TAGS = {"ci", "realdata", "gpu", "manual"}
 FENCE = re.compile(r"^```(\S*)(.*)$")
-COMMENT = re.compile(r"^<!--\s*ci:(.*)-->\s*$")
+COMMENT = re.compile(r"^<!--\s*(?:ci|realdata):(.*)-->\s*$")
 
 
 @dataclass
@@ -54,13 +59,33 @@ def readme_blocks(text: str) -> list[Block]:
         k += 1
         while k < len(lines) and not lines[k].startswith("```"):
             if lines[k].startswith("$ "):
-                block.commands.append(lines[k][2:])
+                command = lines[k][2:]
+                while command.endswith("\\") and k + 1 < len(lines) and not lines[k + 1].startswith("```"):
+                    k += 1
+                    command = command[:-1].rstrip() + " " + lines[k].strip()
+                block.commands.append(command)
             elif re.fullmatch(r"exit \d+", lines[k].strip()):
                 block.exits.add(int(lines[k].split()[1]))
             k += 1
         blocks.append(block)
         k += 1
     return blocks
+
+
+STAMP = re.compile(r"^\[\s*(\d+) s\] ", re.M)
+SILENCE_LIMIT_S = 60
+
+
+def longest_silence(log: str) -> int:
+    """The longest gap in seconds between two consecutive progress lines of a command's stderr."""
+    stamps = [int(s) for s in STAMP.findall(log)]
+    return max((b - a for a, b in itertools.pairwise(stamps)), default=0)
+
+
+def test_longest_silence_reads_the_progress_stamps():
+    log = "[    0 s] export\nnoise\n[   10 s] still: export\n[   55 s] ONNX checks\n[   57 s] done\n"
+    assert longest_silence(log) == 45
+    assert longest_silence("no stamps at all") == 0
 
 
 def _blocks() -> list[Block]:
@@ -89,28 +114,57 @@ def test_parser_reads_tags_substitutions_and_exits():
             "```bash manual",
             "make demo",
             "```",
+            "<!-- realdata: replace --epochs 60 => --epochs 1 -->",
+            "```console realdata",
+            "$ drifa-edge train --out runs/x \\",
+            "    --epochs 60",
+            "```",
         ]
     )
-    ci, manual = readme_blocks(text)
+    ci, manual, real = readme_blocks(text)
     assert ci.tags == {"ci"} and ci.commands == ["drifa-edge export x --subset 64"]
     assert ci.replace == [("--subset 64", "--subset 8")] and ci.exits == {0, 8, 9}
     assert manual.tags == {"manual"} and manual.commands == []
+    assert real.tags == {"realdata"} and real.commands == ["drifa-edge train --out runs/x --epochs 60"]
+    assert real.replace == [("--epochs 60", "--epochs 1")]
 
 
-@pytest.mark.slow  # trains, exports, quantizes, checks, predicts and benches: ~10+ min on 2 cores
-def test_ci_blocks_run_as_written(tmp_path):
-    shutil.copytree(ROOT / "train", tmp_path / "train")  # recipes named by path in the README
-    for block in (b for b in _blocks() if "ci" in b.tags):
+def _run_blocks(tag: str, clone: Path) -> None:
+    """Every ``tag`` block's commands, in README order, in ``clone`` (a fresh folder holding the
+    recipes in ``train/``, as a clone does)."""
+    shutil.copytree(ROOT / "train", clone / "train")  # recipes named by path in the README
+    blocks = [b for b in _blocks() if tag in b.tags]
+    assert blocks, f"no {tag} blocks in the README"
+    for block in blocks:
         for command in block.commands:
             for old, new in block.replace:
                 command = command.replace(old, new)
             words = command.split()
             assert words[0] == "drifa-edge", f"README line {block.line}: {command}"
-            proc = _run(words[1:], tmp_path)
+            proc = _run(words[1:], clone)
             assert proc.returncode in block.exits, (
                 f"README line {block.line}: `{command}` exited {proc.returncode}, expected one of "
                 f"{sorted(block.exits)}\n{proc.stderr[-3000:]}"
             )
+            # piped, as in a log: the progress lines ("[  12 s] ...") leave no long silence; the
+            # repeat comes every 10 s, the limit leaves room for a starved machine
+            assert longest_silence(proc.stderr) <= SILENCE_LIMIT_S, (
+                f"README line {block.line}: `{command}` was silent for {longest_silence(proc.stderr)} s "
+                f"in its log\n{proc.stderr[-3000:]}"
+            )
+
+
+@pytest.mark.slow  # trains, exports, quantizes, checks, predicts and benches: ~10+ min on 2 cores
+def test_ci_blocks_run_as_written(tmp_path):
+    _run_blocks("ci", tmp_path / "clone")
+
+
+@pytest.mark.slow  # reads and preprocesses ~4,000 real images, trains, exports, checks: many minutes
+def test_realdata_blocks_run_as_written(shared_data, tmp_path):
+    """The real-data path as a clone beside ``shared/`` runs it: ``../shared/data`` is the data."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(shared_data, target_is_directory=True)
+    _run_blocks("realdata", tmp_path / "clone")
 
 
 def _run(args: list[str], cwd: Path):

@@ -222,7 +222,7 @@ def _refuse_unmatched(chosen: dict[str, set[str]], kinds: list[RowKind]) -> None
             if not any(k.runtime == name and k.precision == precision for k in kinds):
                 item = f"{name}:{precision}"
                 raise ConfigError(
-                    f"--runtimes {item} selects no row; the rows are {', '.join(available)}"
+                    f"--runtimes {item} selects no row; the rows are {', '.join(available)}."
                     + suggest(item, available)
                 )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from drifa_edge.cli.app import THREADS_HELP, app
+from drifa_edge.cli.progress import Progress
 
 
 @app.command("calibrate-ood")
@@ -44,7 +45,8 @@ def calibrate_ood(
     from drifa_edge.runtimes.base import RuntimeOptions
 
     cfg = OodConfig(space, target_rate, shrinkage, samples, limit, threshold_only, seed)
-    densities = run(artifact, data, cfg, runtime=runtime, options=RuntimeOptions(threads=threads))
+    with Progress(f"fitting the OOD density of {artifact}"):
+        densities = run(artifact, data, cfg, runtime=runtime, options=RuntimeOptions(threads=threads))
     summary = {
         task: {"space": d.space, "threshold": d.threshold, "target_rate": d.target_rate, **d.fit}
         for task, d in densities.items()

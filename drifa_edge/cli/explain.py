@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from drifa_edge.cli.app import THREADS_HELP, app
+from drifa_edge.cli.progress import Progress
 
 
 @app.command()
@@ -31,5 +32,6 @@ def explain(
 
     case = parse_inputs(inputs, read_card(checkpoint).task_names)
     targets = dict(t.split("=", 1) for t in target)
-    result = explain_case(checkpoint, case.inputs, out, targets, layer, samples)
+    with Progress(f"Grad-CAM of {len(case.inputs)} input(s) with {checkpoint}"):
+        result = explain_case(checkpoint, case.inputs, out, targets, layer, samples)
     print(json.dumps(result, indent=2))

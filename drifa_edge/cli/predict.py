@@ -182,4 +182,7 @@ def print_summary(summary, console: Console) -> None:
         highlight=False,
     )
     for case_id, message in summary.errors[:_SHOWN]:
-        console.print(f"[red]{plain(case_id)}[/]: {plain(message)}", highlight=False)
+        # one line per failed case in a log (a path is never split), wrapped on a terminal
+        console.print(
+            f"[red]{plain(case_id)}[/]: {plain(message)}", highlight=False, soft_wrap=not console.is_terminal
+        )

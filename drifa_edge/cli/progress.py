@@ -4,7 +4,9 @@
 prints each as ``[  12 s] stage`` on stderr. Off a terminal (a pipe, ``> log``, CI) a background
 thread repeats the current stage with its elapsed time whenever nothing was printed for
 ``interval`` seconds (default 10, or ``$DRIFA_PROGRESS_INTERVAL``), because Rich's transient
-bars and spinners print nothing there. On a terminal a spinner shows the current stage instead.
+bars and spinners print nothing there. On a terminal a spinner shows the current stage instead
+(``spinner=False`` for a command that draws its own bar, such as ``train``).
+:func:`drifa_edge.progress.status` records change the current stage without a line.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ def progress_interval() -> float:
 class Progress(logging.Handler):
     """``with Progress("exporting"):`` prints stage lines (and heartbeats off a terminal) on stderr."""
 
-    def __init__(self, what: str, console: Console | None = None, interval: float | None = None) -> None:
-        super().__init__(level=logging.INFO)
+    def __init__(
+        self, what: str, console: Console | None = None, interval: float | None = None, spinner: bool = True
+    ) -> None:
+        super().__init__(level=logging.DEBUG)
         self.console = console or Console(stderr=True)
         self.interval = interval or progress_interval()
         self.current = what
@@ -44,6 +48,7 @@ class Progress(logging.Handler):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._status = None
+        self._spinner = spinner
         self._logger = logging.getLogger(LOGGER_NAME)
         self._saved = (self._logger.level, self._logger.propagate)
 
@@ -68,7 +73,10 @@ class Progress(logging.Handler):
                 self._status.update(text)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.line(record.getMessage())
+        if record.levelno < logging.INFO:  # drifa_edge.progress.status: no line of its own
+            self.update(record.getMessage())
+        else:
+            self.line(record.getMessage())
 
     def _beat(self) -> None:
         while not self._stop.wait(min(1.0, self.interval)):
@@ -80,11 +88,12 @@ class Progress(logging.Handler):
     # -- context
     def __enter__(self) -> Progress:
         self._logger.addHandler(self)
-        self._logger.setLevel(logging.INFO)
+        self._logger.setLevel(logging.DEBUG)
         self._logger.propagate = False
         if self.console.is_terminal:
-            self._status = self.console.status(self.current)
-            self._status.start()
+            if self._spinner:  # else the command draws its own bar: stage lines only
+                self._status = self.console.status(self.current)
+                self._status.start()
         else:
             self._thread = threading.Thread(target=self._beat, name="drifa-progress", daemon=True)
             self._thread.start()

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from drifa_edge.cli.app import app
 from drifa_edge.cli.cases import DICOM_HELP, ROUTES_HELP
+from drifa_edge.cli.progress import Progress
 
 
 @app.command()
@@ -86,22 +87,22 @@ def score(
     else:
         cases = read_manifest(manifest, tasks)
         uris = manifest_uris(manifest, tasks)  # s3://, gs://, file://... cells, read through pyarrow.fs
-    err.print(f"scoring {len(cases)} case(s) on Ray with {actors} actor(s)...", highlight=False, markup=False)
-    summary = score_cases(
-        artifact,
-        cases,
-        out,
-        runtime=runtime,
-        options=RuntimeOptions(precision=precision, device=device, threads=threads),
-        engine_cfg=EngineConfig(samples=samples, seed=seed, max_rows=max_rows),
-        batch=batch,
-        cluster=cluster,
-        resume=resume,
-        force=force,
-        parquet_path=parquet,
-        allow_channel_conversion=convert_channels,
-        uris=uris,
-    )
+    with Progress(f"scoring {len(cases)} case(s) on Ray with {actors} actor(s)", err):
+        summary = score_cases(
+            artifact,
+            cases,
+            out,
+            runtime=runtime,
+            options=RuntimeOptions(precision=precision, device=device, threads=threads),
+            engine_cfg=EngineConfig(samples=samples, seed=seed, max_rows=max_rows),
+            batch=batch,
+            cluster=cluster,
+            resume=resume,
+            force=force,
+            parquet_path=parquet,
+            allow_channel_conversion=convert_channels,
+            uris=uris,
+        )
     console = Console()
     console.print(
         f"{summary.ok} ok, {summary.failed} failed"

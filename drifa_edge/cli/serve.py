@@ -34,6 +34,8 @@ def serve(
     cfg = load_config(config)
     if root is not None:
         cfg = cfg.with_root(root.resolve())
+    # one event line at once: opening the model and its warm-up can take a while on a busy machine
+    typer.echo(json.dumps({"event": "starting", "artifact": str(artifact), "root": str(cfg.root)}), err=True)
     service = Service(artifact, cfg).start()
     typer.echo(
         json.dumps(

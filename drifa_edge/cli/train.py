@@ -11,7 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from drifa_edge.cli.app import THREADS_HELP, app
-from drifa_edge.cli.tables import print_table, resolve_format
+from drifa_edge.cli.progress import Progress
+from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
 from drifa_edge.cli.text import require_folder
 from drifa_edge.errors import ConfigError
 
@@ -71,15 +72,23 @@ def warn_if_at_chance(out: Path, console: Console) -> bool:
                     "it. Train longer, check labels and data, or try --class-balance weights. "
                     "'drifa-edge export' refuses it without --force.",
                     style="bold red",
-                )
+                ),
+                soft_wrap=not console.is_terminal,  # one line in a log, grep-able
             )
     return flagged
 
 
-def print_result(out: Path, console: Console) -> None:
+def print_result(out: Path, console: Console, fmt: str = "auto") -> None:
+    """The test table (``fmt``: auto, table, plain; json prints the test metrics), the at-chance
+    warning on stderr, then the folder."""
     from drifa_edge.training.evaluate import summary
 
     metrics = _metrics_of(out)
+    fmt = resolve_format(fmt, console)
+    if fmt == "json":
+        print(json.dumps({"out": str(out), "test": metrics.get("test", {})}, indent=2, default=str))
+        warn_if_at_chance(out, Console(stderr=True))
+        return
     table = Table(title=Text(f"test split, MC dropout T={_samples(metrics)}; [95% CI]"))
     for col in ("task", "cases", "accuracy", "balanced acc", "macro-F1", "NLL", "ECE"):
         table.add_column(col, justify="right" if col != "task" else "left")
@@ -92,7 +101,7 @@ def print_result(out: Path, console: Console) -> None:
             f"{m['nll']:.3f}",
             Text(_with_ci(full, "ece")),
         )
-    print_table(table, resolve_format("auto", console), console)  # plain columns in a log
+    print_table(table, fmt, console)  # auto: plain columns in a log
     warn_if_at_chance(out, Console(stderr=True))
     print(out)
 
@@ -130,6 +139,7 @@ def train(
     ),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last epoch"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or per-epoch lines"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " (the test metrics)"),
 ) -> None:
     """Train DRIFA-Net with the authors' recipe; writes weights, model card and metrics to --out."""
     from drifa_edge.data.sources import load_datasets, parse_data_options
@@ -151,6 +161,7 @@ def train(
         "precision": precision,
     }
     require_folder(out)
+    resolve_format(fmt, Console())  # a bad --format fails now (exit 2), not after training
     cfg = load_config(recipe, overrides)
     if not data and recipe is not None:
         data = read_recipe(recipe).get("data")
@@ -166,5 +177,9 @@ def train(
             f"{', '.join(n for n, _ in options)}"
         )
     sets = load_datasets(data, seed=cfg.seed)
-    result = train_ensemble(sets, cfg, out, resume=resume, progress=not quiet)
-    print_result(result, Console())
+    if quiet:
+        result = train_ensemble(sets, cfg, out, resume=resume, progress=False)
+    else:  # stage and epoch lines on stderr; in a log the running step repeats at least every ~10 s
+        with Progress(f"training into {out}", spinner=False):
+            result = train_ensemble(sets, cfg, out, resume=resume, progress=True)
+    print_result(result, Console(), fmt)

@@ -27,6 +27,7 @@ from drifa_edge.inference.ood import single_member
 from drifa_edge.inference.predictor import choose_runtime, open_members
 from drifa_edge.metrics.mahalanobis import fit_class_gaussians, mahalanobis_scores
 from drifa_edge.metrics.uncertainty import fit_referral_threshold
+from drifa_edge.progress import stage
 from drifa_edge.runtimes.base import Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ def task_columns(card: ModelCard, task: str, space: str) -> tuple[int, int]:
 
 def embed_split(runtime: Runtime, data: Sequence[str], split: str, cfg: OodConfig):
     """(MC-mean embedding (N, M*W3), labels {task: (N,)} with -1 for repeated rows) of one split."""
+    stage(f"OOD: reading the {split} split")
     images, labels, _ = load_split(data, runtime.card, split, cfg.limit)
+    cases = len(next(iter(labels.values()))) if labels else 0
+    stage(f"OOD: MC-mean embedding of {cases} {split} cases, T={cfg.samples} ({runtime.name})")
     engine = EngineConfig(samples=cfg.samples, seed=cfg.seed)
     _, embedding = run_member_embedding(runtime, images, engine)
     return embedding, labels

@@ -111,6 +111,8 @@ def explain_case(
     from drifa_edge.artifact.checkpoint import load_checkpoint
     from drifa_edge.inference.manifest import Case, load_case
 
+    if layer not in LAYERS:  # before the checkpoint is loaded: a bad option fails at once
+        raise ConfigError(f"layer must be one of {list(LAYERS)}, got {layer!r}")
     model, card = load_checkpoint(Path(checkpoint))
     arrays, _ = load_case(Case("explain", dict(inputs)), card)
     import torch

@@ -26,6 +26,7 @@ from drifa_edge.data.preprocess import preprocess
 from drifa_edge.data.preprocess_spec import PreprocessSpec
 from drifa_edge.errors import BadInputError, ConfigError
 from drifa_edge.model.config import TaskSpec
+from drifa_edge.progress import stage, status
 from drifa_edge.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,7 @@ def prepare_data(sets: dict, cfg: TrainConfig, progress: bool = False) -> Traini
         raise ConfigError(f"channels names unknown tasks {unknown}; the tasks are {list(sets)}")
     subsets = {split: {name: s.subset(split) for name, s in sets.items()} for split in SPLITS}
     total = sum(len(s.samples) for s in sets.values())
+    stage(f"reading and preprocessing {total} images of {', '.join(sets)} at {cfg.image_size} px")
     advance, close = _progress_bar(progress, total)
     tasks = {}
     try:
@@ -295,9 +297,18 @@ def prepare_data(sets: dict, cfg: TrainConfig, progress: bool = False) -> Traini
 def _progress_bar(enabled: bool, total: int):
     if not enabled:
         return None, lambda: None
+    from rich.console import Console
     from rich.progress import Progress
 
-    bar = Progress(transient=True)
+    console = Console(stderr=True)
+    bar = Progress(transient=True, console=console, disable=not console.is_terminal)
     bar.start()
     task = bar.add_task("preprocessing images", total=total)
-    return (lambda: bar.advance(task)), bar.stop
+    done = [0]
+
+    def advance() -> None:
+        bar.advance(task)
+        done[0] += 1
+        status(f"preprocessing images: {done[0]} of {total}")  # repeated in a log by the CLI
+
+    return advance, bar.stop

@@ -6,15 +6,14 @@ samples per case (K*T in all, see ``inference.engine``).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from drifa_edge._moved import forward
 from drifa_edge.artifact.ensemble import ENSEMBLE_FILE, member_dir, write_manifest
 from drifa_edge.errors import ConfigError
+from drifa_edge.progress import stage
 from drifa_edge.training.config import TrainConfig
 
-log = logging.getLogger(__name__)
 # resolve_members, ENSEMBLE_FORMAT: moved to drifa_edge.artifact.ensemble (warns; goes next release)
 __getattr__ = forward("drifa_edge.training.ensemble", "drifa_edge.artifact.ensemble")
 
@@ -37,7 +36,7 @@ def train_ensemble(
     names = [member_dir(k) for k in range(cfg.ensemble)]
     data = prepare_data(sets, cfg, progress=progress)
     for k, name in enumerate(names):
-        log.info("ensemble member %d/%d (seed %d)", k + 1, cfg.ensemble, cfg.seed + k)
+        stage(f"ensemble member {k + 1} of {cfg.ensemble} (seed {cfg.seed + k})")
         member = cfg.replace(seed=cfg.seed + k)
         train_on(data, member, out / name, resume=resume, progress=progress)
     evaluation = evaluate_members([out / n for n in names], data, cfg)

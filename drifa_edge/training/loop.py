@@ -26,6 +26,7 @@ import numpy as np
 from drifa_edge.artifact.card import CARD_FILE, ModelCard
 from drifa_edge.errors import ConfigError, DrifaError, missing_dependency
 from drifa_edge.model.config import ModelConfig
+from drifa_edge.progress import listening, stage, status
 from drifa_edge.runtimes.threads import set_torch_threads
 from drifa_edge.training.config import TrainConfig
 from drifa_edge.training.data import TrainingData, prepare_data
@@ -189,6 +190,7 @@ def train(sets: dict, cfg: TrainConfig, out: str | Path, resume: bool = False, p
 
 def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> Path:
     """:func:`train` on already prepared arrays (an ensemble prepares them once)."""
+    status("building the model and the training batches")
     _torch()  # a missing torch is a clear error before anything is written
     from drifa_edge.training.state import LAST_DIR, RunState, load_state, save_state
 
@@ -218,9 +220,11 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
             save_checkpoint(model, _training_card(card, run, "training"), out)
         save_state(last, model, optimizer, scheduler, run, cfg.to_dict())
         if console is not None:
-            console.print(
-                epoch_line(row, eta_seconds(run, cfg.epochs)), highlight=False, markup=False, soft_wrap=True
-            )
+            line = epoch_line(row, eta_seconds(run, cfg.epochs))
+            if listening():  # the command shows it among its stage lines (and times its silence)
+                stage(line)
+            else:
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
         if run.stopped_early:
             log.info("early stopping after epoch %d (best %d)", run.epoch, run.best_epoch)
 
@@ -228,6 +232,7 @@ def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, prog
         from drifa_edge.artifact.card import write_card
         from drifa_edge.training.evaluate import evaluate_checkpoint, summary
 
+        stage(f"evaluating the best checkpoint (epoch {run.best_epoch}) on the test split")
         evaluated = evaluate_checkpoint(out, data, cfg)
         write_card(_training_card(evaluated, run, "finished"), out)
         run.evaluated = True
@@ -307,6 +312,7 @@ def _fit_epoch(
     started = time.perf_counter()
     with epoch_bar(progress, f"epoch {epoch + 1}/{cfg.epochs}", data.batches_per_epoch()) as bar:
         train_loss = train_epoch(model, optimizer, data, epoch, weights, bar, precision)
+    status(f"epoch {epoch + 1}/{cfg.epochs}: BatchNorm statistics and validation")
     if cfg.recompute_bn:
         from drifa_edge.training.batchnorm import recompute_bn_statistics
 

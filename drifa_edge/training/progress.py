@@ -1,12 +1,16 @@
 """What a training run prints: one plain line per epoch, a transient bar on a terminal.
 
 The epoch lines go to stderr through a rich Console with markup off (task names are
-user text) and read the same in a log file; the bar is shown only on a terminal.
+user text) and read the same in a log file; the bar is shown only on a terminal. The bar's
+counter is also sent to :func:`drifa_edge.progress.status`, so that ``drifa-edge train``
+repeats it (``still: epoch 3/60: batch 12 of 40``) in a log when an epoch is long.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from drifa_edge.progress import status
 
 
 def eta_seconds(run, epochs: int) -> float:
@@ -73,10 +77,17 @@ class _Bar:
             disable=not console.is_terminal,
         )
         self.task = self.progress.add_task(description, total=total)
+        self.description, self.total, self.done = description, total, 0
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+        self.done += 1
+        status(f"{self.description}: batch {self.done} of {self.total}")
 
     def __enter__(self):
         self.progress.start()
-        return lambda: self.progress.advance(self.task)
+        status(f"{self.description}: training, {self.total} batches")
+        return self.advance
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()

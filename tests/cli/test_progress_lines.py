@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 
 from drifa_edge.cli.progress import Progress, progress_interval
-from drifa_edge.progress import LOGGER_NAME, stage, step
+from drifa_edge.progress import LOGGER_NAME, listening, stage, status, step
 
 LINE = re.compile(r"^\[\s*\d+ s\] \S")
 
@@ -65,3 +65,31 @@ def test_interval_from_the_environment(monkeypatch):
     for bad in ("abc", "0", "-3"):
         monkeypatch.setenv("DRIFA_PROGRESS_INTERVAL", bad)
         assert progress_interval() == 10.0
+
+
+def test_a_status_changes_the_repeated_line_without_a_line_of_its_own():
+    """status() is a counter (``batch 12 of 40``): no line when it changes, but the next
+    repeated line off a terminal shows the latest one."""
+    console, buffer = _log_console()
+    with Progress("training", console, interval=0.3):
+        assert listening()
+        for k in range(1, 4):
+            status(f"epoch 1/2: batch {k} of 40")
+        assert len(buffer.getvalue().splitlines()) == 1  # only the opening line so far
+        time.sleep(0.8)
+    assert not listening()
+    lines = buffer.getvalue().splitlines()
+    assert not any("batch 1 of 40" in ln or "batch 2 of 40" in ln for ln in lines)
+    assert any(ln.endswith("] still: epoch 1/2: batch 3 of 40") for ln in lines), lines
+
+
+def test_without_a_spinner_a_terminal_gets_the_stage_lines_only():
+    """``train`` draws its own bar on a terminal: Progress(spinner=False) adds no live display."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=80)
+    with Progress("training", console, interval=0.2, spinner=False) as shown:
+        stage("epoch   1  train 1.0")
+        time.sleep(0.5)  # a terminal gets no repeated lines either
+        assert shown._status is None and shown._thread is None
+    lines = [ln for ln in buffer.getvalue().splitlines() if ln.strip()]
+    assert len(lines) == 2 and lines[1].endswith("epoch   1  train 1.0")

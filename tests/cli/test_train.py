@@ -54,3 +54,25 @@ def test_tiny_run_prints_the_test_table(tmp_path):
     assert result.exit_code == 0, result.output
     assert "derm" in result.output and "macro-F1" in result.output
     assert (out / "model_card.json").is_file()
+    # the same run's metrics as JSON (--format json), read back against the model card
+    import io
+    import json
+
+    from rich.console import Console
+
+    from drifa_edge.artifact.card import read_card
+    from drifa_edge.cli.train import print_result
+
+    buffer = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.stdout", buffer)
+        print_result(out, Console(file=io.StringIO()), "json")
+    printed = json.loads(buffer.getvalue())
+    assert printed["out"] == str(out)
+    assert printed["test"] == json.loads(json.dumps(read_card(out).metrics["test"]))
+
+
+def test_a_bad_format_is_refused_before_training(tmp_path):
+    result = _invoke("--data", "synthetic", "--out", str(tmp_path / "o"), "--format", "yaml")
+    assert isinstance(result.exception, ConfigError) and result.exception.exit_code == 2
+    assert "--format" in str(result.exception) and not (tmp_path / "o").exists()

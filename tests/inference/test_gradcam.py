@@ -101,7 +101,8 @@ def test_explain_writes_an_overlay_per_task(tmp_path):
     ]
     result = CliRunner().invoke(app, [*args, "--target", "scan=z", "-T", "3"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # the JSON alone on stdout; stage lines go to stderr
+    assert "] Grad-CAM of 2 input(s)" in result.stderr
     assert report["scan"]["class"] == "z" and report["derm"]["class"] in ("a", "b")
     for task in ("derm", "scan"):
         png = np.asarray(Image.open(report[task]["files"]["overlay"]))

@@ -59,7 +59,8 @@ def checkpoint(tmp_path_factory) -> Path:
     args = ["calibrate-ood", str(folder), "--data", "synthetic", "-T", str(T), "--threads", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert set(json.loads(result.output)["ood"]) == {"derm", "scan"}
+    assert set(json.loads(result.stdout)["ood"]) == {"derm", "scan"}  # the JSON alone on stdout
+    assert "OOD: MC-mean embedding of" in result.stderr  # stage lines on stderr
     return folder
 
 

@@ -78,7 +78,10 @@ def test_channels_last_and_bf16_autocast_agree_with_fp32():
 
 def test_a_bf16_run_records_its_precision_and_prints_plain_epoch_lines(tmp_path):
     """~8 s: the CLI off a terminal (CliRunner) prints one plain line per epoch with the
-    losses, per-task val accuracy and balanced accuracy, LR, seconds and an ETA."""
+    losses, per-task val accuracy and balanced accuracy, LR, seconds and an ETA, among the
+    stage lines (each with its elapsed time) of the data preparation and the evaluation."""
+    import re
+
     from typer.testing import CliRunner
 
     from drifa_edge.artifact.card import read_card
@@ -94,7 +97,11 @@ def test_a_bf16_run_records_its_precision_and_prints_plain_epoch_lines(tmp_path)
         app, ["train", "--recipe", str(recipe), "--out", str(out), "--epochs", "2", "--precision", "bf16"]
     )
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    stamped = re.compile(r"^\[\s*\d+ s\] ")
+    lines = [stamped.sub("", ln) for ln in result.output.splitlines() if stamped.match(ln)]
+    assert any(ln.startswith("reading and preprocessing") and "32 px" in ln for ln in lines), lines
+    assert any(ln.startswith("evaluating the best checkpoint") for ln in lines), lines
+    lines = [ln for ln in lines if ln.startswith("epoch ")]
     assert len(lines) == 2
     for line in lines:
         for word in ("train ", "val ", "derm acc ", "scan acc ", " bal ", "lr ", "eta "):
