@@ -17,6 +17,21 @@ def shared_data_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache_in_tmp(tmp_path_factory):
+    """OpenVINO's model cache is on by default (predict, serve): keep the tests' blobs out of the
+    user's ~/.cache (subprocesses inherit the variable)."""
+    from drifa_edge.runtimes.model_cache import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("ov-cache"))
+    yield
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of the shared real data; the test is skipped when it is absent."""

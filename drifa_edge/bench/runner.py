@@ -38,6 +38,8 @@ from drifa_edge.bench.rows import AUTHORS, BenchRow, PlannedRow, RowSpec, plan_r
 from drifa_edge.bench.worker import RESULT_MARKER, cell_summary
 from drifa_edge.errors import ConfigError
 from drifa_edge.progress import stage, step
+from drifa_edge.runtimes.cpu import isa_info
+from drifa_edge.runtimes.threads import available_cpus, baseline_env
 
 if TYPE_CHECKING:
     from drifa_edge.inference.adaptive import AdaptiveConfig
@@ -139,7 +141,8 @@ class BenchResult:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers depend on: CPU, cores, load at start (the machine may be shared)."""
+    """What the numbers depend on: CPU, its ISA class and flags, cores, load at start (the
+    machine may be shared)."""
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -148,9 +151,13 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    isa = isa_info()
     return {
         "cpu": cpu,
+        "isa": isa["isa"],  # the class a per-ISA card record is keyed by (runtimes.cpu)
+        "cpu_flags": isa["flags"],
         "cores": os.cpu_count(),
+        "cpus_available": available_cpus(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -183,9 +190,11 @@ def run_worker(spec: RowSpec, timeout_s: float, workdir: Path) -> BenchRow:
     spec_file = workdir / f"{spec.row_id}-{spec.eval_seed}{'-eval' if spec.eval_only else ''}.spec.json"
     spec_file.write_text(spec.to_json())
     cmd = [sys.executable, "-m", "drifa_edge.bench.worker", "--spec", f"@{spec_file}"]
+    # the authors' way runs as they ran it: without drifa-edge's passive-waiting policy
+    env = baseline_env() if spec.runtime == AUTHORS else None
     # its own session: on timeout the whole group (the row and anything it started) is killed
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
     )
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)

@@ -34,6 +34,7 @@ import numpy as np
 
 from drifa_edge.bench.rows import AUTHORS, RowSpec
 from drifa_edge.errors import MissingDependencyError, UnsupportedBackendError
+from drifa_edge.runtimes.threads import apply_wait_policy
 
 RESULT_MARKER = "DRIFA_BENCH_ROW "
 CRASH_ENV = "DRIFA_BENCH_CRASH"
@@ -349,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = Path(args.spec[1:]).read_text() if args.spec.startswith("@") else args.spec
     spec = RowSpec.from_json(text)
+    if spec.runtime != AUTHORS:  # the baseline keeps OpenMP's defaults (runner.run_worker)
+        apply_wait_policy()  # before a row imports torch (its OpenMP reads it then)
     _crash_hook(spec.row_id)
     try:
         result = run_row(spec)

@@ -30,12 +30,14 @@ from drifa_edge.cli import serve as _serve  # noqa: E402,F401
 from drifa_edge.cli import train as _train  # noqa: E402,F401
 from drifa_edge.cli.app import app
 from drifa_edge.errors import PARTIAL_FAILURE_EXIT, DrifaError, file_system_error
+from drifa_edge.runtimes.threads import apply_wait_policy
 
 __all__ = ["PARTIAL_FAILURE_EXIT", "app", "main"]
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    apply_wait_policy()  # before any command imports torch (OpenMP reads it then)
     try:
         app()  # standalone: click handles usage errors (exit 2) and Ctrl-C itself
     except DrifaError as e:

@@ -32,3 +32,10 @@ def _root(
 
     if verbose:
         logging.getLogger("drifa_edge").setLevel(logging.INFO)
+
+
+# --threads of every command (drifa_edge.runtimes.threads: the default leaves busy cores alone)
+THREADS_HELP = (
+    "CPU threads of the runtime / torch (default: the CPUs this process may use minus those other "
+    "processes keep busy)"
+)

@@ -9,10 +9,29 @@ import typer
 from rich.console import Console
 
 from drifa_edge.cli import adaptive_options as A
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
-from drifa_edge.cli.text import require_folder
+from drifa_edge.cli.text import plain, require_folder
+
+
+def _rows_of_precision(artifact: Path, runtimes: str, precision: str, err: Console) -> str:
+    """``--runtimes`` items for ``--precision`` (auto: the one build auto picks)."""
+    from drifa_edge.errors import ConfigError
+    from drifa_edge.runtimes.base import PRECISIONS, runtime_names
+    from drifa_edge.runtimes.choice import AUTO, choose_for_artifact
+
+    if precision == AUTO:
+        wanted = [r for r in runtimes.split(",") if r.strip()]
+        if len(wanted) > 1:
+            raise ConfigError("--precision auto picks one build: give at most one runtime in --runtimes")
+        choice = choose_for_artifact(artifact, wanted[0] if wanted else AUTO)
+        err.print(f"--precision auto: {plain(choice.reason)}", highlight=False)
+        return f"{choice.runtime}:{choice.precision}"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be auto or one of {PRECISIONS}, got {precision!r}")
+    names = [r.strip() for r in runtimes.split(",") if r.strip()] or list(runtime_names())
+    return ",".join(f"{name.partition(':')[0]}:{precision}" for name in names)
 
 
 @app.command()
@@ -49,7 +68,7 @@ def bench(
         1, help="run all rows this many times in alternating order and pool the timings (shared machines)"
     ),
     timeout: float = typer.Option(1800.0, help="seconds before a row's subprocess is killed"),
-    threads: int = typer.Option(None, help="threads per runtime (default: the runtime's own choice)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP + ", per row"),
     streams: int = typer.Option(
         None,
         help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4)",
@@ -70,6 +89,12 @@ def bench(
     error_rate: float = A.ERROR_RATE,
     stop_rule: str = A.STOP_RULE,
     se_tolerance: float = A.SE_TOLERANCE,
+    precision: str = typer.Option(
+        None,
+        "--precision",
+        help="only rows of this precision (fp32, bf16, fp16, int8), or auto: the build --precision auto "
+        "picks on this CPU (model card record of 'check --write-card'); default: every row",
+    ),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " (bench.json's content)"),
 ) -> None:
     """Benchmark every runtime x precision of ARTIFACT, each row in its own subprocess."""
@@ -80,6 +105,8 @@ def bench(
     fmt = resolve_format(fmt, console)
 
     require_folder(out)
+    if precision is not None:
+        runtimes = _rows_of_precision(artifact, runtimes, precision, err)
     with Progress(f"benchmarking {artifact} (one subprocess per row)", err) as shown:
 
         def progress(row: dict) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.progress import Progress
 
 
@@ -40,7 +40,7 @@ def calibrate_ood(
     ),
     runtime: str = typer.Option("auto", help="auto | torch | onnxruntime | openvino"),
     seed: int = typer.Option(0, help="seed of the MC masks (torch)"),
-    threads: int = typer.Option(None, help="threads of the runtime (default: its own choice)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Fit per task Mahalanobis densities of the pooled prefix statistics and embedding on the
     'train' split, pick the threshold on 'val' for --target-rate, write ood.npz beside the

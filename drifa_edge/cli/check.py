@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli import adaptive_options as A
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
 from drifa_edge.cli.text import plain, require_choice, require_folder
@@ -22,6 +22,7 @@ from drifa_edge.drift.gate import DriftReport
 from drifa_edge.drift.policy import load_policy
 from drifa_edge.drift.report import format_value
 from drifa_edge.errors import DriftExceededError
+from drifa_edge.runtimes.threads import use_threads
 
 
 def verdict_text(c) -> str:
@@ -95,6 +96,28 @@ def print_report(report: DriftReport, console: Console, fmt: str = "table") -> N
             )
 
 
+def _record_build(cfg: CheckConfig, report: DriftReport) -> None:
+    from drifa_edge.bench.gate_record import record_gate
+    from drifa_edge.runtimes.cpu import isa_class
+
+    record, written = record_gate(
+        cfg.candidate,
+        cfg.cand_runtime,
+        cfg.cand_precision,
+        report.passed,
+        samples=cfg.samples,
+        policy=report.policy.name,
+        reference=f"{cfg.ref_runtime}/{cfg.ref_precision}",
+        device=cfg.device,
+    )
+    speed = "not timed" if record.p50_ms is None else f"{record.p50_ms:g} ms per case at T={record.samples}"
+    Console(stderr=True).print(
+        f"recorded in {len(written)} card(s): {record.key} gate {record.gate} on {isa_class()} CPUs, {speed}",
+        highlight=False,
+        markup=False,
+    )
+
+
 @app.command()
 def check(
     reference: Path = typer.Argument(..., help="reference artifact (FP32 checkpoint or export folder)"),
@@ -130,9 +153,11 @@ def check(
     write_card: bool = typer.Option(
         False,
         "--write-card",
-        help="with --recalibrate: store the refitted values in the candidate's model card",
+        help="store in the candidate's model card the gate's verdict and the build's speed on this "
+        "CPU's ISA class (read by --precision auto); with --recalibrate also the refitted values",
     ),
     limit: int | None = typer.Option(None, "--limit", help="use only the first N cases (quick runs)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (same as --format json)"),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     adaptive: bool = A.ADAPTIVE,
@@ -146,6 +171,7 @@ def check(
     from drifa_edge.artifact.layout import PRECISIONS
     from drifa_edge.runtimes.base import runtime_names
 
+    use_threads(threads)
     console = Console()
     fmt = "json" if as_json else resolve_format(fmt, console)
     as_json = fmt == "json"
@@ -175,6 +201,8 @@ def check(
     )
     with Progress(f"drift check of {candidate} against {reference}"):
         report = check_drift(cfg)
+    if write_card:
+        _record_build(cfg, report)
     if as_json:
         from drifa_edge.drift.report import report_json
 

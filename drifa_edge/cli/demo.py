@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import print_table, resolve_format
 from drifa_edge.cli.text import plain, require_folder
@@ -31,10 +31,14 @@ def demo(
         "--replace",
         help="remove --out first when an earlier demo wrote it (never another folder)",
     ),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Train, export (ONNX + OpenVINO), quantize to INT8, check drift, predict and bench, end to end."""
     from drifa_edge.cli.predict import print_summary
     from drifa_edge.demo import QUICK_RECIPE, QUICK_STEPS, STEPS, run_demo
+    from drifa_edge.runtimes.threads import use_threads
+
+    use_threads(threads)
 
     require_folder(out)
     console, err = Console(), Console(stderr=True)

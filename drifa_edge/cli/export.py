@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.artifact.atomic import atomic_write
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.text import plain, require_folder
 from drifa_edge.errors import ConfigError
@@ -187,6 +187,7 @@ def export(
     force: bool = typer.Option(
         False, "--force", help="export even if the model card flags a task at chance (not for clinical use)"
     ),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -198,6 +199,9 @@ def export(
     from drifa_edge.export import export_all
     from drifa_edge.export.checks import CheckConfig
     from drifa_edge.quantize import INT8_BACKENDS, quantize_int8
+    from drifa_edge.runtimes.threads import use_threads
+
+    use_threads(threads)
 
     console = Console(stderr=True)
     onnx = onnx or openvino

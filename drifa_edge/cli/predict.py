@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -9,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drifa_edge.cli import adaptive_options as A
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.cases import DICOM_HELP, ROUTES_HELP
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import print_table, resolve_format
@@ -34,15 +35,22 @@ def predict(
     samples: int = typer.Option(30, "--samples", "-T", help="MC samples per ensemble member"),
     seed: int = typer.Option(0, help="seed of the MC masks (torch; exported graphs are not seedable)"),
     runtime: str = typer.Option("auto", help="auto | torch | onnxruntime | openvino | tensorrt"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16 | fp16 | int8 (the artifact must have it)"),
+    precision: str = typer.Option(
+        "fp32",
+        help="fp32 | bf16 | fp16 | int8 (the artifact must have it) | auto (the fastest build that passed "
+        "the drift gate on this kind of CPU, as recorded in the model card by 'check --write-card')",
+    ),
     device: str = typer.Option(None, help="runtime device, e.g. cpu, cuda:0, GPU, NPU"),
-    threads: int = typer.Option(None, help="threads of the runtime (default: its own choice)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     streams: int = typer.Option(
         None,
         help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4)",
     ),
-    cache_dir: Path = typer.Option(
-        None, "--cache-dir", help="OpenVINO model cache folder: later starts skip compiling (cold start)"
+    cache_dir: str = typer.Option(
+        "auto",
+        "--cache-dir",
+        help="OpenVINO model cache folder, so later starts skip compiling: auto (per user, "
+        "~/.cache/drifa-edge/ov or $DRIFA_EDGE_CACHE_DIR) | DIR | none",
     ),
     max_rows: int = typer.Option(32, help="suffix rows per runtime call (bounds memory)"),
     memory_mb: float = typer.Option(None, help="memory budget of one runtime call; lowers --max-rows"),
@@ -78,6 +86,8 @@ def predict(
     from drifa_edge.inference.manifest import parse_inputs, read_manifest
     from drifa_edge.inference.predict import predict_cases
     from drifa_edge.runtimes.base import RuntimeOptions
+    from drifa_edge.runtimes.choice import AUTO, choose_for_artifact
+    from drifa_edge.runtimes.model_cache import resolve_cache_dir
 
     if sum((bool(inputs), manifest is not None, dicom is not None)) != 1:
         raise ConfigError(
@@ -86,12 +96,13 @@ def predict(
         )
     require_file(out)
     # options first: a typo such as --precision int4 is a bad option (exit 2) before any file is read
+    cache = resolve_cache_dir(cache_dir)
     options = RuntimeOptions(
-        precision=precision,
+        precision="fp32" if precision == AUTO else precision,  # auto: chosen below, from the card
         device=device,
         threads=threads,
         streams=streams,
-        extra={"cache_dir": str(cache_dir)} if cache_dir else {},
+        extra={"cache_dir": str(cache)} if cache else {},
     )
     engine_cfg = EngineConfig(
         samples=samples,
@@ -102,6 +113,10 @@ def predict(
     )
     tasks = read_card(resolve_members(artifact)[0], verify=False).task_names
     err = Console(stderr=True)
+    if precision == AUTO:
+        choice = choose_for_artifact(artifact, runtime)
+        runtime, options = choice.runtime, dataclasses.replace(options, precision=choice.precision)
+        err.print(f"--precision auto: {plain(choice.reason)}", highlight=False)
     index = None
     if dicom is not None:
         cases, index = dicom_cases(dicom, routes, tasks, err)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 
 ctl = typer.Typer(help="Inspect and act on a running or stopped service's store.", no_args_is_help=True)
 app.add_typer(ctl, name="serve-ctl")
@@ -18,14 +18,19 @@ def serve(
     artifact: Path = typer.Argument(..., help="checkpoint, export or ensemble folder"),
     config: Path = typer.Option(None, "--config", "-c", help="serve.toml (default: every setting's default)"),
     root: Path = typer.Option(None, "--root", help="override [storage] root"),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help=THREADS_HELP + "; overrides [inference] threads"
+    ),
 ) -> None:
     """Run the scanner-side service: DICOM receiver, watch folder, HTTP API, inference, outbox.
 
     Stops cleanly on SIGTERM / Ctrl-C. Print a documented config with `drifa-edge serve-ctl example-config`.
     """
+    from drifa_edge.runtimes.threads import use_threads
     from drifa_edge.serve.config import load_config
     from drifa_edge.serve.service import Service
 
+    use_threads(threads)
     cfg = load_config(config)
     if root is not None:
         cfg = cfg.with_root(root.resolve())

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from drifa_edge.cli.app import app
+from drifa_edge.cli.app import THREADS_HELP, app
 from drifa_edge.cli.progress import Progress
 from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
 from drifa_edge.cli.text import require_folder
@@ -124,7 +124,7 @@ def train(
     ensemble: int | None = typer.Option(None, "--ensemble", help="K ensemble members (seeds seed..seed+K-1)"),
     pairing: str | None = typer.Option(None, "--pairing", help="index (authors') or case_id"),
     max_pairs: int | None = typer.Option(None, "--max-pairs", help="cap on training rows per epoch"),
-    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     class_balance: str | None = typer.Option(
         None,
         "--class-balance",

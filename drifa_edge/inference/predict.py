@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,8 @@ def predict_cases(
     ) as predictor:
         card = predictor.card
         done = _done_cases(jsonl, resume, force, predictor.settings) if jsonl is not None else set()
+        if isinstance(cases, Sequence) and len(cases) > len(done):
+            predictor.compile_for(min(batch_size, len(cases) - len(done)))
         summary = PredictSummary(
             jsonl, csv_path, predictor.runtime, options.precision, predictor.device, cfg.samples, cfg.seed,
             predictor.ensemble_size, predictor.sha256,

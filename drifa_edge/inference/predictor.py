@@ -342,6 +342,14 @@ class Predictor:
     def device(self) -> str:
         return self.runtimes[0].device
 
+    def compile_for(self, cases: int) -> None:
+        """Let runtimes that compile per call shape (OpenVINO) do it now for a first call of
+        ``cases`` cases, so that call costs what a warm one does (cold start, issue 19)."""
+        rows = min(max(1, int(cases)) * self.engine_cfg.samples, self.meta["rows_per_call"])
+        for rt in self.runtimes:
+            if hasattr(rt, "compile_for"):
+                rt.compile_for(rows)
+
     @property
     def ensemble_size(self) -> int:
         return len(self.runtimes)

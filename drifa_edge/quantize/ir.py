@@ -17,13 +17,13 @@ import numpy as np
 from drifa_edge.artifact import layout
 from drifa_edge.quantize import scopes
 from drifa_edge.quantize.calibration_set import tile_rows
+from drifa_edge.runtimes.threads import openvino_properties, resolve_threads
 
 
 def compile_fp32(core: Any, model: Any, threads: int | None = None):
     """Compile on CPU in true FP32 (OpenVINO would pick bf16 on CPUs that have it)."""
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
+    config.update(openvino_properties(resolve_threads(threads)))
     return core.compile_model(model, "CPU", config)
 
 

@@ -23,7 +23,7 @@ def nncf_imports():
         import nncf
         import openvino as ov
     except ImportError as e:
-        raise missing_dependency(e.name or "openvino", "openvino") from e
+        raise missing_dependency(e.name or "nncf", "quantize") from e
     if not log.isEnabledFor(logging.DEBUG):  # NNCF logs every ignored node at INFO
         nncf.set_log_level(logging.WARNING)
     return ov, nncf

@@ -9,6 +9,7 @@ same way for every runtime. Heavy imports live inside each runtime's module.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 
 from drifa_edge.artifact.card import ModelCard
 from drifa_edge.errors import UnknownChoiceError, UnsupportedBackendError, suggest
+from drifa_edge.runtimes.threads import default_threads
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -69,6 +71,10 @@ class RuntimeOptions:
             raise UnsupportedBackendError(
                 f"streams must be >= 1 (or unset for the default), got {self.streams!r}"
             )
+        if self.threads is not None and (isinstance(self.threads, bool) or int(self.threads) < 1):
+            raise UnsupportedBackendError(
+                f"threads must be >= 1 (or unset for the default), got {self.threads!r}"
+            )
         if self.hint not in ("latency", "throughput"):
             raise UnknownChoiceError(f"hint must be 'latency' or 'throughput', got {self.hint!r}")
 
@@ -87,14 +93,21 @@ def runtime_names() -> tuple[str, ...]:
 
 
 def open_runtime(name: str, path: str | Path, options: RuntimeOptions | None = None) -> Runtime:
-    """Open one artifact folder (a checkpoint or an export member) in runtime ``name``."""
+    """Open one artifact folder (a checkpoint or an export member) in runtime ``name``.
+
+    ``options.threads`` None becomes :func:`drifa_edge.runtimes.threads.default_threads` (the
+    command's ``--threads``, else the CPUs other processes leave free)."""
     if name not in REGISTRY:
         raise UnknownChoiceError(
             f"unknown runtime {name!r}; choose one of {list(REGISTRY)}" + suggest(name, REGISTRY)
         )
+    options = options or RuntimeOptions()
+    if options.threads is None:  # "adapt_threads": a runtime that can may re-read the load per call
+        extra = {**options.extra, "adapt_threads": True}
+        options = dataclasses.replace(options, threads=default_threads(), extra=extra)
     module_name, func = REGISTRY[name].split(":")
     module = importlib.import_module(module_name)
-    return getattr(module, func)(Path(path), options or RuntimeOptions())
+    return getattr(module, func)(Path(path), options)
 
 
 def probe_runtime(name: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from drifa_edge.errors import (
     suggest,
 )
 from drifa_edge.runtimes.base import RuntimeOptions
+from drifa_edge.runtimes.threads import onnxruntime_session_entries
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class OnnxRuntime:
         self._session_options.inter_op_num_threads = 1
         if options.threads:
             self._session_options.intra_op_num_threads = int(options.threads)
+        for key, value in onnxruntime_session_entries().items():  # passive waiting (runtimes.threads)
+            self._session_options.add_session_config_entry(key, value)
         tasks = self.card.task_names
         self._images = [layout.image_name(t) for t in tasks]
         self._features = [layout.feature_name(t) for t in tasks]

@@ -6,7 +6,8 @@ throughput). Precision: fp32 and int8 compile with INFERENCE_PRECISION_HINT f32,
 because OpenVINO otherwise runs bf16 on CPUs with avx512_bf16/AMX and the result no
 longer matches the FP32 reference; bf16 and fp16 ask for those on purpose. int8 loads
 ``openvino-int8/``, the rest ``openvino/``. ``options.extra["cache_dir"]`` turns on
-OpenVINO's model cache (faster cold starts).
+OpenVINO's model cache in a sub-folder per build (:mod:`drifa_edge.runtimes.model_cache`;
+on by default in predict and serve): a restart loads the compiled blobs instead of compiling.
 
 Streams: on CPU the rows of one MC suffix call (the T samples of a case) are split
 over ``options.streams`` parallel infer requests (OpenVINO CPU streams, the
@@ -17,9 +18,15 @@ synchronisation dominate at 30 rows; one stream per core removes most of it. Mea
 on the paper configuration, T = 30, 2 cores: the INT8 suffix took 139 ms as one request,
 124 ms over 2 streams and 108 ms over 2 streams with static shapes (FP32: 327 / 311 /
 302 ms). Default: one stream per CPU thread, at most 4; ``streams=1`` is one request
-with every thread (the dynamic-shape graph); ``extra["static_shapes"] = False`` keeps
-dynamic shapes with streams. The prefix (one row per case), calls of a single suffix row
-and the fixed-mask graph run as one request with every thread.
+with every thread, on CPU also compiled for its row count (a dynamic graph sets up each new
+shape on its first call, which a warm model cache cannot save); ``extra["static_shapes"] =
+False`` keeps dynamic shapes. The prefix (one row per case), calls of a single suffix row
+and the fixed-mask graph run as one request with every thread (dynamic shapes).
+
+Threads: ``INFERENCE_NUM_THREADS`` from ``options.threads`` and no pinning to cores
+(:mod:`drifa_edge.runtimes.threads`). Memory (paper configuration, INT8, one case): each
+stream holds its own instance of the compiled suffix, about 120 MB more per stream;
+``streams=1`` is the lean setting (README, "Cold start and memory").
 
 MC masks are drawn in-graph (RandomUniform with zero seeds: a fresh stream for every
 compiled model, new values on every call); ``reseed`` cannot restart it (``seedable = False``).
@@ -27,6 +34,7 @@ compiled model, new values on every call); ``reseed`` cannot restart it (``seeda
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +45,10 @@ import numpy as np
 from drifa_edge.artifact import layout
 from drifa_edge.errors import ArtifactError, BadInputError, UnsupportedBackendError, missing_dependency
 from drifa_edge.runtimes.base import RuntimeOptions
+from drifa_edge.runtimes.model_cache import build_cache_dir
+from drifa_edge.runtimes.threads import openvino_properties
+
+log = logging.getLogger(__name__)
 
 RT_INFO_CARD = ["drifa_edge", "model_card"]
 _PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -84,8 +96,8 @@ def _compile_config(core, device: str, options: RuntimeOptions, streams: int = 1
     }
     if streams > 1:
         config["NUM_STREAMS"] = str(streams)
-    if options.threads:
-        config["INFERENCE_NUM_THREADS"] = str(int(options.threads))
+    if options.threads:  # and no pinning to cores: see drifa_edge.runtimes.threads
+        config.update(openvino_properties(int(options.threads)))
     try:  # pass only what the device understands (an NPU has no INFERENCE_NUM_THREADS)
         supported = set(core.get_property(device, "SUPPORTED_PROPERTIES"))
     except RuntimeError:
@@ -122,12 +134,20 @@ class OpenVinoRuntime:
         self._files = {g: layout.openvino_files(g, options.precision) for g in layout.GRAPHS}
         self.card = layout.verified_card(root, [*self._files["prefix"], *self._files[suffix]])
         self._core = ov.Core()
+        self.cache_dir = None  # OpenVINO model cache of this build (runtimes.model_cache)
         if options.extra.get("cache_dir"):
-            self._core.set_property({"CACHE_DIR": str(options.extra["cache_dir"])})
+            files = [f for g in (suffix, "prefix") for f in self._files[g]]
+            self.cache_dir = build_cache_dir(options.extra["cache_dir"], self.card.files, files)
+            if self.cache_dir is not None:
+                self._core.set_property({"CACHE_DIR": str(self.cache_dir)})
         self.device = _device_name(options.device, self._core.available_devices)
         self._config = _compile_config(self._core, self.device, options)
         self.streams = suffix_streams(self.device, options)
-        self._static = bool(options.extra.get("static_shapes", True)) and self.streams > 1
+        # static shapes: every call of n > 1 rows runs a graph compiled for its rows per request,
+        # also with one stream on CPU (no per-shape set-up on a dynamic graph's first call)
+        self._static = bool(options.extra.get("static_shapes", True)) and (
+            self.streams > 1 or self.device == "CPU"
+        )
         self._stream_config = _compile_config(self._core, self.device, options, self.streams)
         self._parts: dict[int | None, tuple[Any, list[Any]]] = {}  # rows per part -> compiled, requests
         self._single = None  # the MC suffix as one dynamic request with every thread
@@ -135,9 +155,15 @@ class OpenVinoRuntime:
         self._images = [layout.image_name(t) for t in tasks]
         self._features = [layout.feature_name(t) for t in tasks]
         self._logits = [layout.logits_name(t) for t in tasks]
+        self._suffix_graph = suffix
+        self._suffix_model = None  # the ov.Model, read when a compile needs it (not on a cache hit)
+        self._has_embedding: bool | None = None
         self._prefix = self._compile("prefix")
-        self._suffix_model = self._read(suffix)  # compiled per row count (streams) or as one request
-        if self.streams == 1:
+        if self.cache_dir is None:
+            self._suffix_model = self._read(suffix)  # compiled per row count (streams) or as one request
+        else:  # a warm cache compiles from the file without reading the graph: check its card here
+            self._check_card_in_file(suffix)
+        if self.streams == 1 and not self._static:
             self._single_request()
         self._masks = None  # suffix_masks, compiled on first use
 
@@ -154,17 +180,71 @@ class OpenVinoRuntime:
         except RuntimeError as e:
             raise UnsupportedBackendError(f"{xml}: OpenVINO could not compile for {self.device}: {e}") from e
 
+    def _check_card_in_file(self, graph: str) -> None:
+        xml = self.root / self._files[graph][0]
+        layout.check_embedded_card(self.card, embedded_card_in_ir(xml), str(xml))
+
+    def _compile_file(self, xml: Path, config: dict[str, str]):
+        """Compile an IR by path: with CACHE_DIR set OpenVINO then keys the blob by the path
+        (inside this build's own cache folder) and, on a hit, never reads the graph."""
+        try:
+            return self._core.compile_model(str(xml), self.device, config)
+        except RuntimeError as e:
+            raise UnsupportedBackendError(f"{xml}: OpenVINO could not compile for {self.device}: {e}") from e
+
+    def _suffix(self):
+        if self._suffix_model is None:
+            self._suffix_model = self._read(self._suffix_graph)
+        return self._suffix_model
+
     def _compile(self, graph: str):
-        model, xml = self._read(graph)
-        compiled = self._compile_model(model, xml, self._config)
+        if self.cache_dir is not None:
+            self._check_card_in_file(graph)
+            compiled = self._compile_file(self.root / self._files[graph][0], self._config)
+        else:
+            model, xml = self._read(graph)
+            compiled = self._compile_model(model, xml, self._config)
         return compiled, compiled.create_infer_request()
+
+    def _static_ir(self, rows: int) -> Path | None:
+        """The MC suffix reshaped to ``rows`` rows, saved once as IR in this build's cache folder
+        (so later starts compile it from the file); None when it cannot be written."""
+        path = self.cache_dir / f"{self._suffix_graph}-{rows}rows.xml"
+        if path.is_file() and path.with_suffix(".bin").is_file():
+            return path
+        import openvino as ov
+
+        model = self._reshaped(rows)
+        tmp = path.with_name(f".{path.stem}-{os.getpid()}.xml")
+        try:
+            ov.save_model(model, str(tmp), compress_to_fp16=False)
+            os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+            os.replace(tmp, path)  # the .xml last: a half-written pair is never used
+        except (OSError, RuntimeError) as e:
+            log.warning("OpenVINO cache: could not save %s (%s); compiling without it", path, e)
+            return None
+        finally:
+            self._suffix_model = None  # compiled from the file from now on: free the graph
+        return path
+
+    def _reshaped(self, rows: int):
+        model, _ = self._suffix()
+        model = model.clone()
+        model.reshape(
+            {p.get_any_name(): [rows, *(d.get_length() for d in p.get_partial_shape()[1:])]
+             for p in model.inputs}
+        )  # fmt: skip
+        return model
 
     def _single_request(self):
         """The MC suffix as one dynamic request with every thread: ``streams=1``, or a call of
         a single row (one stream's share of the threads would be slower)."""
         if self._single is None:
-            model, xml = self._suffix_model
-            compiled = self._compile_model(model, xml, self._config)
+            if self.cache_dir is not None:
+                compiled = self._compile_file(self.root / self._files[self._suffix_graph][0], self._config)
+            else:
+                model, xml = self._suffix()
+                compiled = self._compile_model(model, xml, self._config)
             self._single = (compiled, compiled.create_infer_request())
         return self._single
 
@@ -172,14 +252,17 @@ class OpenVinoRuntime:
         """The MC suffix compiled for ``rows`` rows per request (static), or dynamic; cached."""
         key = rows if self._static else None
         if key not in self._parts:
-            model, xml = self._suffix_model
-            if self._static:
-                model = model.clone()
-                model.reshape(
-                    {p.get_any_name(): [rows, *(d.get_length() for d in p.get_partial_shape()[1:])]
-                     for p in model.inputs}
-                )  # fmt: skip
-            compiled = self._compile_model(model, xml, self._stream_config)
+            saved = self._static_ir(rows) if self._static and self.cache_dir is not None else None
+            if saved is not None:
+                compiled = self._compile_file(saved, self._stream_config)
+            elif self.cache_dir is not None and not self._static:
+                compiled = self._compile_file(
+                    self.root / self._files[self._suffix_graph][0], self._stream_config
+                )
+            else:
+                model, xml = self._suffix()
+                model = self._reshaped(rows) if self._static else model
+                compiled = self._compile_model(model, xml, self._stream_config)
             if len(self._parts) >= _STATIC_SHAPES_KEPT:
                 self._parts.pop(next(iter(self._parts)))
             self._parts[key] = (compiled, [compiled.create_infer_request() for _ in range(self.streams)])
@@ -237,7 +320,7 @@ class OpenVinoRuntime:
         if len(features) != len(self._features):
             raise BadInputError(f"expected {len(self._features)} feature arrays, got {len(features)}")
         if uniforms is None:
-            if split_rows(int(features[0].shape[0]), self.streams)[0] > 1:
+            if self._partitioned(int(features[0].shape[0])):
                 return self._run_streams(features)
             return self._run(self._single_request(), self._features, features, self._logits)
         if self._masks is None:
@@ -250,17 +333,37 @@ class OpenVinoRuntime:
     @property
     def has_embedding(self) -> bool:
         """Whether the suffix graph returns the pooled embedding (the OOD score's features)."""
-        model, _ = self._suffix_model
-        return any(layout.EMBEDDING_NAME in o.get_names() for o in model.outputs)
+        if self._has_embedding is None:  # read once and dropped: a warm cache never keeps the graph
+            model, _ = self._suffix_model if self._suffix_model is not None else self._read(self._suffix_graph)
+            self._has_embedding = any(layout.EMBEDDING_NAME in o.get_names() for o in model.outputs)
+        return self._has_embedding
+
+    def _partitioned(self, rows: int) -> bool:
+        """Whether a call of ``rows`` rows runs on the per-row-count graphs (streams or static
+        shapes) rather than the one dynamic request (a single row, or static shapes off)."""
+        return split_rows(rows, self.streams)[0] > 1 or (self._static and rows > 1)
+
+    def compile_for(self, rows: int) -> None:
+        """Compile the MC suffix for calls of ``rows`` rows now (while opening) instead of on the
+        first call; with a warm model cache this only loads the blob."""
+        if self._partitioned(int(rows)):
+            self._suffix_part(split_rows(int(rows), self.streams)[1])
+        else:
+            self._single_request()
 
     def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3))."""
-        if not self.has_embedding:
-            raise ArtifactError(layout.no_embedding_message(self.root))
         if len(features) != len(self._features):
             raise BadInputError(f"expected {len(self._features)} feature arrays, got {len(features)}")
+        n = int(features[0].shape[0])
+        partitioned = self._partitioned(n)
+        compiled = (
+            self._suffix_part(split_rows(n, self.streams)[1])[0] if partitioned else self._single_request()[0]
+        )
+        if not any(layout.EMBEDDING_NAME in o.get_names() for o in compiled.outputs):
+            raise ArtifactError(layout.no_embedding_message(self.root))
         outputs = [*self._logits, layout.EMBEDDING_NAME]
-        if split_rows(int(features[0].shape[0]), self.streams)[0] > 1:
+        if partitioned:
             *logits, embedding = self._run_streams(features, outputs)
         else:
             *logits, embedding = self._run(self._single_request(), self._features, features, outputs)
@@ -272,6 +375,26 @@ class OpenVinoRuntime:
     def close(self) -> None:
         self._prefix = self._masks = None
         self._parts, self._single = {}, None
+
+
+def embedded_card_in_ir(xml: Path) -> str | None:
+    """The model card embedded in an IR file's rt_info (``RT_INFO_CARD``), read from the XML
+    text without building the graph; None when absent."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        text = xml.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ArtifactError(f"{xml}: cannot read ({e})") from e
+    start, end = text.rfind("<rt_info>"), text.rfind("</rt_info>")
+    if start < 0 or end < start:
+        return None
+    try:  # the graph-level rt_info is the last one, at the end of the file (its sha256 is checked)
+        node = ET.fromstring(text[start : end + len("</rt_info>")])
+    except ET.ParseError as e:
+        raise ArtifactError(f"{xml}: the model's rt_info is not valid XML ({e}); re-export it") from e
+    found = node.find("/".join(RT_INFO_CARD))
+    return None if found is None else found.get("value")
 
 
 def open_runtime(path: Path, options: RuntimeOptions) -> OpenVinoRuntime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ import numpy as np
 
 from drifa_edge.errors import UnsupportedBackendError, missing_dependency
 from drifa_edge.runtimes.base import RuntimeOptions
+from drifa_edge.runtimes.threads import CallThreads, apply_wait_policy, set_torch_threads
+
+log = logging.getLogger(__name__)
 
 
 def probe() -> dict[str, Any]:
@@ -39,8 +43,9 @@ class TorchRuntime:
         self.device = options.device or "cpu"
         self.precision = options.precision
         self.card = card
-        if options.threads:
-            torch.set_num_threads(options.threads)
+        set_torch_threads(options.threads)
+        # no --threads: follow the load call by call (runtimes.threads.CallThreads)
+        self._call_threads = CallThreads() if options.extra.get("adapt_threads") else None
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.model = model.to(self.device, dtype=self._dtype).eval()
         self.channels_last = bool(options.extra.get("channels_last", True)) and self.device == "cpu"
@@ -59,7 +64,14 @@ class TorchRuntime:
     def reseed(self, seed: int | None) -> None:
         self._set_mode(self.model, self.mode, seed=seed)
 
+    def _follow_load(self) -> None:
+        if self._call_threads is not None:
+            n = self._call_threads.threads()
+            if n != self._torch.get_num_threads():
+                self._torch.set_num_threads(n)
+
     def run_prefix(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self._follow_load()
         with self._torch.inference_mode():
             feats = self.model.forward_prefix([self._tensor(x) for x in images])
         return [f.float().cpu().numpy() for f in feats]
@@ -70,6 +82,7 @@ class TorchRuntime:
         from drifa_edge.model.dropout import dropouts
 
         layers = list(dropouts(self.model))
+        self._follow_load()
         with self._torch.inference_mode():
             if uniforms is not None:
                 if len(uniforms) != len(layers):
@@ -86,6 +99,7 @@ class TorchRuntime:
 
     def run_suffix_embedding(self, features: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         """The MC suffix: (logits per task (N, K_t), pooled embedding (N, M*W3))."""
+        self._follow_load()
         with self._torch.inference_mode():
             embedding = self.model.forward_suffix_features([self._tensor(f) for f in features])
             logits = self.model.forward_head(embedding)
@@ -96,6 +110,8 @@ class TorchRuntime:
 
 
 def open_runtime(path: Path, options: RuntimeOptions) -> TorchRuntime:
+    if not apply_wait_policy():  # OpenMP reads it when torch is first imported
+        log.debug("torch was imported before drifa-edge set OMP_WAIT_POLICY=PASSIVE; set it yourself")
     try:
         import torch  # noqa: F401
     except ImportError as e:

@@ -10,6 +10,8 @@ the service uses its ``card``, ``sha256``, ``runtime``, ``device``, ``ensemble_s
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,8 @@ import numpy as np
 
 from drifa_edge.inference.manifest import Case
 from drifa_edge.serve.config import InferenceConfig
+
+log = logging.getLogger(__name__)
 
 
 class CasePredictor:
@@ -85,7 +89,12 @@ def open_predictor(
     Ray Serve deployment (:mod:`drifa_edge.scaleout.backend`)."""
     from drifa_edge.inference.engine import EngineConfig
     from drifa_edge.runtimes.base import RuntimeOptions
+    from drifa_edge.runtimes.choice import AUTO, choose_for_artifact
 
+    if cfg.precision == AUTO:  # the card's record of gated builds on this ISA class
+        choice = choose_for_artifact(artifact, cfg.runtime)
+        log.warning("[inference] precision auto: %s", choice.reason)
+        cfg = dataclasses.replace(cfg, runtime=choice.runtime, precision=choice.precision)
     extra = {"cache_dir": str(cache_dir)} if cache_dir else {}
     options = RuntimeOptions(precision=cfg.precision, device=cfg.device, threads=cfg.threads, extra=extra)
     engine_cfg = EngineConfig(samples=cfg.samples, seed=cfg.seed, adaptive=cfg.adaptive_config())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from drifa_edge import __version__
+from drifa_edge.runtimes.model_cache import resolve_cache_dir
 from drifa_edge.serve.assembly import Assembler
 from drifa_edge.serve.audit import AuditLog, load_or_create_key
 from drifa_edge.serve.config import ServeConfig
@@ -60,7 +61,7 @@ class Service:
 
     def _start(self) -> Service:
         cfg, root = self.cfg, self.cfg.root
-        cache = Path(cfg.inference.cache_dir) if cfg.inference.cache_dir else root / "ov-cache"
+        cache = resolve_cache_dir(cfg.inference.cache_dir or root / "ov-cache")  # "none": off
         self.predictor = open_predictor(
             self.artifact, cfg.inference, cache
         )  # a bad artifact: nothing made yet

@@ -27,6 +27,7 @@ from drifa_edge.artifact.card import CARD_FILE, ModelCard
 from drifa_edge.errors import ConfigError, DrifaError, missing_dependency
 from drifa_edge.model.config import ModelConfig
 from drifa_edge.progress import listening, stage, status
+from drifa_edge.runtimes.threads import set_torch_threads
 from drifa_edge.training.config import TrainConfig
 from drifa_edge.training.data import TrainingData, prepare_data
 from drifa_edge.training.progress import epoch_bar, epoch_line, eta_seconds, progress_console
@@ -190,12 +191,11 @@ def train(sets: dict, cfg: TrainConfig, out: str | Path, resume: bool = False, p
 def train_on(data: TrainingData, cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> Path:
     """:func:`train` on already prepared arrays (an ensemble prepares them once)."""
     status("building the model and the training batches")
-    torch = _torch()
+    _torch()  # a missing torch is a clear error before anything is written
     from drifa_edge.training.state import LAST_DIR, RunState, load_state, save_state
 
     _check_out(out, resume)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_torch_threads(cfg.threads)  # None: what other processes leave free (runtimes.threads)
     data = data.with_config(cfg)
     card = build_card(data, cfg)
     model, optimizer, scheduler = _build(card, cfg)
