@@ -120,3 +120,17 @@ def artifacts(tmp_path_factory) -> Artifacts:
         test=(test_x, test_x, test_y, [str(i) for i in range(120)]),
         val=(val_x, val_x, val_y, [str(i) for i in range(120)]),
     )
+
+
+@pytest.fixture
+def stub_data(artifacts, monkeypatch):
+    """`check`'s data loading replaced by the tiny artifacts' arrays ('--data stub')."""
+    from drifa_edge.drift import check as check_module
+
+    def load_split(values, card, split, limit):
+        images, _, labels, ids = artifacts.test if split == "test" else artifacts.val
+        if limit is not None:
+            return [x[:limit] for x in images], {t: y[:limit] for t, y in labels.items()}, ids[:limit]
+        return images, labels, ids
+
+    monkeypatch.setattr(check_module, "load_split", load_split)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
+from check_cli_helpers import run_check_cli as _main
 
 from drifa_edge.artifact.card import default_card
 from drifa_edge.drift import check as check_module
@@ -16,26 +16,6 @@ from drifa_edge.drift.gate import evaluate_drift
 from drifa_edge.drift.policy import DriftPolicy
 from drifa_edge.metrics import task_metrics
 from drifa_edge.model.config import ModelConfig, TaskSpec
-
-
-@pytest.fixture
-def stub_data(artifacts, monkeypatch):
-    def load_split(values, card, split, limit):
-        images, _, labels, ids = artifacts.test if split == "test" else artifacts.val
-        if limit is not None:
-            return [x[:limit] for x in images], {t: y[:limit] for t, y in labels.items()}, ids[:limit]
-        return images, labels, ids
-
-    monkeypatch.setattr(check_module, "load_split", load_split)
-
-
-def _main(monkeypatch, *args) -> int:
-    from drifa_edge.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["drifa-edge", "check", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 def test_check_adaptive_needs_thresholds_then_reports_its_draws(

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from check_cli_helpers import run_check_cli as _main
 
 from drifa_edge.drift import check as check_module
 from drifa_edge.errors import ArtifactError
 from drifa_edge.inference.predictor import choose_runtime
 from drifa_edge.runtimes.base import probe_runtime
-
-
-@pytest.fixture
-def stub_data(artifacts, monkeypatch):
-    def load_split(values, card, split, limit):
-        images, _, labels, ids = artifacts.test if split == "test" else artifacts.val
-        if limit is not None:
-            return [x[:limit] for x in images], {t: y[:limit] for t, y in labels.items()}, ids[:limit]
-        return images, labels, ids
-
-    monkeypatch.setattr(check_module, "load_split", load_split)
-
-
-def _main(monkeypatch, *args) -> int:
-    from drifa_edge.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["drifa-edge", "check", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 def test_cli_pass_writes_report(artifacts, stub_data, monkeypatch, tmp_path, capsys):
