@@ -7,6 +7,7 @@ BIN = $(VENV)/bin
 PIP = $(BIN)/python -m pip
 EXTRAS ?= all
 OUT ?= demo-out
+QUICK_OUT ?= demo-quick
 
 .PHONY: demo demo-quick test test-slow lint install install-dev bench clean
 
@@ -25,7 +26,7 @@ demo: install
 	$(BIN)/drifa-edge demo --out $(OUT) --replace
 
 demo-quick: install
-	$(BIN)/drifa-edge demo --quick --out $(OUT)-quick --replace
+	$(BIN)/drifa-edge demo --quick --out $(QUICK_OUT) --replace
 
 test: install-dev
 	$(BIN)/python -m pytest -q -m "not slow"
