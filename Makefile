@@ -41,4 +41,4 @@ bench: install
 	$(BIN)/python benchmarks/mc_inference.py --out benchmarks/results
 
 clean:
-	rm -rf $(OUT) $(OUT)-quick .pytest_cache
+	rm -rf $(OUT) $(QUICK_OUT) .pytest_cache
