@@ -13,6 +13,7 @@ from rich.table import Table
 
 from drifa_edge import __version__
 from drifa_edge.cli.app import app
+from drifa_edge.cli.tables import FORMAT_HELP, print_table, resolve_format
 from drifa_edge.runtimes.base import probe_runtime, runtime_names
 from drifa_edge.runtimes.cpu import isa_info
 from drifa_edge.runtimes.threads import available_cpus, default_threads
@@ -45,14 +46,16 @@ def info(
     artifact: Path = typer.Argument(
         None, help="optional checkpoint or export folder: also show what --precision auto picks here"
     ),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table (same as --format json)"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
 ) -> None:
     """List installed runtimes, their versions and devices; the CPU's ISA and the precision to use."""
+    console = Console()
+    fmt = "json" if as_json else resolve_format(fmt, console)  # a bad --format exits 2 first
     data = collect_info(artifact)
-    if as_json:
+    if fmt == "json":
         print(json.dumps(data, indent=2))
         return
-    console = Console()
     table = Table(title=f"drifa-edge {__version__}: runtimes")
     for col in ("runtime", "available", "version", "devices", "note"):
         table.add_column(col)
@@ -64,7 +67,7 @@ def info(
             escape(", ".join(r.get("devices", []))),
             escape(str(r.get("reason", r.get("note", "")))),
         )
-    console.print(table)
+    print_table(table, fmt, console)
     cpu = data["cpu"]
     flags = " ".join(f"{name}:{'yes' if have else 'no'}" for name, have in cpu["flags"].items())
     lines = [

@@ -70,3 +70,19 @@ def test_info_cli_reports_the_isa(monkeypatch):
     cpu = json.loads(result.output)["cpu"]
     assert cpu["isa"] == isa_class()
     assert cpu["default_threads"] >= 1 and cpu["cpus_available"] >= cpu["default_threads"]
+
+
+def test_info_off_a_terminal_prints_plain_columns_and_refuses_a_bad_format():
+    """Piped (CliRunner is not a terminal), `info` prints the runtimes as plain columns: no box
+    characters, no cell cut short (the TensorRT hint was cut at 80 columns before); a bad
+    --format is exit 2."""
+    from typer.testing import CliRunner
+
+    from drifa_edge.cli.app import app
+
+    result = CliRunner().invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert not set("┃│┏━╇─") & set(result.stdout)
+    assert "pip install 'drifa-edge[tensorrt]'" in result.stdout or "tensorrt  " in result.stdout
+    bad = CliRunner().invoke(app, ["info", "--format", "xml"])  # main() maps it to its exit_code
+    assert type(bad.exception).__name__ == "UnknownChoiceError" and bad.exception.exit_code == 2
