@@ -69,7 +69,7 @@ def demo(
     (out / "demo_summary.json").write_text(json.dumps(result.steps, indent=2, default=str))
     if quick:
         console.print(
-            "next: the full demo (export, INT8, drift check, bench): drifa-edge demo --out demo-full",
+            "next: the full demo (export, INT8, drift check, bench): make demo, or drifa-edge demo --out demo-out",
             highlight=False,
             soft_wrap=True,
         )
