@@ -128,7 +128,9 @@ def test_compressed_studies_stored_decoded_and_inferred(tiny_model, tmp_path):
                           on_record=got.append)  # fmt: skip
             for task, r in record["tasks"].items():
                 ref = got[0]["tasks"][task]["probabilities"]
-                assert r["probabilities"] == pytest.approx(ref, abs=1e-6 if lossless else 0.2), (
+                # records round probabilities to 6 decimals: two roundings of values a float
+                # summation order apart can differ by one unit (1e-6) plus float error
+                assert r["probabilities"] == pytest.approx(ref, abs=2e-6 if lossless else 0.2), (
                     f"{name} {task}"
                 )
     finally:
