@@ -68,8 +68,9 @@ def test_record_matches_predict_on_the_same_files(service, tiny_model):
     predict_cases(tiny_model, [Case(case.case_id, inputs)], None, runtime="torch", options=RuntimeOptions(threads=1),
                   engine_cfg=EngineConfig(samples=4, seed=0), on_record=got.append)  # fmt: skip
     for task in ("derm", "blood"):
+        # both rounded to 6 decimals (threads may differ): one unit of rounding plus float error
         assert record["tasks"][task]["probabilities"] == pytest.approx(
-            got[0]["tasks"][task]["probabilities"], abs=1e-6
+            got[0]["tasks"][task]["probabilities"], abs=2e-6
         )
 
 
