@@ -45,6 +45,7 @@ from drifa_edge.model.config import ModelConfig, paper_config
 from drifa_edge.model.drifa import build_model
 from drifa_edge.model.dropout import set_dropout_mode
 from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
+from drifa_edge.runtimes.cpu import cpu_summary as cpu_record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mc_inference.json"
 TARGET_RATIO = 3.0
@@ -211,23 +212,8 @@ def peak_memory(method: str, checkpoint: Path, args) -> dict:
 
 
 def cpu_summary() -> dict:
-    flags: set[str] = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    simd = sorted(f for f in flags if f.startswith(("avx512", "avx2", "amx", "fma")))
-    return {
-        "model": model,
-        "logical_cpus": os.cpu_count(),
-        "simd_flags": simd,
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
+    """:func:`drifa_edge.runtimes.cpu.cpu_summary` plus what this script also records."""
+    return {**cpu_record(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def ms(values: list[float], per: int = 1) -> float:

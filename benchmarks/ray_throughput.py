@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from drifa_edge.runtimes.cpu import cpu_summary as cpu_record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ray_throughput.json"
 TASKS = ("derm", "blood")
@@ -76,23 +77,8 @@ def make_cases(folder: Path, n: int):
 
 
 def cpu_summary() -> dict:
-    flags: set[str] = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    simd = sorted(f for f in flags if f.startswith(("avx512", "avx2", "amx", "fma")))
-    return {
-        "model": model,
-        "logical_cpus": os.cpu_count(),
-        "simd_flags": simd,
-        "load_avg_at_start": os.getloadavg(),
-    }
+    """:func:`drifa_edge.runtimes.cpu.cpu_summary` plus what this script also records."""
+    return {**cpu_record(), "load_avg_at_start": os.getloadavg()}
 
 
 def rate(n: int, seconds: float) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from drifa_edge.runtimes.cpu import cpu_summary as cpu_record
 from drifa_edge.training.batchnorm import recompute_bn_statistics
 from drifa_edge.training.config import TrainConfig, load_config, read_recipe
 from drifa_edge.training.data import prepare_data
@@ -51,24 +51,10 @@ def resolve_data(values: list[str]) -> list[str]:
 
 
 def cpu_summary() -> dict:
-    flags = cpu_flags()
-    model = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else platform.processor()
-    )
+    """:func:`drifa_edge.runtimes.cpu.cpu_summary` plus what this script also records."""
     return {
-        "model": model,
-        "logical_cpus": os.cpu_count(),
-        "simd_flags": sorted(f for f in flags if f.startswith(("avx512", "avx2", "amx", "fma"))),
-        "native_bf16": native_bf16(flags),
+        **cpu_record(),
+        "native_bf16": native_bf16(cpu_flags()),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 

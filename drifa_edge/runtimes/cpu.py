@@ -6,6 +6,8 @@ and the per-ISA record of gated builds that ``--precision auto`` reads (:mod:`dr
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -62,6 +64,18 @@ def cpu_name(cpuinfo: Path = CPUINFO) -> str:
         if key.strip() == "model name":
             return value.strip()
     return ""
+
+
+def cpu_summary(cpuinfo: Path = CPUINFO) -> dict:
+    """What every benchmark JSON records about the CPU: ``model`` (model name, else
+    :func:`platform.processor`), ``logical_cpus`` and the SIMD ``simd_flags`` (AVX2/FMA,
+    AVX-512*, AMX*) it has, sorted. Scripts add their own fields (load, torch capability)."""
+    flags = cpu_flags(cpuinfo)
+    return {
+        "model": cpu_name(cpuinfo) or platform.processor(),
+        "logical_cpus": os.cpu_count(),
+        "simd_flags": sorted(f for f in flags if f.startswith(("avx512", "avx2", "amx", "fma"))),
+    }
 
 
 def isa_class(flags: tuple[str, ...] | set[str] | None = None) -> str:

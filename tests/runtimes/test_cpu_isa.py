@@ -86,3 +86,18 @@ def test_info_off_a_terminal_prints_plain_columns_and_refuses_a_bad_format():
     assert "pip install 'drifa-edge[tensorrt]'" in result.stdout or "tensorrt  " in result.stdout
     bad = CliRunner().invoke(app, ["info", "--format", "xml"])  # main() maps it to its exit_code
     assert type(bad.exception).__name__ == "UnknownChoiceError" and bad.exception.exit_code == 2
+
+
+def test_cpu_summary_reads_model_and_simd_flags(tmp_path):
+    """The CPU record every benchmark JSON carries (one reader instead of a copy per script)."""
+    import os
+
+    from drifa_edge.runtimes.cpu import cpu_summary
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R45\nflags\t\t: sse2 fma avx512_bf16 avx2 amx_tile\n")
+    assert cpu_summary(cpuinfo) == {
+        "model": "AMD EPYC 9R45",
+        "logical_cpus": os.cpu_count(),
+        "simd_flags": ["amx_tile", "avx2", "avx512_bf16", "fma"],
+    }
