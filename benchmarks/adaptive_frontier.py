@@ -1,0 +1,326 @@
+"""Adaptive T frontier (issue 19, item 1): which stopping rules keep the drift gate passing,
+and at how many fewer suffix rows than fixed T = 30?
+
+Offline study on the real-data model. Step 1 (``collect``) runs the FP32 export R times at
+fixed T = T_max over the test split (OpenVINO draws fresh in-graph masks every call, so the
+runs are independent) and stores every draw's logits. Step 2 (``study``) pairs the runs
+(reference = run r, candidate = run r + 1, every run once on each side) and, for every
+stopping rule of a sweep, SIMULATES adaptive T on the candidate's draws: the rule
+(:func:`drifa_edge.metrics.sequential.settled`, the function the engine calls) is asked at
+the engine's looks T_min, T_min + block, ..., and a case stops at the first look it allows.
+The simulated candidate is then judged by the gate's own code,
+:func:`drifa_edge.drift.gate.evaluate_drift` with ``cand_used`` (what ``check --adaptive``
+calls: the null swaps all T_max draws of both runs, i.e. two fixed-T runs; the candidate's
+observed statistics use each case's first ``used`` draws). Fixed T = k against T = T_max is
+the same call with every case's ``used = k``; ``used = T_max`` is the FP32-against-FP32
+baseline. Nothing of the gate is re-implemented here.
+
+    nice -n 10 python benchmarks/adaptive_frontier.py collect --export /work/runs/real-small-v2-export \\
+        --data skin_isic9=/work/shared/data/skin_isic9 --data blood_pbc8=/work/shared/data/blood_pbc8 \\
+        --runs 3 --threads 2 --draws /work/runs/adaptive3-frontier/draws.npz
+    nice -n 10 python benchmarks/adaptive_frontier.py study --export /work/runs/real-small-v2-export \\
+        --draws /work/runs/adaptive3-frontier/draws.npz --out benchmarks/results/adaptive_frontier.json
+
+The draws file stays outside the repository (it holds model outputs on the shared data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from drifa_edge.artifact.card import ModelCard, read_card
+from drifa_edge.drift.check import adaptive_summary, load_split, open_artifact
+from drifa_edge.drift.gate import DriftReport, evaluate_drift
+from drifa_edge.drift.policy import DriftPolicy, load_policy
+from drifa_edge.inference.adaptive import STOP_MAX, STOP_SETTLED, AdaptiveConfig
+from drifa_edge.inference.engine import EngineConfig, run_mc_logits
+from drifa_edge.metrics.sequential import Referral, settled
+from drifa_edge.metrics.uncertainty import softmax
+from drifa_edge.runtimes.base import RuntimeOptions
+from drifa_edge.runtimes.cpu import cpu_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "adaptive_frontier.json"
+
+# ------------------------------------------------------------------ step 1: draws
+
+
+def collect(export: Path, data: list[str], runs: int, samples: int, threads: int | None, out: Path) -> None:
+    """R independent fixed-T runs of the export's OpenVINO FP32 build, logits saved per run
+    (after each run, so an interrupted collection keeps what it finished)."""
+    rts = open_artifact(export, "openvino", RuntimeOptions(precision="fp32", threads=threads))
+    card = rts[0].card
+    images, labels, ids = load_split(data, card, "test", None)
+    logits: dict[str, list[np.ndarray]] = {t: [] for t in card.task_names}
+    seconds = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for r in range(runs):
+            started = time.perf_counter()
+            z = run_mc_logits(rts, images, EngineConfig(samples=samples, seed=r))
+            seconds.append(time.perf_counter() - started)
+            for t in card.task_names:
+                logits[t].append(z[t].astype(np.float32))
+            np.savez_compressed(
+                out,
+                **{f"logits__{t}": np.stack(v) for t, v in logits.items()},  # (R, N, T, C)
+                **{f"labels__{t}": y for t, y in labels.items()},
+                ids=np.asarray([str(i) for i in ids]),
+                seconds=np.asarray(seconds),
+                meta=json.dumps(
+                    {"export": str(export), "data": data, "runtime": "openvino", "precision": "fp32"}
+                ),
+            )
+            print(f"run {r + 1}/{runs}: {seconds[-1]:.0f} s, {len(ids)} cases x T={samples}", flush=True)
+    finally:
+        for rt in rts:
+            rt.close()
+
+
+def load_draws(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    """(logits per task (R, N, T, C), labels per task (N,), meta) from :func:`collect`'s file."""
+    with np.load(path) as f:
+        logits = {k.split("__", 1)[1]: f[k] for k in f.files if k.startswith("logits__")}
+        labels = {k.split("__", 1)[1]: f[k] for k in f.files if k.startswith("labels__")}
+        meta = json.loads(str(f["meta"]))
+        meta["collect_seconds"] = [round(float(s), 1) for s in f["seconds"]]
+    return logits, labels, meta
+
+
+# ------------------------------------------------------------------ step 2: simulated stops
+
+StopRule = Callable[[Mapping[str, np.ndarray]], np.ndarray]  # {task: (A, n, C)} -> (A,) may stop
+
+
+def simulate_used(
+    probs: Mapping[str, np.ndarray], looks: tuple[int, ...], may_stop: StopRule
+) -> tuple[np.ndarray, list[str]]:
+    """Draws per case (N,) and why each stopped, asking ``may_stop`` at each look on the first
+    n draws of the cases still running, as :func:`drifa_edge.inference.adaptive.run_adaptive`
+    does (a case's decision depends only on its own draws, so the engine's case groups do not
+    matter)."""
+    t_max = looks[-1]
+    cases = next(iter(probs.values())).shape[0]
+    used = np.full(cases, t_max, dtype=np.int64)
+    stop = [STOP_MAX] * cases
+    active = np.ones(cases, dtype=bool)
+    for n in looks[:-1]:
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        done = np.asarray(may_stop({t: p[idx, :n] for t, p in probs.items()}), dtype=bool)
+        used[idx[done]] = n
+        for i in idx[done]:
+            stop[i] = STOP_SETTLED
+        active[idx[done]] = False
+    return used, stop
+
+
+def library_rule(adaptive: AdaptiveConfig, referral: Mapping[str, Referral], t_max: int) -> StopRule:
+    """The engine's own rule (:func:`~drifa_edge.metrics.sequential.settled`) for ``adaptive``."""
+
+    def may_stop(samples: Mapping[str, np.ndarray]) -> np.ndarray:
+        return settled(
+            samples, referral, max_samples=t_max, rule=adaptive.rule, error_rate=adaptive.error_rate,
+            tolerance=adaptive.se_tolerance,
+        )  # fmt: skip
+
+    return may_stop
+
+
+# ------------------------------------------------------------------ the gate on a simulated candidate
+
+
+def judge(
+    ref_probs: dict[str, np.ndarray],
+    cand_probs: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    card: ModelCard,
+    policy: DriftPolicy,
+    used: np.ndarray | None,
+) -> DriftReport:
+    """The gate's verdict, as ``check --adaptive`` computes it (``used`` None: fixed T_max)."""
+    return evaluate_drift(ref_probs, cand_probs, labels, card, card, policy, seed=0, cand_used=used)
+
+
+def report_summary(report: DriftReport) -> dict:
+    """Verdict, failures and, per task, every criterion's value, null median, limit, Holm p."""
+    tasks = {}
+    for name, task in report.tasks.items():
+        tasks[name] = {
+            "changed_cases": len(task.changed),
+            "changed_by_noise": task.changed_by_noise,
+            "referral_agreement": task.pair["referral_agreement"],
+            "class_agreement": task.pair["agreement"],
+            "criteria": {
+                c.name: {
+                    "value": c.value,
+                    "null_median": c.noise,
+                    "limit": c.threshold,
+                    "shift": c.shift,
+                    "p_holm": c.p_adjusted,
+                    "passed": c.passed,
+                }
+                for c in task.criteria
+            },
+        }
+    return {
+        "verdict": "pass" if report.passed else "fail",
+        "failures": [f"{c.task}: {c.name}" for c in report.failures],
+        "tasks": tasks,
+    }
+
+
+def sweep_configs(quick: bool) -> list[AdaptiveConfig]:
+    """The stopping rules of the sweep (``quick``: a handful, for a smoke run)."""
+    if quick:
+        return [AdaptiveConfig(), AdaptiveConfig(rule="both", se_tolerance=0.02)]
+    out = [
+        AdaptiveConfig(min_samples=m, block=b, error_rate=e)
+        for m, b, e in itertools.product((2, 4, 6, 8, 10), (1, 3, 5), (0.01, 0.05, 0.2))
+    ]
+    out += [
+        AdaptiveConfig(rule="precision", se_tolerance=s, min_samples=m, block=3)
+        for s, m in itertools.product((0.005, 0.01, 0.02, 0.03, 0.05, 0.08), (4, 10))
+    ]
+    for rule in ("both", "either"):
+        out += [
+            AdaptiveConfig(rule=rule, se_tolerance=s, error_rate=e)
+            for s, e in itertools.product((0.01, 0.02, 0.03, 0.05), (0.01, 0.05, 0.2))
+        ]
+    return out
+
+
+def fixed_ks(t_max: int, quick: bool) -> list[int]:
+    return [4, 10] if quick else list(range(4, 21)) + [25]
+
+
+def study(args: argparse.Namespace) -> dict:
+    logits, labels, meta = load_draws(args.draws)
+    card = read_card(args.export)
+    policy = load_policy(args.policy) if args.policy else DriftPolicy()
+    runs, cases, t_max = next(iter(logits.values())).shape[:3]
+    if runs < 2:
+        sys.exit(f"{args.draws}: needs >= 2 runs to pair, has {runs}")
+    probs = [
+        {t: softmax(z[r], card.temperature_of(t)) for t, z in logits.items()} for r in range(runs)
+    ]  # per run: {task: (N, T, C)}
+    pairs = [(r, (r + 1) % runs) for r in range(runs)] if runs > 2 else [(0, 1), (1, 0)]
+    pairs = pairs[: args.pairs]
+    referral = {t: Referral(r.metric, r.threshold) for t, r in card.referral.items()}
+
+    def evaluate(
+        name: str, setting: dict, used_of: Callable[[dict], tuple[np.ndarray, list[str]] | None]
+    ) -> dict:
+        per_pair = []
+        for ref, cand in pairs:
+            got = used_of(probs[cand])
+            used, stop = (
+                got if got is not None else (np.full(cases, t_max, dtype=np.int64), [STOP_MAX] * cases)
+            )
+            report = judge(probs[ref], probs[cand], labels, card, policy, None if got is None else used)
+            draws = {
+                k: v
+                for k, v in adaptive_summary(used, stop, t_max, AdaptiveConfig()).items()
+                if k != "config"
+            }
+            per_pair.append(
+                {"reference_run": ref, "candidate_run": cand, "draws": draws, **report_summary(report)}
+            )
+        row = {
+            "name": name,
+            **setting,
+            "row_ratio_mean": float(np.mean([p["draws"]["row_ratio"] for p in per_pair])),
+            "passed_pairs": sum(p["verdict"] == "pass" for p in per_pair),
+            "pairs": per_pair,
+        }
+        fails = sorted({f for p in per_pair for f in p["failures"]})
+        print(
+            f"{name:55s} rows x{row['row_ratio_mean']:.2f}  pass {row['passed_pairs']}/{len(per_pair)}  "
+            + ", ".join(fails),
+            flush=True,
+        )
+        return row
+
+    rows = [evaluate("fixed T_max (FP32 against FP32)", {"kind": "fixed", "samples": t_max}, lambda p: None)]
+    for k in fixed_ks(t_max, args.quick):
+        rows.append(
+            evaluate(
+                f"fixed T={k}",
+                {"kind": "fixed", "samples": k},
+                lambda p, k=k: (np.full(cases, k, dtype=np.int64), [STOP_SETTLED] * cases),
+            )
+        )
+    for adaptive in sweep_configs(args.quick):
+        name = (
+            f"{adaptive.rule} T_min={adaptive.min_samples} block={adaptive.block} "
+            f"err={adaptive.error_rate} se={adaptive.se_tolerance}"
+        )
+        rows.append(
+            evaluate(
+                name,
+                {"kind": "adaptive", "config": adaptive.to_dict()},
+                lambda p, a=adaptive: simulate_used(p, a.looks(t_max), library_rule(a, referral, t_max)),
+            )
+        )
+    passing = [r for r in rows if r["passed_pairs"] == len(pairs) and r.get("kind") == "adaptive"]
+    best = max(passing, key=lambda r: r["row_ratio_mean"], default=None)
+    return {
+        "what": __doc__.split("\n")[0],
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "cpu": {**cpu_summary(), "load_average": os.getloadavg()},
+        "draws": {"file": str(args.draws), "runs": runs, "cases": cases, "max_samples": t_max, **meta},
+        "model_card": {
+            "path": str(args.export),
+            "referral": {t: r.to_dict() for t, r in card.referral.items()},
+        },
+        "policy": policy.to_dict(),
+        "pairs": [{"reference_run": a, "candidate_run": b} for a, b in pairs],
+        "best_passing_adaptive": None
+        if best is None
+        else {k: best[k] for k in ("name", "row_ratio_mean", "config")},
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    c = sub.add_parser("collect", help="R fixed-T runs of the export, every draw's logits")
+    c.add_argument("--export", type=Path, required=True)
+    c.add_argument("--data", action="append", required=True)
+    c.add_argument("--runs", type=int, default=3)
+    c.add_argument("--samples", type=int, default=30)
+    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--draws", type=Path, required=True)
+    s = sub.add_parser("study", help="simulate stopping rules on the draws, judge each with the gate")
+    s.add_argument(
+        "--export", type=Path, required=True, help="the export whose card (thresholds) the runs used"
+    )
+    s.add_argument("--draws", type=Path, required=True)
+    s.add_argument("--policy", default=None)
+    s.add_argument("--pairs", type=int, default=3, help="at most this many (reference, candidate) run pairs")
+    s.add_argument("--quick", action="store_true", help="a handful of settings (smoke run)")
+    s.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.step == "collect":
+        collect(args.export, args.data, args.runs, args.samples, args.threads, args.draws)
+        return
+    record = study(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print("best passing adaptive rule:", record["best_passing_adaptive"])
+
+
+if __name__ == "__main__":
+    main()
