@@ -55,12 +55,20 @@ RESULTS = ROOT / "benchmarks" / "results" / "adaptive_frontier.json"
 # ------------------------------------------------------------------ step 1: draws
 
 
-def collect(export: Path, data: list[str], runs: int, samples: int, threads: int | None, out: Path) -> None:
+def collect(
+    export: Path,
+    data: list[str],
+    runs: int,
+    samples: int,
+    threads: int | None,
+    out: Path,
+    limit: int | None = None,
+) -> None:
     """R independent fixed-T runs of the export's OpenVINO FP32 build, logits saved per run
     (after each run, so an interrupted collection keeps what it finished)."""
     rts = open_artifact(export, "openvino", RuntimeOptions(precision="fp32", threads=threads))
     card = rts[0].card
-    images, labels, ids = load_split(data, card, "test", None)
+    images, labels, ids = load_split(data, card, "test", limit)
     logits: dict[str, list[np.ndarray]] = {t: [] for t in card.task_names}
     seconds = []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +310,8 @@ def sweep_configs(quick: bool) -> list[AdaptiveConfig]:
 
 
 def fixed_ks(t_max: int, quick: bool) -> list[int]:
-    return [4, 10] if quick else list(range(4, 21)) + [25]
+    ks = [4, 10] if quick else [*range(4, 21), 25]
+    return [k for k in ks if k < t_max]
 
 
 def study(args: argparse.Namespace) -> dict:
@@ -367,7 +376,7 @@ def study(args: argparse.Namespace) -> dict:
                 lambda p, ref, k=k: (np.full(cases, k, dtype=np.int64), [STOP_SETTLED] * cases),
             )
         )
-    for adaptive in sweep_configs(args.quick):
+    for adaptive in [a for a in sweep_configs(args.quick) if a.min_samples < t_max]:
         name = (
             f"{adaptive.rule} T_min={adaptive.min_samples} block={adaptive.block} "
             f"err={adaptive.error_rate} se={adaptive.se_tolerance}"
@@ -419,6 +428,7 @@ def main() -> None:
     c.add_argument("--samples", type=int, default=30)
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--draws", type=Path, required=True)
+    c.add_argument("--limit", type=int, default=None, help="first N test cases only (smoke run)")
     s = sub.add_parser("study", help="simulate stopping rules on the draws, judge each with the gate")
     s.add_argument(
         "--export", type=Path, required=True, help="the export whose card (thresholds) the runs used"
@@ -431,7 +441,7 @@ def main() -> None:
     s.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.step == "collect":
-        collect(args.export, args.data, args.runs, args.samples, args.threads, args.draws)
+        collect(args.export, args.data, args.runs, args.samples, args.threads, args.draws, args.limit)
         return
     record = study(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
