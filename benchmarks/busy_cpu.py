@@ -56,7 +56,8 @@ def worker(args: argparse.Namespace) -> None:
     if burner is not None:
         time.sleep(1.0)  # the load the default thread count sees when the runtime opens
     t0 = time.perf_counter()
-    rt = open_runtime(args.runtime, args.path, RuntimeOptions(precision=args.precision))
+    streams = None if args.streams in (None, "default") else int(args.streams)
+    rt = open_runtime(args.runtime, args.path, RuntimeOptions(precision=args.precision, streams=streams))
     open_s = time.perf_counter() - t0
     if burner is not None:
         burner.kill()
@@ -109,12 +110,15 @@ def _summary(times: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "n": len(ms)}
 
 
-def run_row(row: str, code: str, repo: Path, args: argparse.Namespace, busy_open: bool = False) -> dict:
+def run_row(
+    row: str, code: str, repo: Path, args: argparse.Namespace, busy_open: bool = False, streams: str = "default"
+) -> dict:
     runtime, precision, folder = ROWS[row]
     path = args.checkpoint if folder == "checkpoint" else args.export
     cmd = [sys.executable, __file__, "--worker", "--runtime", runtime, "--precision", precision,
            "--path", str(path), "--samples", str(args.samples), "--rounds", str(args.rounds),
-           "--calls", str(args.calls), "--warmup", str(args.warmup)] + (["--busy-open"] if busy_open else [])  # fmt: skip
+           "--calls", str(args.calls), "--warmup", str(args.warmup), "--streams", streams]
+    cmd += ["--busy-open"] if busy_open else []  # fmt: skip
     env = {
         k: v
         for k, v in os.environ.items()
@@ -139,6 +143,7 @@ def run_row(row: str, code: str, repo: Path, args: argparse.Namespace, busy_open
     return {
         "row": row,
         "code": code,
+        "streams_requested": streams,
         "repo": str(repo),
         "commit": subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -169,6 +174,12 @@ def main() -> None:
     p.add_argument(
         "--busy-open-rows", default="", help="rows also run opened under load (this branch's code)"
     )
+    p.add_argument(
+        "--streams",
+        default="default",
+        help="OpenVINO rows: comma-separated streams to compare in one run, e.g. default,1,2 "
+        "(worker: the one value)",
+    )
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--calls", type=int, default=5)
@@ -186,12 +197,16 @@ def main() -> None:
     machine = machine_info()
     results = []
     busy_rows = [r for r in args.busy_open_rows.split(",") if r]
+    streams_list = [s for s in args.streams.split(",") if s]
     for row in args.rows.split(","):
-        for code, repo, busy in codes + ([("after-opened-busy", REPO, True)] if row in busy_rows else []):
-            r = run_row(row, code, repo, args, busy)
+        variants = codes + ([("after-opened-busy", REPO, True)] if row in busy_rows else [])
+        for (code, repo, busy), streams in (
+            (v, s) for v in variants for s in (streams_list if ROWS[row][0] == "openvino" else ["default"])
+        ):
+            r = run_row(row, code, repo, args, busy, streams)
             results.append(r)
             if r["status"] == "ok":
-                print(f"{row:18s} {code:17s} threads {r['torch_threads']} streams {r['openvino_streams']} quiet p50 {r['quiet_ms']['p50']:8.1f}  loaded p50 "
+                print(f"{row:18s} {code:17s} streams requested {streams:8s} threads {r['torch_threads']} streams {r['openvino_streams']} quiet p50 {r['quiet_ms']['p50']:8.1f}  loaded p50 "
                       f"{r['loaded_ms']['p50']:8.1f} p95 {r['loaded_ms']['p95']:8.1f}  "
                       f"p95/quiet p50 {r['loaded_p95_over_quiet_p50']:.2f}", flush=True)  # fmt: skip
             else:

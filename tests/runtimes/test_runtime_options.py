@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drifa_edge.errors import UnsupportedBackendError
+from drifa_edge.errors import ConfigError, UnsupportedBackendError
 from drifa_edge.runtimes import onnxruntime as ort_runtime
 from drifa_edge.runtimes import openvino as ov_runtime
 from drifa_edge.runtimes.base import RuntimeOptions, open_runtime
@@ -56,16 +56,75 @@ def test_openvino_compile_config_per_precision_and_hint():
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32",
         "INFERENCE_NUM_THREADS": "2",
+        "SNIPPETS_MODE": "DISABLE",  # CPU default (memory), though not in SUPPORTED_PROPERTIES
     }
     bf16 = ov_runtime._compile_config(core, "CPU", RuntimeOptions(precision="bf16", hint="throughput"))
-    assert bf16 == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16"}
+    assert bf16 == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16", "SNIPPETS_MODE": "DISABLE"}
     assert (
         ov_runtime._compile_config(core, "CPU", RuntimeOptions(precision="int8"))["INFERENCE_PRECISION_HINT"]
         == "f32"
     )
     npu = ov_runtime._compile_config(FakeCore(["PERFORMANCE_HINT"]), "NPU", RuntimeOptions(threads=2))
     assert npu == {"PERFORMANCE_HINT": "LATENCY"}  # only what the device understands
+    kept = ov_runtime._compile_config(core, "CPU", RuntimeOptions(extra={"snippets": "enable"}))
+    assert "SNIPPETS_MODE" not in kept
+    with pytest.raises(ConfigError, match="snippets must be one of"):
+        ov_runtime._compile_config(core, "CPU", RuntimeOptions(extra={"snippets": "off"}))
 
+
+class RejectingCore:
+    """compile_model refuses SNIPPETS_MODE the way an OpenVINO without the property would."""
+
+    def __init__(self, message="Unsupported property SNIPPETS_MODE by CPU plugin"):
+        self.message, self.configs = message, []
+
+    def compile_model(self, target, device, config):
+        self.configs.append(dict(config))
+        if "SNIPPETS_MODE" in config:
+            raise RuntimeError(self.message)
+        return ("compiled", target)
+
+
+def test_openvino_compiles_without_snippets_mode_when_refused(caplog):
+    core = RejectingCore()
+    config = {"PERFORMANCE_HINT": "LATENCY", "SNIPPETS_MODE": "DISABLE"}
+    assert ov_runtime.compile_with_fallback(core, "m.xml", "CPU", config) == ("compiled", "m.xml")
+    assert core.configs == [config, {"PERFORMANCE_HINT": "LATENCY"}]
+    assert "SNIPPETS_MODE not accepted" in caplog.text
+    other = RejectingCore("out of memory")  # any other error is the caller's to report
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ov_runtime.compile_with_fallback(other, "m.xml", "CPU", {"SNIPPETS_MODE": "DISABLE"})
+    assert len(other.configs) == 1
+
+
+def test_openvino_snippets_off_keeps_the_suffix_output(tiny_artifacts):
+    """Snippets off is the same function: the deterministic suffix of the tiny build agrees
+    with Snippets on (OpenVINO's default) to float32 round-off."""
+    ov = pytest.importorskip("openvino")
+    import numpy as np
+
+    xml = tiny_artifacts[1] / "openvino" / "suffix_det.xml"
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    model.reshape({p.get_any_name(): [3, *(d.get_length() for d in p.get_partial_shape()[1:])] for p in model.inputs})
+    rng = np.random.default_rng(0)  # static rows, as the runtime compiles the suffix (Snippets need them)
+    feed = {
+        p.get_any_name(): rng.standard_normal([3, *(d.get_length() for d in p.get_partial_shape()[1:])]).astype(
+            np.float32
+        )
+        for p in model.inputs
+    }
+    outs = []
+    for snippets in ("enable", "disable"):
+        config = ov_runtime._compile_config(core, "CPU", RuntimeOptions(threads=1, extra={"snippets": snippets}))
+        compiled = ov_runtime.compile_with_fallback(core, model, "CPU", config)
+        assert ("SNIPPETS_MODE" in config) == (snippets == "disable")
+        result = compiled.create_infer_request().infer(feed)
+        outs.append([np.array(result[o]) for o in compiled.outputs])
+        kinds = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()]
+        assert ("Subgraph" in kinds) == (snippets == "enable")  # the property took effect
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 def test_openvino_model_cache_is_used(tiny_artifacts, tmp_path):
     pytest.importorskip("openvino")
@@ -120,6 +179,7 @@ def test_openvino_streams_default_and_split():
         "PERFORMANCE_HINT": "THROUGHPUT",
         "INFERENCE_PRECISION_HINT": "f32",
         "NUM_STREAMS": "2",
+        "SNIPPETS_MODE": "DISABLE",
     }
 
 
