@@ -234,7 +234,7 @@ def prototype_rules(
                     lambda pop, base=base, width=width: rank_precision(base, referral, pop, width),
                 )
             )
-        for scale in (0.005, 0.01, 0.02, 0.04):
+        for scale in (0.005, 0.01, 0.02, 0.03, 0.04):
             out.append(
                 (
                     f"decision+kl_allocation T_min={m} scale={scale}",
@@ -243,6 +243,44 @@ def prototype_rules(
                     lambda pop, base=base, scale=scale: kl_allocation(base, scale),
                 )
             )
+    return out
+
+
+# ------------------------------------------------------------------ why a criterion binds
+
+
+def mi_diagnostics(probs: list[dict[str, np.ndarray]], labels: dict[str, np.ndarray], metric: str) -> dict:
+    """Per task, over the scored cases: quantiles of the fixed-T referral score (run 0), the
+    spread of its log across cases, the MC noise of each case's log score between the R runs
+    (median per score quartile), and Spearman of the T_max score of run r with the n-draw
+    score of run r + 1 (what the gate's Spearman criterion sees at fixed T = n)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    runs = len(probs)
+    for task, y in labels.items():
+        keep = y >= 0
+        full = np.stack([plugin_score(p[task][keep], metric) for p in probs])  # (R, N)
+        log = np.log(np.maximum(full, 1e-12))
+        mean_log, noise = log.mean(axis=0), log.std(axis=0, ddof=1)
+        edges = np.quantile(mean_log, [0.0, 0.25, 0.5, 0.75, 1.0])
+        quartile = np.clip(np.searchsorted(edges, mean_log, side="right") - 1, 0, 3)
+        t_max = probs[0][task].shape[1]
+        spearman = {}
+        for n in (4, 7, 10, 14, 20, t_max):
+            short = [plugin_score(p[task][keep][:, :n], metric) for p in probs]
+            spearman[str(n)] = float(
+                np.mean([spearmanr(full[r], short[(r + 1) % runs])[0] for r in range(runs)])
+            )
+        out[task] = {
+            "cases": int(keep.sum()),
+            "score_quantiles_0_10_50_90_100": np.quantile(full[0], [0, 0.1, 0.5, 0.9, 1.0]).tolist(),
+            "sd_of_log_score_across_cases": float(mean_log.std(ddof=1)),
+            "median_mc_sd_of_log_score_by_quartile": [
+                float(np.median(noise[quartile == q])) for q in range(4)
+            ],
+            "spearman_full_vs_first_n_draws": spearman,
+        }
     return out
 
 
@@ -261,24 +299,25 @@ def judge(
     return evaluate_drift(ref_probs, cand_probs, labels, card, card, policy, seed=0, cand_used=used)
 
 
+# the criteria on the class and referral decisions (the rest judge the continuous uncertainty)
+DECISION_CRITERIA = (
+    "referral_agreement",
+    "referral_rate_diff",
+    "accuracy_delta",
+    "macro_f1_delta",
+    "ece_delta",
+)
+
+
 def report_summary(report: DriftReport) -> dict:
-    """Verdict, failures and, per task, every criterion's value, null median, limit, Holm p."""
+    """Verdict, failures and, per task, every criterion's value, null median, limit and verdict."""
     tasks = {}
     for name, task in report.tasks.items():
         tasks[name] = {
             "changed_cases": len(task.changed),
             "changed_by_noise": task.changed_by_noise,
-            "referral_agreement": task.pair["referral_agreement"],
-            "class_agreement": task.pair["agreement"],
             "criteria": {
-                c.name: {
-                    "value": c.value,
-                    "null_median": c.noise,
-                    "limit": c.threshold,
-                    "shift": c.shift,
-                    "p_holm": c.p_adjusted,
-                    "passed": c.passed,
-                }
+                c.name: {"value": c.value, "null_median": c.noise, "limit": c.threshold, "passed": c.passed}
                 for c in task.criteria
             },
         }
@@ -289,6 +328,30 @@ def report_summary(report: DriftReport) -> dict:
     }
 
 
+def aggregate(per_pair: list[dict]) -> dict:
+    """Per task and criterion over the run pairs: median value, median null median, median
+    limit, and in how many pairs it failed; per pair only the verdict and the draws."""
+    out: dict[str, dict] = {}
+    for task in per_pair[0]["tasks"]:
+        crits = {}
+        for crit in per_pair[0]["tasks"][task]["criteria"]:
+            got = [p["tasks"][task]["criteria"][crit] for p in per_pair]
+            crits[crit] = {
+                "value": float(np.median([g["value"] for g in got])),
+                "null_median": float(np.median([g["null_median"] for g in got])),
+                "limit": float(np.median([g["limit"] for g in got])),
+                "failed_pairs": sum(not g["passed"] for g in got),
+            }
+        changed = [p["tasks"][task]["changed_cases"] for p in per_pair]
+        noise = [p["tasks"][task]["changed_by_noise"] for p in per_pair]
+        out[task] = {
+            "changed_cases": float(np.median(changed)),
+            "changed_by_noise": float(np.median(noise)),
+            "criteria": crits,
+        }
+    return out
+
+
 def sweep_configs(quick: bool) -> list[AdaptiveConfig]:
     """The stopping rules of the sweep (``quick``: a handful, for a smoke run)."""
     if quick:
@@ -296,6 +359,10 @@ def sweep_configs(quick: bool) -> list[AdaptiveConfig]:
     out = [
         AdaptiveConfig(min_samples=m, block=b, error_rate=e)
         for m, b, e in itertools.product((2, 4, 6, 8, 10), (1, 3, 5), (0.01, 0.05, 0.2))
+    ]
+    out += [  # a high T_min: every case draws what the MI ranking needs, the rule trims the rest
+        AdaptiveConfig(min_samples=m, block=b, error_rate=e)
+        for m, b, e in itertools.product((12, 14, 16, 18, 20), (1, 3), (0.01, 0.05))
     ]
     out += [
         AdaptiveConfig(rule="precision", se_tolerance=s, min_samples=m, block=3)
@@ -350,17 +417,40 @@ def study(args: argparse.Namespace) -> dict:
             per_pair.append(
                 {"reference_run": ref, "candidate_run": cand, "draws": draws, **report_summary(report)}
             )
+        tasks = aggregate(per_pair)
+        decisions_ok = sum(
+            not any(not p["tasks"][t]["criteria"][c]["passed"] for t in p["tasks"] for c in DECISION_CRITERIA)
+            for p in per_pair
+        )
         row = {
             "name": name,
             **setting,
             "row_ratio_mean": float(np.mean([p["draws"]["row_ratio"] for p in per_pair])),
+            "mean_draws": float(np.mean([p["draws"]["mean_samples"] for p in per_pair])),
+            "p90_draws": float(np.median([p["draws"]["p90_samples"] for p in per_pair])),
             "passed_pairs": sum(p["verdict"] == "pass" for p in per_pair),
-            "pairs": per_pair,
+            "decision_criteria_passed_pairs": decisions_ok,
+            "histogram_first_pair": per_pair[0]["draws"]["histogram"],
+            "tasks": tasks,
+            "pairs": [
+                {
+                    "reference_run": p["reference_run"],
+                    "candidate_run": p["candidate_run"],
+                    "mean_draws": p["draws"]["mean_samples"],
+                    "verdict": p["verdict"],
+                }
+                for p in per_pair
+            ],
         }
-        fails = sorted({f for p in per_pair for f in p["failures"]})
+        fails = {
+            f"{t}:{c}": v["failed_pairs"]
+            for t, task in tasks.items()
+            for c, v in task["criteria"].items()
+            if v["failed_pairs"]
+        }
         print(
-            f"{name:55s} rows x{row['row_ratio_mean']:.2f}  pass {row['passed_pairs']}/{len(per_pair)}  "
-            + ", ".join(fails),
+            f"{name:52s} x{row['row_ratio_mean']:.2f} pass {row['passed_pairs']}/{len(per_pair)} "
+            f"decisions {decisions_ok}/{len(per_pair)}  " + " ".join(f"{k}={v}" for k, v in fails.items()),
             flush=True,
         )
         return row
@@ -400,6 +490,8 @@ def study(args: argparse.Namespace) -> dict:
             )
     passing = [r for r in rows if r["passed_pairs"] == len(pairs) and r.get("kind") != "fixed"]
     best = max(passing, key=lambda r: r["row_ratio_mean"], default=None)
+    fixed_passing = [r for r in rows if r["passed_pairs"] == len(pairs) and r.get("kind") == "fixed"]
+    smallest_fixed = min(fixed_passing, key=lambda r: r["samples"], default=None)
     return {
         "what": __doc__.split("\n")[0],
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
@@ -411,11 +503,56 @@ def study(args: argparse.Namespace) -> dict:
         },
         "policy": policy.to_dict(),
         "pairs": [{"reference_run": a, "candidate_run": b} for a, b in pairs],
+        "referral_score_diagnostics": mi_diagnostics(probs, labels, policy.referral_metric),
         "best_passing_adaptive": None
         if best is None
         else {k: best[k] for k in ("name", "row_ratio_mean", "config")},
+        "smallest_passing_fixed_t": None
+        if smallest_fixed is None
+        else {k: smallest_fixed[k] for k in ("name", "row_ratio_mean")},
         "rows": rows,
     }
+
+
+def rounded(value, digits: int = 5):
+    """``value`` with every float rounded to ``digits`` decimals (keeps the JSON small)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+CRITERION_COLUMNS = ("value", "null_median", "limit", "failed_pairs")
+
+
+def compact(record: dict) -> dict:
+    """The JSON as written: each criterion as a list in :data:`CRITERION_COLUMNS` order and the
+    pairs as parallel lists (one row per setting stays a few lines)."""
+    rows = []
+    for row in record["rows"]:
+        row = dict(row)
+        row["tasks"] = {
+            t: {
+                **{k: v for k, v in task.items() if k != "criteria"},
+                "criteria": {c: [v[k] for k in CRITERION_COLUMNS] for c, v in task["criteria"].items()},
+            }
+            for t, task in row["tasks"].items()
+        }
+        pairs = row.pop("pairs")
+        row["pair_verdicts"] = "".join("P" if p["verdict"] == "pass" else "F" for p in pairs)
+        row["pair_mean_draws"] = [p["mean_draws"] for p in pairs]
+        rows.append(row)
+    return rounded(
+        {
+            **record,
+            "criterion_columns": list(CRITERION_COLUMNS),
+            "pair_verdicts": "P = the gate passed that (reference, candidate) pair, F = failed, in 'pairs' order",
+            "rows": rows,
+        }
+    )
 
 
 def main() -> None:
@@ -445,7 +582,7 @@ def main() -> None:
         return
     record = study(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    args.out.write_text(json.dumps(compact(record), indent=1) + "\n")
     print("best passing adaptive rule:", record["best_passing_adaptive"])
 
 
