@@ -245,9 +245,9 @@ def time_adaptive(runtime: Any, spec: RowSpec, card: Any) -> dict[str, Any]:
         return tuple(out)
 
     first = [x[:1] for x in images]
-    for _ in range(spec.warmup):
-        run_mc([runtime], first, cfg)
-        run_adaptive([runtime], first, cfg, adaptive, referral)
+    for _ in range(spec.warmup):  # complete=True draws every look to T_max: every call size a
+        run_mc([runtime], first, cfg)  # case can make is compiled before the timed cases
+        run_adaptive([runtime], first, cfg, adaptive, referral, complete=True)
     per_case = []
     for i in range(images[0].shape[0]):
         case = [x[i : i + 1] for x in images]

@@ -44,7 +44,8 @@ def predict(
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     streams: int = typer.Option(
         None,
-        help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4)",
+        help="parallel requests a suffix call is split over (OpenVINO CPU; default one per thread, at most 4); "
+        "each holds its own compiled suffix: 1 is the leanest in memory",
     ),
     cache_dir: str = typer.Option(
         "auto",

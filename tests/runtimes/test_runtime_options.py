@@ -211,6 +211,28 @@ def test_openvino_streams_match_one_request_without_dropout(tiny_artifacts, rows
     assert (two._single is not None) == (rows == 1)  # a single row runs as one request, all threads
 
 
+def test_openvino_row_counts_beyond_the_static_ones_share_one_dynamic_graph(tiny_artifacts):
+    """Varying row counts (adaptive T, a batch's last call) compile at most STATIC_ROW_COUNTS
+    static graphs, then run on one dynamic graph, never recompiling; every count stays exact."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    extra = {"dropout": "off"}
+    one = open_runtime("openvino", tiny_artifacts[1], RuntimeOptions(threads=2, streams=1, extra=extra))
+    two = open_runtime("openvino", tiny_artifacts[1], RuntimeOptions(threads=2, streams=2, extra=extra))
+    rng = np.random.default_rng(2)
+    counts = [8, 6, 4, 10, 5, 12, 8, 3]  # parts of 4, 3, 2, 5, 3, 6, 4, 2 rows
+    for rows in counts:
+        feats = [f + rng.standard_normal(f.shape).astype(np.float32) for f in _features(one, rows)]
+        for a, b in zip(one._run(one._single_request(), one._features, feats, one._logits), two.run_suffix(feats), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    static = sorted(k for k in two._parts if k is not None)
+    assert static == [2, 3, 4]  # the first three part sizes met
+    assert None in two._parts and len(two._parts) == ov_runtime.STATIC_ROW_COUNTS + 1
+    dynamic, _ = two._parts[None]
+    assert not dynamic.input(0).get_partial_shape().is_static
+
+
 def test_openvino_streams_draw_their_own_masks(tiny_artifacts):
     """Every row of an MC call gets its own mask, also across streams and calls: identical
     input rows never give identical logits (two requests replaying one mask stream would)."""
