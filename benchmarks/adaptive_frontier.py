@@ -317,7 +317,13 @@ def report_summary(report: DriftReport) -> dict:
             "changed_cases": len(task.changed),
             "changed_by_noise": task.changed_by_noise,
             "criteria": {
-                c.name: {"value": c.value, "null_median": c.noise, "limit": c.threshold, "passed": c.passed}
+                c.name: {
+                    "value": c.value,
+                    "null_median": c.noise,
+                    "limit": c.threshold,
+                    "passed": c.passed,
+                    "not_significant": c.not_significant,
+                }
                 for c in task.criteria
             },
         }
@@ -341,6 +347,8 @@ def aggregate(per_pair: list[dict]) -> dict:
                 "null_median": float(np.median([g["null_median"] for g in got])),
                 "limit": float(np.median([g["limit"] for g in got])),
                 "failed_pairs": sum(not g["passed"] for g in got),
+                # passed although beyond the limit: the difference test did not reject
+                "beyond_limit_not_significant_pairs": sum(g["not_significant"] for g in got),
             }
         changed = [p["tasks"][task]["changed_cases"] for p in per_pair]
         noise = [p["tasks"][task]["changed_by_noise"] for p in per_pair]
@@ -525,7 +533,7 @@ def rounded(value, digits: int = 5):
     return value
 
 
-CRITERION_COLUMNS = ("value", "null_median", "limit", "failed_pairs")
+CRITERION_COLUMNS = ("value", "null_median", "limit", "failed_pairs", "beyond_limit_not_significant_pairs")
 
 
 def compact(record: dict) -> dict:
