@@ -15,7 +15,7 @@ DICOM_HELP = (
     "with the routing rules of --routes, as drifa-edge serve would build them"
 )
 ROUTES_HELP = (
-    "a drifa-edge serve config (TOML) whose [assembly] table (routes, group_by, multi_series, "
+    "a drifa-edge serve config (TOML) whose \\[assembly] table (routes, group_by, multi_series, "
     "multi_image) turns the --dicom folder into cases"
 )
 

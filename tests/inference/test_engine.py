@@ -122,9 +122,12 @@ def test_memory_budget_lowers_rows_per_call():
     per_row = suffix_row_bytes(model)
     # the two largest dropout inputs (64 x 32 x 32 fp32 per branch) times the activation factor
     assert per_row == 16 * 4 * 64 * 32 * 32 * 2
-    assert rows_per_call(EngineConfig(max_rows=32), model) == 32
-    assert rows_per_call(EngineConfig(max_rows=32, memory_mb=per_row * 5.5 / 2**20), model) == 5
-    assert rows_per_call(EngineConfig(max_rows=32, memory_mb=per_row * 5.5 / 2**20), model, "bf16") == 11
+    assert rows_per_call(EngineConfig(max_rows=32), model) == 30  # whole cases of T = 30
+    assert rows_per_call(EngineConfig(max_rows=32, memory_mb=per_row * 5.5 / 2**20), model) == 5  # 6 x 5
+    # 11 rows fit in bf16: a case of 30 rows needs 3 calls, of 10 each (not 11 + 11 + 8)
+    assert rows_per_call(EngineConfig(max_rows=32, memory_mb=per_row * 5.5 / 2**20), model, "bf16") == 10
+    for samples, max_rows, rows in ((10, 32, 30), (1, 32, 32), (50, 32, 25), (7, 32, 28), (30, 64, 60)):
+        assert rows_per_call(EngineConfig(samples=samples, max_rows=max_rows), model) == rows
     with pytest.raises(ConfigError, match="below one suffix row"):
         rows_per_call(EngineConfig(memory_mb=0.5), model)
     card = default_card(tiny_config())
