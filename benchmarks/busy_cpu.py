@@ -111,13 +111,36 @@ def _summary(times: list[float]) -> dict[str, float]:
 
 
 def run_row(
-    row: str, code: str, repo: Path, args: argparse.Namespace, busy_open: bool = False, streams: str = "default"
+    row: str,
+    code: str,
+    repo: Path,
+    args: argparse.Namespace,
+    busy_open: bool = False,
+    streams: str = "default",
 ) -> dict:
     runtime, precision, folder = ROWS[row]
     path = args.checkpoint if folder == "checkpoint" else args.export
-    cmd = [sys.executable, __file__, "--worker", "--runtime", runtime, "--precision", precision,
-           "--path", str(path), "--samples", str(args.samples), "--rounds", str(args.rounds),
-           "--calls", str(args.calls), "--warmup", str(args.warmup), "--streams", streams]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--runtime",
+        runtime,
+        "--precision",
+        precision,
+        "--path",
+        str(path),
+        "--samples",
+        str(args.samples),
+        "--rounds",
+        str(args.rounds),
+        "--calls",
+        str(args.calls),
+        "--warmup",
+        str(args.warmup),
+        "--streams",
+        streams,
+    ]
     cmd += ["--busy-open"] if busy_open else []  # fmt: skip
     env = {
         k: v

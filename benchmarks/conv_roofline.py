@@ -51,7 +51,9 @@ def measure(xml: Path, precision: str, rows: int, threads: int, calls: int) -> d
 
     core = ov.Core()
     model = core.read_model(str(xml))
-    model.reshape({p.get_any_name(): [rows, *(d.get_length() for d in p.get_partial_shape()[1:])] for p in model.inputs})
+    model.reshape(
+        {p.get_any_name(): [rows, *(d.get_length() for d in p.get_partial_shape()[1:])] for p in model.inputs}
+    )
     config = _compile_config(core, "CPU", RuntimeOptions(precision=precision, threads=threads))
     compiled = compile_with_fallback(core, model, "CPU", {**config, "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()
@@ -114,7 +116,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("export", type=Path)
     p.add_argument("--precision", default="int8", choices=("fp32", "bf16", "int8"))
-    p.add_argument("--rows", type=int, default=15, help="rows of one stream's part of a case (T=30 over 2 streams: 15)")
+    p.add_argument(
+        "--rows", type=int, default=15, help="rows of one stream's part of a case (T=30 over 2 streams: 15)"
+    )
     p.add_argument("--threads", type=int, default=1, help="threads of that stream (one stream per core: 1)")
     p.add_argument("--calls", type=int, default=8)
     p.add_argument("--samples", type=int, default=30, help="T: rows per case")
@@ -127,7 +131,9 @@ def main() -> None:
     m = measure(xml, args.precision, args.rows, args.threads, args.calls)
     per_core_rows = args.samples / args.cores  # rows each core computes for one case
     scale = per_core_rows / args.rows
-    bound_ms = 1000 * m["conv_gmac"] * scale / m["best_conv_node"]["gmac_per_s"]  # all convs at the best rate, rest free
+    bound_ms = (
+        1000 * m["conv_gmac"] * scale / m["best_conv_node"]["gmac_per_s"]
+    )  # all convs at the best rate, rest free
     result = {
         "benchmark": "conv_roofline",
         "command": "python " + " ".join(sys.argv),

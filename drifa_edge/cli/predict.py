@@ -53,7 +53,9 @@ def predict(
         help="OpenVINO model cache folder, so later starts skip compiling: auto (per user, "
         "~/.cache/drifa-edge/ov or $DRIFA_EDGE_CACHE_DIR) | DIR | none",
     ),
-    max_rows: int = typer.Option(32, help="most suffix rows per runtime call (activation memory), cut at whole cases: T=30 -> 30"),
+    max_rows: int = typer.Option(
+        32, help="most suffix rows per runtime call (activation memory), cut at whole cases: T=30 -> 30"
+    ),
     memory_mb: float = typer.Option(None, help="memory budget of one runtime call; lowers --max-rows"),
     batch_size: int = typer.Option(8, help="cases per engine call"),
     resume: bool = typer.Option(False, "--resume", help="continue --out: skip cases already written"),

@@ -55,7 +55,13 @@ from typing import Any
 import numpy as np
 
 from drifa_edge.artifact import layout
-from drifa_edge.errors import ArtifactError, BadInputError, ConfigError, UnsupportedBackendError, missing_dependency
+from drifa_edge.errors import (
+    ArtifactError,
+    BadInputError,
+    ConfigError,
+    UnsupportedBackendError,
+    missing_dependency,
+)
 from drifa_edge.runtimes.base import RuntimeOptions
 from drifa_edge.runtimes.model_cache import build_cache_dir
 from drifa_edge.runtimes.threads import openvino_properties
@@ -134,7 +140,9 @@ def compile_with_fallback(core, target, device: str, config: dict[str, str]):
     except RuntimeError as e:
         if _SNIPPETS_KEY not in config or _SNIPPETS_KEY not in str(e):
             raise
-        log.warning("OpenVINO %s: %s not accepted (%s); compiling with OpenVINO's default", device, _SNIPPETS_KEY, e)
+        log.warning(
+            "OpenVINO %s: %s not accepted (%s); compiling with OpenVINO's default", device, _SNIPPETS_KEY, e
+        )
         return core.compile_model(target, device, {k: v for k, v in config.items() if k != _SNIPPETS_KEY})
 
 
@@ -369,7 +377,9 @@ class OpenVinoRuntime:
     def has_embedding(self) -> bool:
         """Whether the suffix graph returns the pooled embedding (the OOD score's features)."""
         if self._has_embedding is None:  # read once and dropped: a warm cache never keeps the graph
-            model, _ = self._suffix_model if self._suffix_model is not None else self._read(self._suffix_graph)
+            model, _ = (
+                self._suffix_model if self._suffix_model is not None else self._read(self._suffix_graph)
+            )
             self._has_embedding = any(layout.EMBEDDING_NAME in o.get_names() for o in model.outputs)
         return self._has_embedding
 

@@ -59,7 +59,11 @@ def test_openvino_compile_config_per_precision_and_hint():
         "SNIPPETS_MODE": "DISABLE",  # CPU default (memory), though not in SUPPORTED_PROPERTIES
     }
     bf16 = ov_runtime._compile_config(core, "CPU", RuntimeOptions(precision="bf16", hint="throughput"))
-    assert bf16 == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16", "SNIPPETS_MODE": "DISABLE"}
+    assert bf16 == {
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "INFERENCE_PRECISION_HINT": "bf16",
+        "SNIPPETS_MODE": "DISABLE",
+    }
     assert (
         ov_runtime._compile_config(core, "CPU", RuntimeOptions(precision="int8"))["INFERENCE_PRECISION_HINT"]
         == "f32"
@@ -106,17 +110,21 @@ def test_openvino_snippets_off_keeps_the_suffix_output(tiny_artifacts):
     xml = tiny_artifacts[1] / "openvino" / "suffix_det.xml"
     core = ov.Core()
     model = core.read_model(str(xml))
-    model.reshape({p.get_any_name(): [3, *(d.get_length() for d in p.get_partial_shape()[1:])] for p in model.inputs})
+    model.reshape(
+        {p.get_any_name(): [3, *(d.get_length() for d in p.get_partial_shape()[1:])] for p in model.inputs}
+    )
     rng = np.random.default_rng(0)  # static rows, as the runtime compiles the suffix (Snippets need them)
     feed = {
-        p.get_any_name(): rng.standard_normal([3, *(d.get_length() for d in p.get_partial_shape()[1:])]).astype(
-            np.float32
-        )
+        p.get_any_name(): rng.standard_normal(
+            [3, *(d.get_length() for d in p.get_partial_shape()[1:])]
+        ).astype(np.float32)
         for p in model.inputs
     }
     outs = []
     for snippets in ("enable", "disable"):
-        config = ov_runtime._compile_config(core, "CPU", RuntimeOptions(threads=1, extra={"snippets": snippets}))
+        config = ov_runtime._compile_config(
+            core, "CPU", RuntimeOptions(threads=1, extra={"snippets": snippets})
+        )
         compiled = ov_runtime.compile_with_fallback(core, model, "CPU", config)
         assert ("SNIPPETS_MODE" in config) == (snippets == "disable")
         result = compiled.create_infer_request().infer(feed)
@@ -125,6 +133,7 @@ def test_openvino_snippets_off_keeps_the_suffix_output(tiny_artifacts):
         assert ("Subgraph" in kinds) == (snippets == "enable")  # the property took effect
     for a, b in zip(*outs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
 
 def test_openvino_model_cache_is_used(tiny_artifacts, tmp_path):
     pytest.importorskip("openvino")
@@ -224,7 +233,11 @@ def test_openvino_row_counts_beyond_the_static_ones_share_one_dynamic_graph(tiny
     counts = [8, 6, 4, 10, 5, 12, 8, 3]  # parts of 4, 3, 2, 5, 3, 6, 4, 2 rows
     for rows in counts:
         feats = [f + rng.standard_normal(f.shape).astype(np.float32) for f in _features(one, rows)]
-        for a, b in zip(one._run(one._single_request(), one._features, feats, one._logits), two.run_suffix(feats), strict=True):
+        for a, b in zip(
+            one._run(one._single_request(), one._features, feats, one._logits),
+            two.run_suffix(feats),
+            strict=True,
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     static = sorted(k for k in two._parts if k is not None)
     assert static == [2, 3, 4]  # the first three part sizes met
