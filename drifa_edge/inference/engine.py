@@ -4,8 +4,10 @@ One call runs B cases x T samples: the deterministic prefix once per case, its
 output tiled T times, the stochastic suffix on the B*T rows in chunks of at most
 ``rows_per_call`` rows per runtime call (bounded memory; ~30 rows per call is the
 sweet spot measured on CPUs, 480 was 2-3x slower per case). Rows are (case,
-sample) pairs in case-major order, so a chunk may end inside a case; the prefix
-output of a case is computed once and kept until its last row has run. T is a
+sample) pairs in case-major order; :func:`rows_per_call` cuts chunks at whole cases
+(or equal shares of one case when T rows do not fit in a call), so every chunk of a
+batch but the last has the same row count. The prefix output of a case is computed
+once and kept until its last row has run. T is a
 run-time parameter. An ensemble of K members contributes K*T samples per case,
 all of them combined. Softmax with the card's per-task temperature is applied
 here, the same way for every runtime.
@@ -82,10 +84,9 @@ def rows_per_call(cfg: EngineConfig, model: ModelConfig, precision: str = "fp32"
     """Suffix rows per runtime call: ``max_rows``, lowered to fit ``memory_mb`` if set, then
     to whole cases: a multiple of T (``samples``) when at least T rows fit, else an equal
     share of one case's T rows (T = 50, 32 rows: 25 + 25, not 32 + 18). So the calls of a
-    batch have one row count (the last call may hold fewer cases): a runtime that compiles
-    per call shape (OpenVINO) compiles once. With the default 32 rows and T = 30 a call was
-    32 rows and the next one 28 or 24: two compiled suffixes per stream (+190 MB and twice
-    the start-up of a 4-case INT8 predict, found by a newcomer's run)."""
+    batch have one row count (the last call may hold fewer cases) and a runtime that compiles
+    per call shape (OpenVINO) compiles once; 32-row chunks of T = 30 alternated 32 and 24 rows
+    and cost a second compiled suffix per stream (README, "Memory")."""
     rows = cfg.max_rows
     if cfg.memory_mb is not None:
         per_row = suffix_row_bytes(model, 2 if precision in ("fp16", "bf16") else 4)
